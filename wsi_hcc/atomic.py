@@ -1,0 +1,41 @@
+"""Outputs appear at their final name only when complete: write to a temporary name, then rename."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+__all__ = ["atomic_write_bytes", "atomic_write_json", "publish_dir", "partial_path"]
+
+
+def partial_path(final: Path) -> Path:
+    """The hidden temporary name a ``final`` output is written under."""
+    return final.with_name(f".{final.name}.partial")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = partial_path(path)
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def publish_dir(tmp: Path, final: Path) -> None:
+    """Move a completed directory to ``final``, replacing any older one there."""
+    old = final.with_name(f".{final.name}.old")
+    if old.exists():
+        shutil.rmtree(old)
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old.exists():
+        shutil.rmtree(old)

@@ -1,0 +1,132 @@
+"""The ``wsi-hcc`` command line: parse, call the library, report.
+
+Heavy imports (numpy, zarr, openslide) happen inside commands so ``--help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+__all__ = ["main"]
+
+
+class _OneLineErrors(click.Group):
+    """Report library errors as one line and exit 2, never with a traceback."""
+
+    def invoke(self, ctx):
+        from .errors import WsiHccError
+
+        try:
+            return super().invoke(ctx)
+        except WsiHccError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+
+
+def _print_versions(ctx, _param, value):
+    if not value or ctx.resilient_parsing:
+        return
+    from .versions import stack_versions
+
+    for name, version in stack_versions().items():
+        click.echo(f"{name} {version}")
+    ctx.exit()
+
+
+@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_versions,
+              help="Print the versions of wsi-hcc and its stack, then exit.")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+def main(verbose: int) -> None:
+    """wsi-hcc: HCC whole-slide image toolkit."""
+    from rich.logging import RichHandler
+
+    handler = RichHandler(show_time=False, show_path=False, markup=False,
+                          console=__import__("rich.console", fromlist=["Console"]).Console(stderr=True))
+    package_log = logging.getLogger("wsi_hcc")
+    package_log.addHandler(handler)
+    package_log.setLevel(logging.WARNING - 10 * min(verbose, 2))
+
+
+# Options that mean the same in every command that takes them.
+def _tile_options(func):
+    options = [
+        click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+                     help="Output folder; one <stem>.zarr store per slide."),
+        click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                     help="YAML config (see configs/tile.yaml); flags override it."),
+        click.option("--mpp", "target_mpp", type=float, help="Target microns per pixel of tiles [0.5]."),
+        click.option("--tile-px", type=int, help="Tile edge in pixels [256]."),
+        click.option("--overlap-px", type=int, help="Overlap between neighbouring tiles in pixels [0]."),
+        click.option("--min-tissue", type=float, help="Fraction of a tile that must be tissue; 0 keeps all [0.5]."),
+        click.option("--backend", type=click.Choice(["auto", "openslide", "tiffslide"]), help="Slide reader [auto]."),
+        click.option("--slide-mpp", type=float, help="Override every slide's own mpp (um/px at level 0)."),
+        click.option("--compression", type=click.Choice(["jpeg", "zstd", "none"]), help="Tile codec [jpeg]."),
+        click.option("--jpeg-quality", type=int, help="JPEG quality [90]."),
+        click.option("--direct-jpeg/--no-direct-jpeg", default=None,
+                     help="Decode JPEG-tiled TIFF levels directly (same pixels, faster) [on]."),
+        click.option("--h5", is_flag=True, default=None, help="Also write CLAM/TRIDENT coords <stem>.h5."),
+        click.option("--qc/--no-qc", default=None, help="Write the <stem>.qc.png picture [on]."),
+        click.option("--recursive", is_flag=True, help="Look for slides in sub-folders too."),
+        click.option("--overwrite", is_flag=True, help="Redo slides that are already done."),
+        click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Local worker processes."),
+        click.option("--scheduler", help="dask.distributed scheduler address (tcp://host:8786) to run on."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@main.command(epilog="""\b
+Examples:
+  wsi-hcc tile slides/ --out stores/
+  wsi-hcc tile manifest.csv --out stores/ --mpp 0.5 --tile-px 224 --workers 2
+  wsi-hcc tile a.svs --out stores/ --slide-mpp 0.25 --h5
+  wsi-hcc tile slides/ --out stores/ --scheduler tcp://10.0.0.5:8786""")
+@click.argument("paths", nargs=-1, required=True)
+@_tile_options
+def tile(paths, out_dir, config_path, target_mpp, tile_px, overlap_px, min_tissue, backend, slide_mpp,
+         compression, jpeg_quality, direct_jpeg, h5, qc, recursive, overwrite, workers, scheduler):
+    """Cut slides into tiles at an exact physical resolution and write Zarr patch stores.
+
+    PATHS are slides, folders of slides, or CSV manifests with a 'path' column and an optional
+    'mpp' column. A failed slide does not stop the batch; rerunning skips finished slides.
+    """
+    from .config import load_config
+    from .pipeline import run_tile
+    from .progress import RichBatchProgress
+
+    config = load_config(config_path).with_overrides(
+        target_mpp=target_mpp, tile_px=tile_px, overlap_px=overlap_px, min_tissue=min_tissue, backend=backend,
+        compression=compression, jpeg_quality=jpeg_quality, direct_jpeg=direct_jpeg, h5=h5, qc=qc)
+    with RichBatchProgress() as progress:
+        report = run_tile(list(paths), out_dir, config, recursive=recursive, slide_mpp=slide_mpp,
+                          overwrite=overwrite, workers=workers, scheduler=scheduler, progress=progress)
+    progress.print_summary(report)
+    sys.exit(1 if report.failed or not report.outcomes else 0)
+
+
+@main.command(epilog="""\b
+Examples:
+  wsi-hcc synth demo.svs
+  wsi-hcc synth big.svs --width 40000 --height 30000 --mpp 0.25
+  wsi-hcc synth nompp.svs --no-mpp""")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--width", type=int, default=8192, show_default=True, help="Level-0 width in pixels.")
+@click.option("--height", type=int, default=6144, show_default=True, help="Level-0 height in pixels.")
+@click.option("--mpp", type=float, default=0.25, show_default=True, help="Microns per pixel written to the slide.")
+@click.option("--no-mpp", is_flag=True, help="Write no mpp at all (to test the override).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--tile-px", type=int, default=256, show_default=True, help="JPEG tile size inside the TIFF.")
+@click.option("--no-tumour", is_flag=True, help="Tissue without tumour regions.")
+def synth(path, width, height, mpp, no_mpp, seed, tile_px, no_tumour):
+    """Write a synthetic H&E slide (pyramidal JPEG TIFF, Aperio-style) and its tumour mask."""
+    from .synth import write_synthetic_slide
+
+    slide = write_synthetic_slide(path, size_px=(width, height), mpp=None if no_mpp else mpp, seed=seed,
+                                  tile_px=tile_px, tumour=not no_tumour)
+    click.echo(f"wrote {slide.path} ({width}x{height} px, mpp {slide.mpp}) and {slide.mask_path}")

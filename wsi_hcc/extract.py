@@ -1,0 +1,138 @@
+"""Cut tiles from a slide and write them into a store's chunk files: the tiler's inner loop.
+
+A ``TileJob`` is a run of consecutive tiles (whole grid rows) that one process reads, encodes and
+writes on its own. Jobs are plain picklable records, so the same job runs in-process, in a local
+process pool or on a dask.distributed worker, and gives byte-identical chunks in each.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .jpeg_tiles import JpegTileLevel, open_jpeg_levels
+from .readers import open_slide
+from .readers.base import SlideReader
+from .records import TileSpec
+from .store import chunk_path, codec_from_config
+
+__all__ = ["TileJob", "run_tile_job", "can_pass_through", "open_cached"]
+
+# Regions are read a few tiles at a time: large enough to amortise per-call overhead, small
+# enough that memory stays flat in slide size.
+_MAX_RUN_TILES = 16
+
+
+@dataclass(frozen=True)
+class TileJob:
+    """Tiles ``first_index ..`` of one slide, in store order.
+
+    ``level_origins`` are the ``(x, y)`` top-left corners in pixels of ``spec.level``; ``cols`` and
+    ``rows`` are the grid indices (used by the pass-through path).
+    """
+
+    slide_path: str
+    slide_stat: tuple[int, int]  # (size, mtime_ns): keys the per-process reader cache
+    backend: str
+    direct_jpeg: bool
+    spec: TileSpec
+    store_path: str
+    codec_config: dict[str, Any] | None
+    pass_through: bool
+    first_index: int
+    cols: np.ndarray
+    rows: np.ndarray
+    level_origins: np.ndarray
+    done_marker: str
+
+    def __len__(self) -> int:
+        return int(self.cols.shape[0])
+
+
+@lru_cache(maxsize=4)
+def open_cached(path: str, stat: tuple[int, int], backend: str) -> tuple[SlideReader, list[JpegTileLevel | None]]:
+    """Open a slide once per process; ``stat`` (size, mtime_ns) makes a changed file open afresh."""
+    reader = open_slide(path, backend)
+    return reader, open_jpeg_levels(path, reader.level_dimensions)
+
+
+def can_pass_through(spec: TileSpec, jpeg_level: JpegTileLevel | None, compression: str) -> bool:
+    """True when each grid tile is exactly one of the slide's own JPEG tiles, so its bytes can be
+    stored unchanged: native resolution, no overlap, and the slide's tile size equal to ``tile_px``."""
+    return (jpeg_level is not None and compression == "jpeg" and spec.native and spec.overlap_px == 0
+            and jpeg_level.tile_size == (spec.tile_px, spec.tile_px))
+
+
+def run_tile_job(job: TileJob) -> int:
+    """Write the job's tiles into the store, then its done-marker. Returns the number of tiles."""
+    reader, jpeg_levels = open_cached(job.slide_path, job.slide_stat, job.backend)
+    jpeg_level = jpeg_levels[job.spec.level] if job.direct_jpeg else None
+    if job.pass_through:
+        assert jpeg_level is not None, "pass-through planned for a level without JPEG tiles"
+        for i, (col, row) in enumerate(zip(job.cols.tolist(), job.rows.tolist())):
+            _write(Path(job.store_path), job.first_index + i, jpeg_level.raw(col, row))
+    else:
+        codec = codec_from_config(job.codec_config)
+        encode = codec.encode if codec is not None else (lambda tile: tile.tobytes())
+        read = jpeg_level.region if jpeg_level is not None else _reader_region(reader, job.spec)
+        level_size = reader.level_dimensions[job.spec.level]
+        for index, tile in _cut_tiles(job, read, level_size):
+            _write(Path(job.store_path), index, encode(tile))
+    Path(job.done_marker).touch()
+    return len(job)
+
+
+def _write(store: Path, index: int, data: bytes) -> None:
+    with open(chunk_path(store, index), "wb") as fh:
+        fh.write(data)
+
+
+def _reader_region(reader: SlideReader, spec: TileSpec):
+    downsample = spec.level_downsample
+
+    def read(x: int, y: int, width: int, height: int) -> np.ndarray:
+        location = (int(round(x * downsample)), int(round(y * downsample)))
+        return reader.read_region(location, spec.level, (width, height))
+
+    return read
+
+
+def _runs(job: TileJob):
+    """Split the job into runs of neighbouring tiles in one grid row, at most _MAX_RUN_TILES long."""
+    start = 0
+    n = len(job)
+    cols, rows = job.cols, job.rows
+    for i in range(1, n + 1):
+        if (i == n or rows[i] != rows[start] or cols[i] != cols[i - 1] + 1 or i - start >= _MAX_RUN_TILES):
+            yield start, i
+            start = i
+
+
+def _cut_tiles(job: TileJob, read, level_size: tuple[int, int]):
+    spec = job.spec
+    tile_px = spec.tile_px
+    tile_l = tile_px * spec.scale
+    for start, stop in _runs(job):
+        origins = job.level_origins[start:stop]
+        x0 = int(math.floor(origins[0, 0]))
+        y0 = int(math.floor(origins[0, 1]))
+        x1 = min(level_size[0], int(math.ceil(origins[-1, 0] + tile_l)))
+        y1 = min(level_size[1], int(math.ceil(origins[0, 1] + tile_l)))
+        region = read(x0, y0, x1 - x0, y1 - y0)
+        if spec.native:
+            for k, (ox, oy) in enumerate(origins.astype(np.int64).tolist()):
+                yield job.first_index + start + k, region[oy - y0:oy - y0 + tile_px, ox - x0:ox - x0 + tile_px]
+        else:
+            from PIL import Image
+
+            image = Image.fromarray(region)
+            for k, (ox, oy) in enumerate(origins.tolist()):
+                box = (ox - x0, oy - y0, ox - x0 + tile_l, oy - y0 + tile_l)
+                tile = image.resize((tile_px, tile_px), Image.Resampling.BOX, box=box)
+                yield job.first_index + start + k, np.asarray(tile)

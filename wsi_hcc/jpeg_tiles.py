@@ -1,0 +1,157 @@
+"""Direct access to the JPEG tiles of a TIFF pyramid level: each source tile is decoded once.
+
+This is the fast path of the tiler. It reads the tile bytes itself (``os.pread``) and decodes them
+with libjpeg-turbo through imagecodecs, which gives the same pixels as openslide and tiffslide (a
+test checks this on a real Aperio slide). Where the tile grid coincides with the slide's own tiles,
+the original bytes are handed on without decoding at all.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import SlideError
+
+__all__ = ["JpegTileLevel", "open_jpeg_levels"]
+
+_PHOTOMETRIC_RGB, _PHOTOMETRIC_YCBCR = 2, 6
+_JPEG = 7
+
+
+@dataclass(frozen=True)
+class _LevelLayout:
+    width: int
+    height: int
+    tile_width: int
+    tile_height: int
+    offsets: tuple[int, ...]
+    byte_counts: tuple[int, ...]
+    tables: bytes | None
+    jpeg_colorspace: str | None  # "RGB" for Aperio-style RGB JPEG; None means standard YCbCr
+
+
+class JpegTileLevel:
+    """One pyramid level stored as JPEG tiles; coordinates are this level's pixels."""
+
+    def __init__(self, path: Path, layout: _LevelLayout, cache_tiles: int = 0):
+        self.path = Path(path)
+        self._layout = layout
+        self._fd = os.open(self.path, os.O_RDONLY)
+        self._file_size = os.fstat(self._fd).st_size
+        self._cols = -(-layout.width // layout.tile_width)
+        self._rows = -(-layout.height // layout.tile_height)
+        self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        # Two rows of tiles: a grid row straddling a source-tile seam needs both.
+        self._cache_tiles = cache_tiles or 2 * self._cols + 2
+
+    @property
+    def tile_size(self) -> tuple[int, int]:
+        return self._layout.tile_width, self._layout.tile_height
+
+    @property
+    def jpeg_colorspace(self) -> str | None:
+        return self._layout.jpeg_colorspace
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __del__(self):
+        self.close()
+
+    def raw(self, col: int, row: int) -> bytes:
+        """The tile's bytes as a complete JPEG stream (shared tables spliced in)."""
+        index = row * self._cols + col
+        offset, count = self._layout.offsets[index], self._layout.byte_counts[index]
+        if count == 0:
+            raise SlideError(f"{self.path}: tile ({col}, {row}) is missing from the file")
+        if offset + count > self._file_size:
+            raise SlideError(f"{self.path}: file is truncated (tile ({col}, {row}) ends past the end "
+                             "of the file); copy the slide again")
+        data = os.pread(self._fd, count, offset)
+        tables = self._layout.tables
+        if tables:
+            # Abbreviated stream: tables = SOI ... EOI, tile = SOI ... EOI; join without the inner markers.
+            data = tables[:-2] + data[2:]
+        return data
+
+    def decode(self, col: int, row: int) -> np.ndarray:
+        """Decode one source tile to ``(tile_height, tile_width, 3)`` uint8 RGB."""
+        import imagecodecs
+
+        key = (col, row)
+        tile = self._cache.get(key)
+        if tile is not None:
+            self._cache.move_to_end(key)
+            return tile
+        try:
+            tile = imagecodecs.jpeg8_decode(self.raw(col, row), colorspace=self._layout.jpeg_colorspace,
+                                            outcolorspace="RGB")
+        except imagecodecs.Jpeg8Error as exc:
+            raise SlideError(f"{self.path}: corrupt JPEG tile ({col}, {row}): {exc}; the file is damaged") from exc
+        self._cache[key] = tile
+        if len(self._cache) > self._cache_tiles:
+            self._cache.popitem(last=False)
+        return tile
+
+    def region(self, x: int, y: int, width: int, height: int) -> np.ndarray:
+        """``(height, width, 3)`` uint8 RGB of this level, top-left at level pixel ``(x, y)``."""
+        lay = self._layout
+        if x < 0 or y < 0 or x + width > lay.width or y + height > lay.height:
+            raise ValueError(f"region {(x, y, width, height)} outside level {lay.width}x{lay.height}")
+        out = np.empty((height, width, 3), dtype=np.uint8)
+        tw, th = lay.tile_width, lay.tile_height
+        for row in range(y // th, (y + height - 1) // th + 1):
+            ty0 = row * th
+            sy0, sy1 = max(y, ty0), min(y + height, ty0 + th)
+            for col in range(x // tw, (x + width - 1) // tw + 1):
+                tx0 = col * tw
+                sx0, sx1 = max(x, tx0), min(x + width, tx0 + tw)
+                tile = self.decode(col, row)
+                out[sy0 - y:sy1 - y, sx0 - x:sx1 - x] = tile[sy0 - ty0:sy1 - ty0, sx0 - tx0:sx1 - tx0]
+        return out
+
+
+def open_jpeg_levels(path: str | Path, level_dimensions: tuple[tuple[int, int], ...]) -> list[JpegTileLevel | None]:
+    """For each level ``(width, height)``, a JpegTileLevel if the file stores it as RGB JPEG tiles.
+
+    Levels that are not plain JPEG-tiled TIFF pages (JPEG 2000, stripped, planar, other formats)
+    get None, and the tiler reads them through the slide backend instead.
+    """
+    import tifffile
+
+    path = Path(path)
+    found: dict[tuple[int, int], _LevelLayout] = {}
+    try:
+        with tifffile.TiffFile(path) as tif:
+            for page in tif.pages:
+                layout = _jpeg_layout(page)
+                if layout is not None:
+                    found.setdefault((layout.width, layout.height), layout)
+    except Exception:  # not a TIFF, or one tifffile cannot parse: no fast path
+        return [None] * len(level_dimensions)
+    return [JpegTileLevel(path, found[tuple(dims)]) if tuple(dims) in found else None
+            for dims in level_dimensions]
+
+
+def _jpeg_layout(page) -> _LevelLayout | None:
+    if not page.is_tiled or int(page.compression) != _JPEG or page.samplesperpixel != 3:
+        return None
+    if page.planarconfig != 1 or page.bitspersample != 8 or page.imagedepth != 1:
+        return None
+    photometric = int(page.photometric)
+    if photometric not in (_PHOTOMETRIC_RGB, _PHOTOMETRIC_YCBCR):
+        return None
+    return _LevelLayout(
+        width=int(page.imagewidth), height=int(page.imagelength),
+        tile_width=int(page.tilewidth), tile_height=int(page.tilelength),
+        offsets=tuple(int(o) for o in page.dataoffsets), byte_counts=tuple(int(c) for c in page.databytecounts),
+        tables=bytes(page.jpegtables) if page.jpegtables else None,
+        jpeg_colorspace="RGB" if photometric == _PHOTOMETRIC_RGB else None,
+    )

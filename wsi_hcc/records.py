@@ -1,0 +1,106 @@
+"""Small frozen records that the pipeline stages exchange.
+
+Conventions: positions are level-0 ``(x, y)`` pixels, sizes are ``(width, height)``, and units are
+part of every name (``tile_px``, ``target_mpp``, ``slide_mpp``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+__all__ = ["SlideInfo", "TileSpec"]
+
+
+@dataclass(frozen=True)
+class SlideInfo:
+    """What the tiler needs to know about one slide, and what every output records of it.
+
+    Attributes
+    ----------
+    path : str
+        Absolute path of the slide file.
+    fingerprint : str
+        ``sha256:<hex>`` of the file's size and sampled bytes; changes whenever the file does.
+    dimensions : tuple[int, int]
+        Level-0 ``(width, height)`` in pixels.
+    level_dimensions, level_downsamples
+        Per pyramid level, as the backend reports them.
+    slide_mpp : float
+        Level-0 microns per pixel (x and y are required to agree within 1%).
+    mpp_source : str
+        Where ``slide_mpp`` came from: ``"properties"``, ``"tiff-resolution"``, ``"override"`` or
+        ``"manifest"``.
+    vendor : str or None
+        Vendor named by the backend (``"aperio"``, ``"generic-tiff"``, ...).
+    backend : str
+        ``"openslide"`` or ``"tiffslide"``.
+    """
+
+    path: str
+    fingerprint: str
+    dimensions: tuple[int, int]
+    level_dimensions: tuple[tuple[int, int], ...]
+    level_downsamples: tuple[float, ...]
+    slide_mpp: float
+    mpp_source: str
+    vendor: str | None
+    backend: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(asdict(self))
+
+
+@dataclass(frozen=True)
+class TileSpec:
+    """How tiles are cut from one slide.
+
+    A tile covers exactly ``tile_px * target_mpp`` microns. It is read from pyramid level ``level``
+    (downsample ``level_downsample``), where it spans ``tile_px * scale`` level pixels; ``scale`` is
+    exactly 1.0 when the level is within 1% of the target and is read natively.
+
+    Attributes
+    ----------
+    target_mpp : float
+        Microns per pixel of the stored tiles (exactly as requested, even when read natively).
+    tile_px, overlap_px : int
+        Tile edge and overlap between neighbours, in output pixels.
+    level : int
+        Pyramid level the pixels are read from.
+    level_downsample : float
+        That level's downsample relative to level 0.
+    scale : float
+        Level pixels per output pixel (>= 1; 1.0 means native, no resampling).
+    tile_size_level0 : float
+        Tile edge in level-0 pixels.
+    stride_level0 : float
+        Distance between neighbouring tile origins in level-0 pixels.
+    """
+
+    target_mpp: float
+    tile_px: int
+    overlap_px: int
+    level: int
+    level_downsample: float
+    scale: float
+    tile_size_level0: float
+    stride_level0: float
+
+    @property
+    def native(self) -> bool:
+        return self.scale == 1.0
+
+    @property
+    def stride_px(self) -> int:
+        return self.tile_px - self.overlap_px
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(asdict(self)) | {"native": self.native}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value

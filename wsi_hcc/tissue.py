@@ -1,0 +1,72 @@
+"""Tissue detection on a low-resolution thumbnail: saturation, Otsu, morphological clean-up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["TissueParams", "detect_tissue"]
+
+
+@dataclass(frozen=True)
+class TissueParams:
+    """How tissue is told from glass.
+
+    Attributes
+    ----------
+    thumbnail_mpp : float
+        Resolution the mask is computed at (coarser is faster; 8 um/px resolves 50 um objects).
+    saturation_threshold : float or None
+        Fixed HSV-saturation threshold in [0, 1]; None picks one per slide with Otsu.
+    min_saturation : float
+        Floor for the Otsu threshold, so a slide of bare glass is not split in two by noise.
+    max_value : float
+        Pixels brighter than this (HSV value, [0, 1]) with low saturation are glass.
+    closing_um, min_object_um2, min_hole_um2 : float
+        Clean-up sizes in microns: close gaps, drop specks, fill holes.
+    """
+
+    thumbnail_mpp: float = 8.0
+    saturation_threshold: float | None = None
+    min_saturation: float = 0.05
+    max_value: float = 0.95
+    closing_um: float = 32.0
+    min_object_um2: float = 20_000.0
+    min_hole_um2: float = 10_000.0
+
+
+def detect_tissue(thumbnail: np.ndarray, thumbnail_mpp: float, params: TissueParams = TissueParams()) -> np.ndarray:
+    """Boolean tissue mask of a thumbnail.
+
+    Parameters
+    ----------
+    thumbnail : numpy.ndarray
+        ``(H, W, 3)`` uint8 RGB.
+    thumbnail_mpp : float
+        Microns per thumbnail pixel, to convert the clean-up sizes.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(H, W)`` bool, True on tissue.
+    """
+    from skimage import filters, morphology
+
+    if thumbnail.size == 0:
+        return np.zeros(thumbnail.shape[:2], dtype=bool)
+    rgb = thumbnail.astype(np.float32) / 255.0
+    value = rgb.max(axis=2)
+    saturation = np.where(value > 0, (value - rgb.min(axis=2)) / np.maximum(value, 1e-6), 0.0)
+    threshold = params.saturation_threshold
+    if threshold is None:
+        threshold = filters.threshold_otsu(saturation) if np.ptp(saturation) > 0 else 1.0
+        threshold = max(float(threshold), params.min_saturation)
+    mask = (saturation > threshold) & ~((value > params.max_value) & (saturation < 2 * threshold))
+    px_per_um = 1.0 / thumbnail_mpp
+    radius = max(1, int(round(params.closing_um * px_per_um / 2)))
+    mask = morphology.closing(mask, morphology.disk(radius))
+    min_object = max(1, int(params.min_object_um2 * px_per_um**2))
+    mask = morphology.remove_small_objects(mask, max_size=min_object)
+    mask = morphology.remove_small_holes(mask, max_size=max(1, int(params.min_hole_um2 * px_per_um**2)))
+    return mask

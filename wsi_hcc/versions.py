@@ -1,0 +1,23 @@
+"""Versions of the stack, recorded in every output and printed by ``wsi-hcc --version``."""
+
+from __future__ import annotations
+
+import platform
+from functools import lru_cache
+from importlib.metadata import PackageNotFoundError, version
+
+__all__ = ["stack_versions"]
+
+_PACKAGES = ("wsi-hcc", "numpy", "zarr", "numcodecs", "imagecodecs", "tifffile", "tiffslide",
+             "openslide-python", "openslide-bin", "scikit-image", "Pillow", "dask", "distributed", "h5py")
+
+
+@lru_cache(maxsize=1)
+def stack_versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "not installed"
+    return found
