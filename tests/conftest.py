@@ -1,0 +1,49 @@
+"""Shared fixtures: the real files in ../shared/data and small generated slides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+REAL_SVS = SHARED_DATA / "wsi" / "CMU-1-Small-Region.svs"
+
+
+@pytest.fixture(scope="session")
+def real_svs() -> Path:
+    if not REAL_SVS.exists():
+        pytest.skip(f"real slide not found at {REAL_SVS} (../shared/data is only beside CI and dev clones)")
+    return REAL_SVS
+
+
+@pytest.fixture(scope="session")
+def synth_slide(tmp_path_factory) -> Path:
+    """A 4096 x 3072 synthetic slide at 0.25 um/px with 256 px JPEG tiles and a pyramid."""
+    from wsi_hcc.synth import write_synthetic_slide
+
+    path = tmp_path_factory.mktemp("synth") / "synthetic.svs"
+    write_synthetic_slide(path, size_px=(4096, 3072), mpp=0.25, seed=1)
+    return path
+
+
+@pytest.fixture(scope="session")
+def synth_slide_no_mpp(tmp_path_factory) -> Path:
+    from wsi_hcc.synth import write_synthetic_slide
+
+    path = tmp_path_factory.mktemp("synth_nompp") / "nompp.svs"
+    write_synthetic_slide(path, size_px=(1024, 1024), mpp=None, seed=2)
+    return path
+
+
+@pytest.fixture(scope="session")
+def blank_tiff(tmp_path_factory) -> Path:
+    """A plain tiled JPEG TIFF of white glass whose only resolution is in its TIFF tags (0.5 um/px)."""
+    import tifffile
+
+    path = tmp_path_factory.mktemp("blank") / "glass.tif"
+    image = np.full((1024, 1536, 3), 242, dtype=np.uint8)
+    tifffile.imwrite(path, image, tile=(256, 256), compression="jpeg", photometric="rgb",
+                     resolution=(20000.0, 20000.0), resolutionunit="CENTIMETER")
+    return path
