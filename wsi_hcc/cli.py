@@ -49,6 +49,8 @@ def main(verbose: int) -> None:
     package_log = logging.getLogger("wsi_hcc")
     package_log.addHandler(handler)
     package_log.setLevel(logging.WARNING - 10 * min(verbose, 2))
+    # tifffile logs every damaged file it meets; our one-line error already says what is wrong.
+    logging.getLogger("tifffile").setLevel(logging.CRITICAL if verbose < 2 else logging.DEBUG)
 
 
 # Options that mean the same in every command that takes them.

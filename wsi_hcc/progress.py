@@ -14,7 +14,8 @@ class RichBatchProgress:
     def __init__(self, console: Console | None = None):
         self.console = console or Console(stderr=True, soft_wrap=True)
         self._bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                              TimeElapsedColumn(), TimeRemainingColumn(), console=self.console, transient=True)
+                              TimeElapsedColumn(), TimeRemainingColumn(), console=self.console, transient=True,
+                              disable=not self.console.is_terminal)
         self._slides = None
         self._tiles = None
 

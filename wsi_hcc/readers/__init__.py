@@ -8,7 +8,7 @@ from pathlib import Path
 from ..errors import SlideError
 from .base import SlideReader
 from .openslide_reader import OpenSlideReader
-from .tiff_probe import JPEG_COMPRESSIONS, probe_tiff
+from .tiff_probe import JPEG_COMPRESSIONS, is_tiff_file, probe_tiff
 
 __all__ = ["SlideReader", "open_slide", "BACKENDS", "check_slide_file"]
 
@@ -75,5 +75,6 @@ def open_slide(path: str | Path, backend: str = "auto") -> SlideReader:
             failures.append(f"{name} found no image in it")
             continue
         return reader
-    raise SlideError(f"{path}: not a readable slide ({'; '.join(failures)}); check that the file is a "
-                     "complete whole-slide image")
+    hint = ("it starts like a TIFF, so it is probably truncated or damaged; copy it again from the scanner"
+            if is_tiff_file(path) else "check that it is a whole-slide image")
+    raise SlideError(f"{path}: not a readable slide ({'; '.join(failures)}); {hint}")
