@@ -155,7 +155,7 @@ _KILLER = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("kill_after", [1, 37, 150])
+@pytest.mark.parametrize("kill_after", [1, 20, 50])  # of 54 tiles
 def test_killed_run_resumes_to_an_identical_store(synth_slide, tmp_path, kill_after):
     config = tmp_path / "small_jobs.yaml"
     config.write_text("tile:\n  job_tiles: 16\n  min_tissue: 0\n  target_mpp: 0.5\n  tile_px: 224\n")

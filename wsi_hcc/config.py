@@ -28,6 +28,9 @@ class TileConfig(BaseModel):
         ``auto``, ``openslide`` or ``tiffslide``.
     direct_jpeg : bool
         Decode JPEG-tiled TIFF levels directly (same pixels, faster); off reads through the backend.
+    pass_through : bool
+        Where the grid coincides with the slide's own JPEG tiles, store their bytes unchanged (no
+        decode, no re-encode, no generation loss).
     compression, jpeg_quality
         Tile codec: ``jpeg`` (default, ~19x smaller), ``zstd`` or ``none`` (both lossless).
     job_tiles : int
@@ -46,6 +49,7 @@ class TileConfig(BaseModel):
     min_tissue: float = Field(0.5, ge=0, le=1)
     backend: Literal["auto", "openslide", "tiffslide"] = "auto"
     direct_jpeg: bool = True
+    pass_through: bool = True
     compression: Literal["jpeg", "zstd", "none"] = "jpeg"
     jpeg_quality: int = Field(90, ge=1, le=100)
     job_tiles: int = Field(1024, ge=1)

@@ -102,7 +102,7 @@ def tile_slide(path: str | Path, out_dir: str | Path, config: TileConfig, *, ste
         warnings.append(f"{path}: no tile reaches min_tissue={config.min_tissue}; wrote a store with 0 tiles")
 
     jpeg_level = jpeg_levels[spec.level] if config.direct_jpeg else None
-    pass_through = can_pass_through(spec, jpeg_level, config.compression)
+    pass_through = config.pass_through and can_pass_through(spec, jpeg_level, config.compression)
     codec = make_codec(config.compression, config.jpeg_quality,
                        jpeg_level.jpeg_colorspace if pass_through else None)
     codec_config = codec.get_config() if codec is not None else None
