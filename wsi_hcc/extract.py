@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .jpeg_tiles import JpegTileLevel, open_jpeg_levels
+from .jpeg_tiles import JpegTileLevel, misaligned_empty, open_jpeg_levels
 from .readers import open_slide
 from .readers.base import SlideReader
 from .records import TileSpec
@@ -62,35 +62,63 @@ def open_cached(path: str, stat: tuple[int, int], backend: str) -> tuple[SlideRe
     return reader, open_jpeg_levels(path, reader.level_dimensions)
 
 
-def can_pass_through(spec: TileSpec, jpeg_level: JpegTileLevel | None, compression: str) -> bool:
-    """True when each grid tile is exactly one of the slide's own JPEG tiles, so its bytes can be
-    stored unchanged: native resolution, no overlap, and the slide's tile size equal to ``tile_px``."""
-    return (jpeg_level is not None and compression == "jpeg" and spec.native and spec.overlap_px == 0
+def grid_matches_source_tiles(spec: TileSpec, jpeg_level: JpegTileLevel | None) -> bool:
+    """True when each grid tile is exactly one of the slide's own JPEG tiles: native resolution,
+    no overlap, and the slide's tile size equal to ``tile_px``."""
+    return (jpeg_level is not None and spec.native and spec.overlap_px == 0
             and jpeg_level.tile_size == (spec.tile_px, spec.tile_px))
+
+
+def can_pass_through(spec: TileSpec, jpeg_level: JpegTileLevel | None, compression: str) -> bool:
+    """True when the slide's own JPEG bytes can be stored unchanged as the tiles."""
+    return compression == "jpeg" and grid_matches_source_tiles(spec, jpeg_level)
 
 
 def run_tile_job(job: TileJob) -> int:
     """Write the job's tiles into the store, then its done-marker. Returns the number of tiles."""
     reader, jpeg_levels = open_cached(job.slide_path, job.slide_stat, job.backend)
     jpeg_level = jpeg_levels[job.spec.level] if job.direct_jpeg else None
+    store = Path(job.store_path)
     if job.pass_through:
         assert jpeg_level is not None, "pass-through planned for a level without JPEG tiles"
         for i, (col, row) in enumerate(zip(job.cols.tolist(), job.rows.tolist())):
-            _write(Path(job.store_path), job.first_index + i, jpeg_level.raw(col, row))
+            _write(store, job.first_index + i, jpeg_level.raw(col, row))
     else:
-        codec = codec_from_config(job.codec_config)
-        encode = codec.encode if codec is not None else (lambda tile: tile.tobytes())
-        read = jpeg_level.region if jpeg_level is not None else _reader_region(reader, job.spec)
-        level_size = reader.level_dimensions[job.spec.level]
-        for index, tile in _cut_tiles(job, read, level_size):
-            _write(Path(job.store_path), index, encode(tile))
+        encode = _encoder(job.codec_config, job.spec.tile_px)
+        if grid_matches_source_tiles(job.spec, jpeg_level):
+            tiles = ((job.first_index + i, jpeg_level.decode(col, row))
+                     for i, (col, row) in enumerate(zip(job.cols.tolist(), job.rows.tolist())))
+        else:
+            if jpeg_level is not None:
+                jpeg_level.set_cache_rows(math.ceil(job.spec.tile_px * job.spec.scale / jpeg_level.tile_size[1]) + 1)
+            read = jpeg_level.region if jpeg_level is not None else _reader_region(reader, job.spec)
+            tiles = _cut_tiles(job, read, reader.level_dimensions[job.spec.level])
+        for index, tile in tiles:
+            _write(store, index, encode(tile))
     Path(job.done_marker).touch()
     return len(job)
 
 
+def _encoder(codec_config: dict[str, Any] | None, tile_px: int):
+    """Chunk bytes for a tile. Tiles are staged in a contiguous, misaligned buffer first: the
+    codecs need contiguous input, and libjpeg-turbo encodes faster from such a buffer."""
+    codec = codec_from_config(codec_config)
+    staging = misaligned_empty((tile_px, tile_px, 3))
+
+    def encode(tile: np.ndarray) -> bytes:
+        staging[...] = tile
+        return codec.encode(staging) if codec is not None else staging.tobytes()
+
+    return encode
+
+
 def _write(store: Path, index: int, data: bytes) -> None:
-    with open(chunk_path(store, index), "wb") as fh:
-        fh.write(data)
+    fd = os.open(chunk_path(store, index), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        if os.write(fd, data) != len(data):
+            raise OSError(f"short write to {chunk_path(store, index)}; is the disk full?")
+    finally:
+        os.close(fd)
 
 
 def _reader_region(reader: SlideReader, spec: TileSpec):
@@ -132,7 +160,14 @@ def _cut_tiles(job: TileJob, read, level_size: tuple[int, int]):
             from PIL import Image
 
             image = Image.fromarray(region)
+            factor = int(spec.scale)
+            # An integer factor on integer origins is a plain block mean: PIL's reduce() does it
+            # about 4x faster than a general box resize, with the same result.
+            integral = factor == spec.scale and np.all(origins == np.floor(origins))
             for k, (ox, oy) in enumerate(origins.tolist()):
                 box = (ox - x0, oy - y0, ox - x0 + tile_l, oy - y0 + tile_l)
-                tile = image.resize((tile_px, tile_px), Image.Resampling.BOX, box=box)
+                if integral:
+                    tile = image.reduce(factor, box=tuple(int(v) for v in box))
+                else:
+                    tile = image.resize((tile_px, tile_px), Image.Resampling.BOX, box=box)
                 yield job.first_index + start + k, np.asarray(tile)

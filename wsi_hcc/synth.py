@@ -197,14 +197,16 @@ def write_synthetic_slide(
     """
     out = Path(path)
     _validate(
-        out, size_px, mpp, tile_px, jpeg_quality, seed, tissue_fraction, mpp_in_description,
-        resolution_tags, mask_downsample,
+        out, size_px, mpp, tile_px, jpeg_quality, seed, tissue_fraction, resolution_tags,
+        mask_downsample,
     )
     width_px, height_px = int(size_px[0]), int(size_px[1])
     mpp = None if mpp is None else float(mpp)
     started = time.perf_counter()
-    scene = _Scene((width_px, height_px), mpp if mpp is not None else _DEFAULT_MPP, int(seed),
-                   float(tissue_fraction), bool(tumour))
+    content_mpp = mpp if mpp is not None else _DEFAULT_MPP
+    scene = _Scene(
+        (width_px, height_px), content_mpp, int(seed), float(tissue_fraction), bool(tumour)
+    )
     level_sizes = _level_sizes((width_px, height_px))
     level_downsamples = tuple(_LEVEL_FACTOR**k for k in range(len(level_sizes)))
 
@@ -272,7 +274,6 @@ def _validate(
     jpeg_quality: object,
     seed: object,
     tissue_fraction: object,
-    mpp_in_description: object,
     resolution_tags: object,
     mask_downsample: object,
 ) -> None:
@@ -289,7 +290,9 @@ def _validate(
         or len(size_px) != 2
         or not all(is_int(v) and v > 0 for v in size_px)
     ):
-        raise WsiHccError(f"size_px must be two positive integers (width, height), got {size_px!r}")
+        raise WsiHccError(
+            f"size_px must be two positive integers (width, height), got {size_px!r}"
+        )
     if mpp is not None and not (is_real(mpp) and math.isfinite(mpp) and 0.05 <= mpp <= 20):
         raise WsiHccError(f"mpp must be between 0.05 and 20 µm/px or None, got {mpp!r}")
     if not (is_int(tile_px) and 16 <= tile_px <= 4096 and tile_px % 16 == 0):
@@ -304,7 +307,6 @@ def _validate(
         raise WsiHccError(f"mask_downsample must be a positive integer, got {mask_downsample!r}")
     if resolution_tags and mpp is None:
         raise WsiHccError("resolution_tags=True needs an mpp; pass mpp= or resolution_tags=False")
-    del mpp_in_description  # any truthy value is accepted
 
 
 def _level_sizes(size_px: tuple[int, int]) -> list[tuple[int, int]]:
@@ -470,7 +472,7 @@ class _Trabeculae:
         self.cos, self.sin = math.cos(angle), math.sin(angle)
         self.keys = (key_u, key_v)
         self.across_px = _CORD_ACROSS_UM * px_per_um
-        self.node_px = max(1, round(_CORD_NODE_UM * px_per_um))
+        self.node_px = max(2, round(_CORD_NODE_UM * px_per_um))
         self.half_width_px = _SINUSOID_HALF_WIDTH_UM * px_per_um
         self.edge_px = _SINUSOID_EDGE_UM * px_per_um
         self.inset_px = _CORD_NUCLEUS_INSET_UM * px_per_um
@@ -502,7 +504,9 @@ class _Trabeculae:
                 cu, cv = iu + du, iv + dv
                 ju = _CORD_JITTER * (2 * _hash01(self.keys[0], cv, cu) - 1)
                 jv = _CORD_JITTER * (2 * _hash01(self.keys[1], cv, cu) - 1)
-                seeds.append(((cu + 0.5 + ju) * self.across_px, (cv + 0.5 + jv) * self.across_px))
+                seeds.append(
+                    ((cu + 0.5 + ju) * self.across_px, (cv + 0.5 + jv) * self.across_px)
+                )
         d = [(su - u) ** 2 + (sv - v) ** 2 for su, sv in seeds]
         nearest = np.argmin(np.stack(d), axis=0)
         u1 = np.choose(nearest, [su for su, _ in seeds])
@@ -597,6 +601,11 @@ class _Scene:
 
     # -- coarse outlines ---------------------------------------------------------------------
 
+    def _inside_nodes(self) -> tuple[slice, slice]:
+        """Coarse-grid nodes that lie on the slide."""
+        width, height = self.size_px
+        return slice(0, (height - 1) // self.grid_px + 1), slice(0, (width - 1) // self.grid_px + 1)
+
     def _tissue_distance(self, shape: tuple[int, int], tissue_fraction: float) -> np.ndarray:
         rng = np.random.default_rng([self.seed, 0])
         yy, xx = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float64)
@@ -614,7 +623,7 @@ class _Scene:
         # A rounded window keeps tissue off the slide border.
         r = np.sqrt(((xx / w_cells - 0.5) / 0.5) ** 4 + ((yy / h_cells - 0.5) / 0.5) ** 4)
         field *= _smooth01(np.clip((1 - r) / 0.35, 0, 1))
-        inside = field[: (self.size_px[1] - 1) // self.grid_px + 1, : (self.size_px[0] - 1) // self.grid_px + 1]
+        inside = field[self._inside_nodes()]
         if tissue_fraction >= 1:
             threshold = float(inside.min()) - 1e-6
         else:
@@ -625,8 +634,8 @@ class _Scene:
         rng = np.random.default_rng([self.seed, 1])
         yy, xx = np.mgrid[0:shape[0], 0:shape[1]].astype(np.float64)
         depth = np.full(shape, -np.inf)
-        h_in, w_in = (self.size_px[1] - 1) // self.grid_px + 1, (self.size_px[0] - 1) // self.grid_px + 1
-        depth[:h_in, :w_in] = self.tissue_dist[:h_in, :w_in]
+        inside = self._inside_nodes()
+        depth[inside] = self.tissue_dist[inside]
         tissue_nodes = np.flatnonzero(depth >= 0)
         if tissue_nodes.size == 0:
             return np.full(shape, -1e9)
@@ -662,14 +671,15 @@ class _Scene:
     ) -> tuple[np.ndarray, float]:
         """Soft inside-ness in [0, 1] of a region, float32 (h, w), with a rough outline.
 
-        Also returns the largest signed distance in the region (before roughness).
+        Also returns the largest signed distance in the region (before roughness); when that is
+        below ``-background_margin_px`` the region is outside and the first array is not computed.
         """
         distance = self._grid_nodes(grid)
         d = _interpolate_region(distance, self.grid_px, False, x0, y0, w, h).copy()
         d_max = float(d.max())
         if d_max < -self.background_margin_px:
             return d, d_max
-        rough = _interpolate_region(self._noise_nodes(key), self.roughness_cell_px, True, x0, y0, w, h)
+        rough = self._noise_at(key, self.roughness_cell_px, x0, y0, w, h)
         d += rough * np.float32(self.roughness_px)
         d *= np.float32(1 / self.edge_px)
         d += np.float32(0.5 - 0.5 * self.roughness_px / self.edge_px)
@@ -696,7 +706,8 @@ class _Scene:
         xx, yy = np.meshgrid(xs, ys)
         labels = np.zeros((mh, mw), np.uint8)
         for value, grid in ((1, self.tissue_dist), (2, self.tumour_dist)):
-            d = _interpolate_points(self._grid_nodes(grid), self.grid_px, False, xx.ravel(), yy.ravel())
+            nodes = self._grid_nodes(grid)
+            d = _interpolate_points(nodes, self.grid_px, False, xx.ravel(), yy.ravel())
             labels[(d >= 0).reshape(mh, mw)] = value
         return labels
 
@@ -722,7 +733,9 @@ class _Scene:
         keep = draws[3] < t * np.where(is_tumour, _TUMOUR_ACCEPT * in_cord, _NORMAL_ACCEPT)
         is_tumour = is_tumour[keep]
 
-        def pick(normal: tuple[float, float], tumour: tuple[float, float], d: np.ndarray) -> np.ndarray:
+        def pick(
+            normal: tuple[float, float], tumour: tuple[float, float], d: np.ndarray
+        ) -> np.ndarray:
             lo = np.where(is_tumour, tumour[0], normal[0])
             hi = np.where(is_tumour, tumour[1], normal[1])
             return lo + (hi - lo) * d[keep]
@@ -760,8 +773,9 @@ class _Scene:
         ox = np.floor(x).astype(np.int64) - size // 2
         oy = np.floor(y).astype(np.int64) - size // 2
         span = np.arange(size)
-        for start in range(0, x.size, 256):
-            s = slice(start, start + 256)
+        batch = max(1, (1 << 21) // (size * size))  # nuclei per vectorised batch
+        for start in range(0, x.size, batch):
+            s = slice(start, start + batch)
             dx = (ox[s, None] + span - x[s, None]).astype(np.float32)[:, None, :]  # (n, 1, size)
             dy = (oy[s, None] + span - y[s, None]).astype(np.float32)[:, :, None]  # (n, size, 1)
             cos = np.cos(angle[s]).astype(np.float32)[:, None, None]
@@ -787,8 +801,12 @@ class _Scene:
 
     # -- rendering ----------------------------------------------------------------------------
 
+    def _noise_at(self, key: np.uint32, cell: int, x0: int, y0: int, w: int, h: int) -> np.ndarray:
+        """Value noise in [0, 1] on a level-0 region; float32 (h, w)."""
+        return _interpolate_region(self._noise_nodes(key), cell, True, x0, y0, w, h)
+
     def _noise(self, key_index: int, cell: int, x0: int, y0: int, w: int, h: int) -> np.ndarray:
-        return _interpolate_region(self._noise_nodes(self.keys[key_index]), cell, True, x0, y0, w, h)
+        return self._noise_at(self.keys[key_index], cell, x0, y0, w, h)
 
     def render(self, x0: int, y0: int, w: int, h: int) -> np.ndarray:
         """RGB of the level-0 region at ``(x0, y0)`` of size ``(w, h)``; uint8 (h, w, 3).
@@ -822,7 +840,8 @@ class _Scene:
         if self.nuclei_as_texture:
             nuclei = t * np.float32(_NORMAL_ACCEPT * 0.3 * np.mean(_NORMAL_DARKNESS_OD))
             if has_tumour:
-                dense = (t * cord) * np.float32(_TUMOUR_ACCEPT * 0.6 * np.mean(_TUMOUR_DARKNESS_OD))
+                dense = t * cord
+                dense *= np.float32(_TUMOUR_ACCEPT * 0.6 * np.mean(_TUMOUR_DARKNESS_OD))
                 dense -= nuclei
                 dense *= u
                 nuclei += dense
@@ -836,7 +855,9 @@ class _Scene:
         return _stain_to_rgb(glass, hema, eosin)
 
 
-def _stain_to_rgb(glass: np.ndarray, hema: np.ndarray | None, eosin: np.ndarray | None) -> np.ndarray:
+def _stain_to_rgb(
+    glass: np.ndarray, hema: np.ndarray | None, eosin: np.ndarray | None
+) -> np.ndarray:
     """Beer-Lambert: RGB = glass * exp(-(H h + E e)), rounded.
 
     Parameters
@@ -994,11 +1015,14 @@ def _write_tiff(
 def _box_mean_rows(img: np.ndarray, factor: int, rows_per_chunk: int = 1024) -> np.ndarray:
     """`_box_mean` in chunks of rows to bound the temporary memory; same result."""
     rows_per_chunk -= rows_per_chunk % factor
-    parts = [_box_mean(img[r:r + rows_per_chunk], factor) for r in range(0, img.shape[0], rows_per_chunk)]
+    parts = [
+        _box_mean(img[r:r + rows_per_chunk], factor)
+        for r in range(0, img.shape[0], rows_per_chunk)
+    ]
     return np.concatenate(parts, axis=0)
 
 
 def _write_png(path: Path, mask: np.ndarray) -> None:
     from PIL import Image
 
-    Image.fromarray(mask, mode="L").save(path, format="PNG")
+    Image.fromarray(mask).save(path, format="PNG")  # 2-D uint8 -> mode "L"
