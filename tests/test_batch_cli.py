@@ -194,3 +194,14 @@ def test_dask_local_cluster_equals_a_local_run(synth_slide, real_svs, tmp_path):
     assert report.count("done") == 2
     for stem in ("synthetic", "CMU-1-Small-Region"):
         assert _store_files(tmp_path / "dask" / f"{stem}.zarr") == _store_files(tmp_path / "local" / f"{stem}.zarr")
+
+
+def test_slide_truncated_inside_its_tile_data_fails_before_any_work(synth_slide, tmp_path):
+    data = synth_slide.read_bytes()
+    cut = tmp_path / "cut.svs"
+    cut.write_bytes(data[: int(len(data) * 0.6)])
+    result = _cli("tile", cut, "--out", tmp_path / "out")
+    assert result.exit_code == 1
+    (line,) = [f for f in result.output.splitlines() if f.startswith("FAILED")]
+    assert str(cut) in line and "truncated" in line
+    assert not (tmp_path / "out" / ".cut.zarr.partial").exists()

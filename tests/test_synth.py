@@ -39,20 +39,23 @@ def mask(slide: SyntheticSlide) -> np.ndarray:
 
 
 def _hematoxylin_od(rgb: np.ndarray) -> np.ndarray:
-    """Hematoxylin optical density by colour deconvolution; float (h, w)."""
+    """Hematoxylin optical density by colour deconvolution; float32 (h, w)."""
     from wsi_hcc.synth import _OD_EOSIN, _OD_HEMATOXYLIN
 
-    od = -np.log((rgb.astype(np.float64) + 1) / 256)
     stains = np.stack([_OD_HEMATOXYLIN, _OD_EOSIN, np.cross(_OD_HEMATOXYLIN, _OD_EOSIN)])
-    return (od.reshape(-1, 3) @ np.linalg.inv(stains))[:, 0].reshape(rgb.shape[:2])
+    to_hema = np.linalg.inv(stains)[:, 0].astype(np.float32)
+    od = -np.log((np.arange(256, dtype=np.float32) + 1) / 256)  # per grey level
+    return sum(od[rgb[..., c]] * to_hema[c] for c in range(3))
 
 
-def _per_mask_pixel(values: np.ndarray, downsample: int, mask_shape: tuple[int, int]) -> np.ndarray:
-    """Mean of a level-0 (h, w) array over each mask pixel's block; (mh, mw)."""
-    mh, mw = mask_shape
-    padded = np.full((mh * downsample, mw * downsample), np.nan)
-    padded[: values.shape[0], : values.shape[1]] = values
-    return np.nanmean(padded.reshape(mh, downsample, mw, downsample), axis=(1, 3))
+def _block_means(values: np.ndarray, downsample: int) -> np.ndarray:
+    """Mean of a level-0 (h, w) array over each whole ``downsample`` block; (h // ds, w // ds).
+
+    Row/column ``i`` matches mask pixel ``i``; partial blocks at the right and bottom are dropped.
+    """
+    mh, mw = values.shape[0] // downsample, values.shape[1] // downsample
+    blocks = values[: mh * downsample, : mw * downsample].astype(np.float32)
+    return blocks.reshape(mh, downsample, mw, downsample).mean(axis=(1, 3))
 
 
 def _interior(labels: np.ndarray, value: int) -> np.ndarray:
@@ -142,10 +145,8 @@ def test_decoded_colours_match_the_generator(slide: SyntheticSlide, level0_rgb: 
 
 def test_level1_is_the_box_mean_of_level0(slide: SyntheticSlide, level0_rgb: np.ndarray) -> None:
     width, height = SIZE_PX
-    ho, wo = math.ceil(height / 4), math.ceil(width / 4)
-    padded = np.full((ho * 4, wo * 4, 3), np.nan)
-    padded[:height, :width] = level0_rgb
-    box = np.nanmean(padded.reshape(ho, 4, wo, 4, 3), axis=(1, 3))
+    ho, wo = height // 4, width // 4  # whole 4 x 4 blocks (both sides are multiples of 4 here)
+    box = level0_rgb[: ho * 4, : wo * 4].reshape(ho, 4, wo, 4, 3).mean(axis=(1, 3))
     with openslide.OpenSlide(str(slide.path)) as osr:
         level1 = np.asarray(osr.read_region((0, 0), 1, (wo, ho)).convert("RGB")).astype(float)
     assert np.abs(level1 - box).mean() < 4.0  # two JPEG generations apart
@@ -173,22 +174,21 @@ def test_sidecar_json(slide: SyntheticSlide, mask: np.ndarray) -> None:
 
 def test_tumour_nuclei_are_darker_and_denser(level0_rgb: np.ndarray, mask: np.ndarray) -> None:
     hema = _hematoxylin_od(level0_rgb)
-    mean_hema = _per_mask_pixel(hema, 32, mask.shape)
-    dark = _per_mask_pixel((hema > 0.6).astype(float), 32, mask.shape)
-    tumour, normal = _interior(mask, 2), _interior(mask, 1)
+    mean_hema = _block_means(hema, 32)
+    dark = _block_means(hema > 0.6, 32)
+    labels = mask[: mean_hema.shape[0], : mean_hema.shape[1]]
+    tumour, normal = _interior(labels, 2), _interior(labels, 1)
     assert tumour.sum() > 20 and normal.sum() > 20
     assert mean_hema[tumour].mean() > 1.3 * mean_hema[normal].mean()
     assert dark[tumour].mean() > 1.5 * dark[normal].mean()
 
 
 def test_background_is_near_white_glass(level0_rgb: np.ndarray, mask: np.ndarray) -> None:
-    background = _interior(mask, 0)
-    means = np.stack(
-        [_per_mask_pixel(level0_rgb[..., c].astype(float), 32, mask.shape) for c in range(3)]
-    )
-    rgb = means[:, background].mean(axis=1)
+    means = np.stack([_block_means(level0_rgb[..., c], 32) for c in range(3)])
+    labels = mask[: means.shape[1], : means.shape[2]]
+    rgb = means[:, _interior(labels, 0)].mean(axis=1)
     assert np.all(np.abs(rgb - 240) < 3), rgb
-    tissue = means[:, _interior(mask, 1)].mean(axis=1)
+    tissue = means[:, _interior(labels, 1)].mean(axis=1)
     assert tissue.mean() < 215  # stained tissue is clearly darker than glass
 
 

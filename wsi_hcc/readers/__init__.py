@@ -62,6 +62,10 @@ def open_slide(path: str | Path, backend: str = "auto") -> SlideReader:
     """
     path = Path(path)
     check_slide_file(path)
+    facts = probe_tiff(path)
+    if facts is not None and facts.truncated:
+        raise SlideError(f"{path}: file is truncated (its image data runs past the end of the file); "
+                         "copy the slide again from the scanner")
     failures = []
     for name in preferred_backends(path, backend):
         try:

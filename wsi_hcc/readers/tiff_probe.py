@@ -17,6 +17,7 @@ _CM_PER_UNIT = {2: 2.54, 3: 1.0}  # ResolutionUnit: 2 = inch, 3 = centimetre
 class TiffFacts:
     compression: int
     resolution_mpp: tuple[float, float] | None
+    truncated: bool
 
 
 def is_tiff_file(path: Path) -> bool:
@@ -33,9 +34,33 @@ def probe_tiff(path: Path) -> TiffFacts | None:
     try:
         with tifffile.TiffFile(path) as tif:
             page = tif.pages.first
-            return TiffFacts(int(page.compression), _resolution_mpp(page))
+            truncated = _data_past_end(tif, path.stat().st_size)
+            return TiffFacts(int(page.compression), _resolution_mpp(page), truncated)
     except Exception:  # a damaged TIFF is reported by the backends, which say more
         return None
+
+
+def _data_past_end(tif, file_size: int) -> bool:
+    """True if any page's image data (or a page itself) lies beyond the end of the file."""
+    import logging
+
+    tifffile_log = logging.getLogger("tifffile")
+    level = tifffile_log.level
+    tifffile_log.setLevel(logging.CRITICAL)  # it logs the broken page chain we are about to report
+    try:
+        tif.pages.useframes = False
+        pages = list(tif.pages)
+        if tif.pages._indexed and pages and any(p is None for p in pages):
+            return True
+    except Exception:
+        return True
+    finally:
+        tifffile_log.setLevel(level)
+    for page in pages:
+        ends = [o + c for o, c in zip(page.dataoffsets, page.databytecounts) if c]
+        if ends and max(ends) > file_size:
+            return True
+    return False
 
 
 def _resolution_mpp(page) -> tuple[float, float] | None:
