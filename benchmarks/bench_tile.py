@@ -66,7 +66,7 @@ def decode_ceiling(path: Path, tissue_only: bool, misaligned: bool) -> float:
     t0 = time.perf_counter()
     for i in indices:
         data = os.pread(fd, counts[i], offsets[i])
-        imagecodecs.jpeg8_decode(tables[:-2] + data[2:], out=out)
+        imagecodecs.jpeg8_decode(tables[:-2] + data[2:] if tables else data, out=out)
     elapsed = time.perf_counter() - t0
     os.close(fd)
     tif.close()

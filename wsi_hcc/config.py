@@ -52,7 +52,7 @@ class TileConfig(BaseModel):
     pass_through: bool = True
     compression: Literal["jpeg", "zstd", "none"] = "jpeg"
     jpeg_quality: int = Field(90, ge=1, le=100)
-    job_tiles: int = Field(1024, ge=1)
+    job_tiles: int = Field(512, ge=1)
     h5: bool = False
     qc: bool = True
     tissue: TissueParams = TissueParams()

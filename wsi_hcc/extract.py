@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections import deque
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -22,7 +23,7 @@ from .readers.base import SlideReader
 from .records import TileSpec
 from .store import chunk_path, codec_from_config
 
-__all__ = ["TileJob", "run_tile_job", "can_pass_through", "open_cached"]
+__all__ = ["TileJob", "run_tile_job", "can_pass_through", "open_cached", "warm_up"]
 
 # Regions are read a few tiles at a time: large enough to amortise per-call overhead, small
 # enough that memory stays flat in slide size.
@@ -62,6 +63,15 @@ def open_cached(path: str, stat: tuple[int, int], backend: str) -> tuple[SlideRe
     return reader, open_jpeg_levels(path, reader.level_dimensions)
 
 
+def warm_up() -> None:
+    """Import what a job needs, so that a fresh worker process is ready before the first job."""
+    import imagecodecs  # noqa: F401
+    import openslide  # noqa: F401
+    import tifffile  # noqa: F401
+    import tiffslide  # noqa: F401
+    from PIL import Image  # noqa: F401
+
+
 def grid_matches_source_tiles(spec: TileSpec, jpeg_level: JpegTileLevel | None) -> bool:
     """True when each grid tile is exactly one of the slide's own JPEG tiles: native resolution,
     no overlap, and the slide's tile size equal to ``tile_px``."""
@@ -78,23 +88,23 @@ def run_tile_job(job: TileJob) -> int:
     """Write the job's tiles into the store, then its done-marker. Returns the number of tiles."""
     reader, jpeg_levels = open_cached(job.slide_path, job.slide_stat, job.backend)
     jpeg_level = jpeg_levels[job.spec.level] if job.direct_jpeg else None
-    store = Path(job.store_path)
-    if job.pass_through:
-        assert jpeg_level is not None, "pass-through planned for a level without JPEG tiles"
-        for i, (col, row) in enumerate(zip(job.cols.tolist(), job.rows.tolist())):
-            _write(store, job.first_index + i, jpeg_level.raw(col, row))
-    else:
-        encode = _encoder(job.codec_config, job.spec.tile_px)
-        if grid_matches_source_tiles(job.spec, jpeg_level):
-            tiles = ((job.first_index + i, jpeg_level.decode(col, row))
-                     for i, (col, row) in enumerate(zip(job.cols.tolist(), job.rows.tolist())))
+    with _ChunkWriter(Path(job.store_path)) as write:
+        if job.pass_through:
+            assert jpeg_level is not None, "pass-through planned for a level without JPEG tiles"
+            for i, (col, row) in enumerate(zip(job.cols.tolist(), job.rows.tolist())):
+                write(job.first_index + i, jpeg_level.raw(col, row))
         else:
-            if jpeg_level is not None:
-                jpeg_level.set_cache_rows(math.ceil(job.spec.tile_px * job.spec.scale / jpeg_level.tile_size[1]) + 1)
-            read = jpeg_level.region if jpeg_level is not None else _reader_region(reader, job.spec)
-            tiles = _cut_tiles(job, read, reader.level_dimensions[job.spec.level])
-        for index, tile in tiles:
-            _write(store, index, encode(tile))
+            encode = _encoder(job.codec_config, job.spec.tile_px)
+            if grid_matches_source_tiles(job.spec, jpeg_level):
+                tiles = ((job.first_index + i, jpeg_level.decode(col, row))
+                         for i, (col, row) in enumerate(zip(job.cols.tolist(), job.rows.tolist())))
+            else:
+                if jpeg_level is not None:
+                    jpeg_level.set_cache_rows(math.ceil(job.spec.tile_px * job.spec.scale / jpeg_level.tile_size[1]) + 1)
+                read = jpeg_level.region if jpeg_level is not None else _reader_region(reader, job.spec)
+                tiles = _cut_tiles(job, read, reader.level_dimensions[job.spec.level])
+            for index, tile in tiles:
+                write(index, encode(tile))
     Path(job.done_marker).touch()
     return len(job)
 
@@ -110,6 +120,40 @@ def _encoder(codec_config: dict[str, Any] | None, tile_px: int):
         return codec.encode(staging) if codec is not None else staging.tobytes()
 
     return encode
+
+
+class _ChunkWriter:
+    """Writes chunk files on one background thread.
+
+    Creating a file can block on the file system (journal commits, write-back throttling) for
+    longer than it takes to decode and encode a tile; the thread overlaps that wait with the work.
+    All writes have finished, and any error has been raised, when the ``with`` block ends.
+    """
+
+    def __init__(self, store: Path, max_pending: int = 64):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._store = store
+        self._max_pending = max_pending
+        self._pool = ThreadPoolExecutor(max_workers=1)
+        self._pending: deque = deque()
+
+    def __enter__(self):
+        return self
+
+    def __call__(self, index: int, data: bytes) -> None:
+        self._pending.append(self._pool.submit(_write, self._store, index, data))
+        if len(self._pending) > self._max_pending:
+            self._pending.popleft().result()
+
+    def __exit__(self, exc_type, *exc):
+        try:
+            if exc_type is None:
+                while self._pending:
+                    self._pending.popleft().result()
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=exc_type is not None)
+        return False
 
 
 def _write(store: Path, index: int, data: bytes) -> None:

@@ -110,8 +110,12 @@ def make_executor(workers: int = 1, scheduler: str | None = None) -> Iterator[Ex
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
+        from .extract import warm_up
+
         # spawn, not fork: openslide and tifffile handles must not be shared with children.
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for _ in range(workers):  # start every worker now, while the first slide is planned
+                pool.submit(warm_up)
             yield pool
     else:
         yield None

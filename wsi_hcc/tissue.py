@@ -55,9 +55,11 @@ def detect_tissue(thumbnail: np.ndarray, thumbnail_mpp: float, params: TissuePar
 
     if thumbnail.size == 0:
         return np.zeros(thumbnail.shape[:2], dtype=bool)
-    rgb = thumbnail.astype(np.float32) / 255.0
-    value = rgb.max(axis=2)
-    saturation = np.where(value > 0, (value - rgb.min(axis=2)) / np.maximum(value, 1e-6), 0.0)
+    # Channel-wise maximum/minimum of uint8 planes: far faster than reducing over a size-3 axis.
+    red, green, blue = thumbnail[..., 0], thumbnail[..., 1], thumbnail[..., 2]
+    value = np.maximum(np.maximum(red, green), blue).astype(np.float32) / 255.0
+    low = np.minimum(np.minimum(red, green), blue).astype(np.float32) / 255.0
+    saturation = np.where(value > 0, (value - low) / np.maximum(value, 1e-6), 0.0)
     threshold = params.saturation_threshold
     if threshold is None:
         threshold = filters.threshold_otsu(saturation) if np.ptp(saturation) > 0 else 1.0
