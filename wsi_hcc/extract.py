@@ -88,21 +88,23 @@ def run_tile_job(job: TileJob) -> int:
     """Write the job's tiles into the store, then its done-marker. Returns the number of tiles."""
     reader, jpeg_levels = open_cached(job.slide_path, job.slide_stat, job.backend)
     jpeg_level = jpeg_levels[job.spec.level] if job.direct_jpeg else None
-    with _ChunkWriter(Path(job.store_path)) as write:
-        if job.pass_through:
-            assert jpeg_level is not None, "pass-through planned for a level without JPEG tiles"
-            for i, (col, row) in enumerate(zip(job.cols.tolist(), job.rows.tolist())):
-                write(job.first_index + i, jpeg_level.raw(col, row))
+    store = Path(job.store_path)
+    if job.pass_through:
+        assert jpeg_level is not None, "pass-through planned for a level without JPEG tiles"
+        # Nothing to overlap here: the bytes are only copied, so write them inline.
+        for i, (col, row) in enumerate(zip(job.cols.tolist(), job.rows.tolist())):
+            _write(store, job.first_index + i, jpeg_level.raw(col, row))
+    else:
+        encode = _encoder(job.codec_config, job.spec.tile_px)
+        if grid_matches_source_tiles(job.spec, jpeg_level):
+            tiles = ((job.first_index + i, jpeg_level.decode(col, row))
+                     for i, (col, row) in enumerate(zip(job.cols.tolist(), job.rows.tolist())))
         else:
-            encode = _encoder(job.codec_config, job.spec.tile_px)
-            if grid_matches_source_tiles(job.spec, jpeg_level):
-                tiles = ((job.first_index + i, jpeg_level.decode(col, row))
-                         for i, (col, row) in enumerate(zip(job.cols.tolist(), job.rows.tolist())))
-            else:
-                if jpeg_level is not None:
-                    jpeg_level.set_cache_rows(math.ceil(job.spec.tile_px * job.spec.scale / jpeg_level.tile_size[1]) + 1)
-                read = jpeg_level.region if jpeg_level is not None else _reader_region(reader, job.spec)
-                tiles = _cut_tiles(job, read, reader.level_dimensions[job.spec.level])
+            if jpeg_level is not None:
+                jpeg_level.set_cache_rows(math.ceil(job.spec.tile_px * job.spec.scale / jpeg_level.tile_size[1]) + 1)
+            read = jpeg_level.region if jpeg_level is not None else _reader_region(reader, job.spec)
+            tiles = _cut_tiles(job, read, reader.level_dimensions[job.spec.level])
+        with _ChunkWriter(store) as write:
             for index, tile in tiles:
                 write(index, encode(tile))
     Path(job.done_marker).touch()

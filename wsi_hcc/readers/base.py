@@ -8,7 +8,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["SlideReader"]
+__all__ = ["SlideReader", "OpenSlideLikeReader"]
 
 
 @runtime_checkable
@@ -52,3 +52,39 @@ class SlideReader(Protocol):
         """
 
     def close(self) -> None: ...
+
+
+class OpenSlideLikeReader:
+    """Shared part of back ends whose slide object already speaks openslide's vocabulary
+    (openslide.OpenSlide and tiffslide.TiffSlide): the pyramid, the properties and close."""
+
+    backend: str
+    path: Path
+    _slide: Any
+
+    @property
+    def level_count(self) -> int:
+        return self._slide.level_count
+
+    @property
+    def dimensions(self) -> tuple[int, int]:
+        return tuple(self._slide.dimensions)
+
+    @property
+    def level_dimensions(self) -> tuple[tuple[int, int], ...]:
+        return tuple(tuple(d) for d in self._slide.level_dimensions)
+
+    @property
+    def level_downsamples(self) -> tuple[float, ...]:
+        return tuple(float(d) for d in self._slide.level_downsamples)
+
+    @property
+    def properties(self) -> Mapping[str, Any]:
+        return self._slide.properties
+
+    @property
+    def vendor(self) -> str | None:
+        return self._slide.properties.get(f"{self.backend}.vendor")
+
+    def close(self) -> None:
+        self._slide.close()

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from ..errors import SlideError
+from .base import OpenSlideLikeReader
 
 __all__ = ["OpenSlideReader"]
 
 
-class OpenSlideReader:
+class OpenSlideReader(OpenSlideLikeReader):
     """A slide read through openslide-python (with the openslide-bin library)."""
 
     backend = "openslide"
@@ -27,30 +26,6 @@ class OpenSlideReader:
         except (openslide.OpenSlideError, OSError, ValueError) as exc:
             raise SlideError(f"openslide cannot open it: {exc}") from exc
         self._error_type = openslide.OpenSlideError
-
-    @property
-    def level_count(self) -> int:
-        return self._slide.level_count
-
-    @property
-    def dimensions(self) -> tuple[int, int]:
-        return tuple(self._slide.dimensions)
-
-    @property
-    def level_dimensions(self) -> tuple[tuple[int, int], ...]:
-        return tuple(tuple(d) for d in self._slide.level_dimensions)
-
-    @property
-    def level_downsamples(self) -> tuple[float, ...]:
-        return tuple(float(d) for d in self._slide.level_downsamples)
-
-    @property
-    def properties(self) -> Mapping[str, Any]:
-        return self._slide.properties
-
-    @property
-    def vendor(self) -> str | None:
-        return self._slide.properties.get("openslide.vendor")
 
     def property_mpp(self) -> tuple[float, float] | None:
         # openslide gives strings, and omits the keys when the slide does not say.
@@ -69,6 +44,3 @@ class OpenSlideReader:
         # openslide returns transparent black outside scanned areas; glass is white.
         rgb[rgba[..., 3] == 0] = 255
         return rgb
-
-    def close(self) -> None:
-        self._slide.close()

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from ..errors import SlideError
+from .base import OpenSlideLikeReader
 
 __all__ = ["TiffSlideReader"]
 
 
-class TiffSlideReader:
+class TiffSlideReader(OpenSlideLikeReader):
     """A slide read through tiffslide (tifffile + imagecodecs)."""
 
     backend = "tiffslide"
@@ -27,30 +26,6 @@ class TiffSlideReader:
             self._slide.level_dimensions  # noqa: B018 - forces parsing of the pyramid now
         except Exception as exc:  # tiffslide raises many types (TiffFileError, ValueError, KeyError...)
             raise SlideError(f"tiffslide cannot open it: {exc}") from exc
-
-    @property
-    def level_count(self) -> int:
-        return self._slide.level_count
-
-    @property
-    def dimensions(self) -> tuple[int, int]:
-        return tuple(self._slide.dimensions)
-
-    @property
-    def level_dimensions(self) -> tuple[tuple[int, int], ...]:
-        return tuple(tuple(d) for d in self._slide.level_dimensions)
-
-    @property
-    def level_downsamples(self) -> tuple[float, ...]:
-        return tuple(float(d) for d in self._slide.level_downsamples)
-
-    @property
-    def properties(self) -> Mapping[str, Any]:
-        return self._slide.properties
-
-    @property
-    def vendor(self) -> str | None:
-        return self._slide.properties.get("tiffslide.vendor")
 
     def property_mpp(self) -> tuple[float, float] | None:
         # tiffslide gives floats, or None when the slide does not say.
@@ -70,6 +45,3 @@ class TiffSlideReader:
         elif arr.shape[2] == 4:
             arr = arr[..., :3]
         return np.ascontiguousarray(arr, dtype=np.uint8)
-
-    def close(self) -> None:
-        self._slide.close()
