@@ -205,3 +205,21 @@ def test_slide_truncated_inside_its_tile_data_fails_before_any_work(synth_slide,
     (line,) = [f for f in result.output.splitlines() if f.startswith("FAILED")]
     assert str(cut) in line and "truncated" in line
     assert not (tmp_path / "out" / ".cut.zarr.partial").exists()
+
+
+def test_unreachable_scheduler_is_one_line(real_svs, tmp_path):
+    result = _cli("tile", real_svs, "--out", tmp_path, "--scheduler", "tcp://127.0.0.1:1")
+    assert result.exit_code == 2
+    assert result.output.startswith("error: cannot reach the dask scheduler at tcp://127.0.0.1:1")
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_synth_command_writes_a_slide_that_tiles(tmp_path):
+    result = _cli("synth", tmp_path / "demo.svs", "--width", "2048", "--height", "1536", "--seed", "3")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "demo.svs").is_file() and (tmp_path / "demo.mask.png").is_file()
+    tiled = _cli("tile", tmp_path / "demo.svs", "--out", tmp_path / "out", "--min-tissue", "0.5")
+    assert tiled.exit_code == 0, tiled.output
+    assert _state(tmp_path / "out", "demo")["n_tiles"] > 0
+    bad = _cli("synth", tmp_path / "x.svs", "--width", "0")
+    assert bad.exit_code == 2 and bad.output.startswith("error: ")

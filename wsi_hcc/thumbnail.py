@@ -35,10 +35,10 @@ def read_thumbnail(reader: SlideReader, slide_mpp: float, thumbnail_mpp: float) 
         ``(H, W, 3)`` uint8 RGB, and level-0 pixels per thumbnail pixel.
     """
     downsamples = reader.level_downsamples
-    fine_enough = [i for i, d in enumerate(downsamples) if slide_mpp * d <= thumbnail_mpp] or [0]
+    fine_enough = [i for i, d in enumerate(downsamples) if slide_mpp * d <= thumbnail_mpp * (1 + 1e-9)] or [0]
     level = max(fine_enough, key=lambda i: downsamples[i])
     level_ds = downsamples[level]
-    factor = max(1, int(math.floor(thumbnail_mpp / (slide_mpp * level_ds))))
+    factor = max(1, int(math.floor(thumbnail_mpp / (slide_mpp * level_ds) + 1e-9)))
     width, height = reader.level_dimensions[level]
     out_w, out_h = width // factor, height // factor
     thumb = np.empty((out_h, out_w, 3), dtype=np.uint8)

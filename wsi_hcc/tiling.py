@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import os
 import shutil
 import time
@@ -121,7 +122,7 @@ def tile_slide(path: str | Path, out_dir: str | Path, config: TileConfig, *, ste
                                               thumb_downsample, codec_config)})
     shutil.rmtree(tmp / _PROGRESS_DIR)
     if config.qc:
-        _write_qc(out_dir / f"{stem}.qc.png", thumbnail, mask, tiles.coords, spec, thumb_downsample)
+        _write_qc(out_dir / f"{stem}.qc.png", reader, slide, mask, thumb_downsample, tiles.coords, spec)
     if config.h5:
         h5_final = out_dir / f"{stem}.h5"
         h5_tmp = partial_path(h5_final)
@@ -216,11 +217,21 @@ def _store_attrs(slide: SlideInfo, spec: TileSpec, config: TileConfig, n_tiles: 
     }
 
 
-def _write_qc(path: Path, thumbnail: np.ndarray, mask: np.ndarray, coords: np.ndarray, spec: TileSpec,
-              downsample: float) -> None:
+_QC_LONG_SIDE_PX = 2048
+
+
+def _write_qc(path: Path, reader, slide: SlideInfo, mask: np.ndarray, mask_downsample: float,
+              coords: np.ndarray, spec: TileSpec) -> None:
+    """Draw the QC picture at about 2048 px on its long side (never finer than level 0), so tile
+    borders stay visible on small slides and the picture stays small for large ones."""
     from PIL import Image
 
-    picture = render_qc(thumbnail, mask, coords, spec.tile_size_level0, downsample)
+    qc_mpp = slide.slide_mpp * math.ceil(max(slide.dimensions) / _QC_LONG_SIDE_PX)
+    picture, downsample = read_thumbnail(reader, slide.slide_mpp, qc_mpp)
+    height, width = picture.shape[:2]
+    if mask.shape != (height, width):
+        mask = np.asarray(Image.fromarray(mask).resize((width, height), Image.Resampling.NEAREST))
+    picture = render_qc(picture, mask, coords, spec.tile_size_level0, downsample)
     buffer = io.BytesIO()
     Image.fromarray(picture).save(buffer, format="PNG")
     atomic_write_bytes(path, buffer.getvalue())
