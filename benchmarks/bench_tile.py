@@ -178,10 +178,33 @@ def main() -> None:
         wall = f"{m['wall_s']:.1f}" if "wall_s" in m else ""
         lines.append(f"| {name} | {m['per_s']:.0f} | {m['per_s'] / ceiling:.2f} | {m['per_s'] / openslide_loop:.2f} "
                      f"| {tile_phase} | {peak} | {wall} |")
+    lines += ["", "Against the targets of the tiling issue (ratios from this run):", ""]
+    lines += [f"- {check}" for check in _target_checks(med, ceiling, openslide_loop)]
     table = "\n".join(lines)
     print(table)
     if opts.results:
         (HERE / "RESULTS.md").write_text(_results_page(table))
+
+
+def _target_checks(med: dict, ceiling: float, openslide_loop: float) -> list[str]:
+    tiler = lambda name: med[f"wsi-hcc tile: {name}"]  # noqa: E731
+    one = tiler("256 px native, decode+encode, 1 worker")
+    two = tiler("256 px native, decode+encode, 2 workers")
+    resampled = tiler("224 px at 0.5 um/px, 1 worker")
+    passed = tiler("256 px native, pass-through")
+    half = tiler("256 px decode+encode, half-size slide")
+    peak = max(m["peak_mb"] for name, m in med.items() if "peak_mb" in m)
+    checks = [
+        ("one worker >= 0.25x decode ceiling", one["per_s"] / ceiling, 0.25, "x"),
+        ("one worker >= 1.5x openslide read_region loop", one["per_s"] / openslide_loop, 1.5, "x"),
+        ("two workers >= 0.45x decode ceiling", two["per_s"] / ceiling, 0.45, "x"),
+        ("224 px at 0.5 um/px >= 500 patches/s per core", resampled["per_s"], 500, "/s"),
+        ("pass-through >= 1.0x decode ceiling", passed["per_s"] / ceiling, 1.0, "x"),
+    ]
+    out = [f"{name}: {value:.2f}{unit} -> {'met' if value >= goal else 'NOT met'}" for name, value, goal, unit in checks]
+    out.append(f"peak memory < 1500 MB: {peak:.0f} MB -> {'met' if peak < 1500 else 'NOT met'}; full-size slide "
+               f"{one['peak_mb']:.0f} MB vs half-size {half['peak_mb']:.0f} MB (4x fewer pixels)")
+    return out
 
 
 def _results_page(table: str) -> str:

@@ -88,19 +88,9 @@ def tile_slide(path: str | Path, out_dir: str | Path, config: TileConfig, *, ste
                           config.overlap_px)
     t_open = time.perf_counter()
 
-    thumbnail, thumb_downsample = read_thumbnail(reader, slide.slide_mpp, config.tissue.thumbnail_mpp)
-    mask = detect_tissue(thumbnail, slide.slide_mpp * thumb_downsample, config.tissue)
-    grid = make_grid(slide.level_dimensions[spec.level], spec)
-    fractions = tissue_fractions(mask, (thumb_downsample, thumb_downsample), grid.coords, spec.tile_size_level0)
-    keep = fractions >= config.min_tissue if config.min_tissue > 0 else np.ones(len(grid), dtype=bool)
-    tiles = grid.subset(keep)
-    fractions = fractions[keep]
+    selection = _select_tiles(reader, slide, spec, config)
+    tiles = selection.tiles
     t_tissue = time.perf_counter()
-    warnings = []
-    if not mask.any():
-        warnings.append(f"{path}: no tissue found; wrote a store with 0 tiles")
-    elif len(tiles) == 0:
-        warnings.append(f"{path}: no tile reaches min_tissue={config.min_tissue}; wrote a store with 0 tiles")
 
     jpeg_level = jpeg_levels[spec.level] if config.direct_jpeg else None
     pass_through = config.pass_through and can_pass_through(spec, jpeg_level, config.compression)
@@ -111,18 +101,18 @@ def tile_slide(path: str | Path, out_dir: str | Path, config: TileConfig, *, ste
     final = store_path_for(out_dir, stem)
     tmp = partial_path(final)
     plan = _plan_digest(slide, spec, config, tiles, codec_config, pass_through)
-    _prepare_partial(tmp, plan, spec, tiles, fractions, codec)
+    _prepare_partial(tmp, plan, spec, tiles, selection.fractions, codec)
     jobs = _make_jobs(slide, slide_stat, config, spec, tiles, tmp, codec_config, pass_through)
     if on_start:
         on_start(len(tiles))
     _run_jobs(jobs, executor, on_tiles)
     t_tiles = time.perf_counter()
 
-    write_attrs(tmp, {"wsi_hcc": _store_attrs(slide, spec, config, len(tiles), len(grid), pass_through,
-                                              thumb_downsample, codec_config)})
+    write_attrs(tmp, {"wsi_hcc": _store_attrs(slide, spec, config, len(tiles), selection.n_grid, pass_through,
+                                              selection.mask_downsample, codec_config)})
     shutil.rmtree(tmp / _PROGRESS_DIR)
     if config.qc:
-        _write_qc(out_dir / f"{stem}.qc.png", reader, slide, mask, thumb_downsample, tiles.coords, spec)
+        _write_qc(out_dir / f"{stem}.qc.png", reader, slide, selection.mask, tiles.coords, spec)
     if config.h5:
         h5_final = out_dir / f"{stem}.h5"
         h5_tmp = partial_path(h5_final)
@@ -132,7 +122,33 @@ def tile_slide(path: str | Path, out_dir: str | Path, config: TileConfig, *, ste
     t_end = time.perf_counter()
     seconds = {"open": t_open - t_start, "tissue": t_tissue - t_open, "tiles": t_tiles - t_tissue,
                "finish": t_end - t_tiles, "total": t_end - t_start}
-    return TileResult(slide, spec, final, len(tiles), len(grid), pass_through, seconds, tuple(warnings))
+    return TileResult(slide, spec, final, len(tiles), selection.n_grid, pass_through, seconds, selection.warnings)
+
+
+@dataclass(frozen=True)
+class _Selection:
+    """The grid tiles kept for a slide, and the tissue mask they were chosen with."""
+
+    tiles: TileGrid
+    fractions: np.ndarray
+    n_grid: int
+    mask: np.ndarray
+    mask_downsample: float
+    warnings: tuple[str, ...]
+
+
+def _select_tiles(reader, slide: SlideInfo, spec: TileSpec, config: TileConfig) -> _Selection:
+    thumbnail, mask_downsample = read_thumbnail(reader, slide.slide_mpp, config.tissue.thumbnail_mpp)
+    mask = detect_tissue(thumbnail, slide.slide_mpp * mask_downsample, config.tissue)
+    grid = make_grid(slide.level_dimensions[spec.level], spec)
+    fractions = tissue_fractions(mask, (mask_downsample, mask_downsample), grid.coords, spec.tile_size_level0)
+    keep = fractions >= config.min_tissue if config.min_tissue > 0 else np.ones(len(grid), dtype=bool)
+    warnings = []
+    if not mask.any():
+        warnings.append(f"{slide.path}: no tissue found" + ("" if keep.any() else "; wrote a store with 0 tiles"))
+    elif not keep.any():
+        warnings.append(f"{slide.path}: no tile reaches min_tissue={config.min_tissue}; wrote a store with 0 tiles")
+    return _Selection(grid.subset(keep), fractions[keep], len(grid), mask, mask_downsample, tuple(warnings))
 
 
 def _plan_digest(slide: SlideInfo, spec: TileSpec, config: TileConfig, tiles: TileGrid,
@@ -220,8 +236,7 @@ def _store_attrs(slide: SlideInfo, spec: TileSpec, config: TileConfig, n_tiles: 
 _QC_LONG_SIDE_PX = 2048
 
 
-def _write_qc(path: Path, reader, slide: SlideInfo, mask: np.ndarray, mask_downsample: float,
-              coords: np.ndarray, spec: TileSpec) -> None:
+def _write_qc(path: Path, reader, slide: SlideInfo, mask: np.ndarray, coords: np.ndarray, spec: TileSpec) -> None:
     """Draw the QC picture at about 2048 px on its long side (never finer than level 0), so tile
     borders stay visible on small slides and the picture stays small for large ones."""
     from PIL import Image
