@@ -95,3 +95,19 @@ def test_unreadable_files_give_one_line(tmp_path, content):
 def test_missing_file(tmp_path):
     with pytest.raises(SlideError, match="file not found"):
         open_slide(tmp_path / "nope.svs")
+
+
+def test_per_tile_reduction_equals_reducing_the_region(synth_slide):
+    from PIL import Image
+
+    from wsi_hcc.jpeg_tiles import ReducedJpegLevel
+
+    reader = OpenSlideReader(synth_slide)
+    level = open_jpeg_levels(synth_slide, reader.level_dimensions)[0]
+    reduced = ReducedJpegLevel(level, 2)
+    assert reduced.tile_size == (128, 128) and reduced.size == (2048, 1536)
+    for x, y, w, h in [(0, 0, 224, 224), (100, 77, 300, 250), (1800, 1300, 248, 236)]:
+        full = level.region(2 * x, 2 * y, 2 * w, 2 * h)
+        np.testing.assert_array_equal(reduced.region(x, y, w, h), np.asarray(Image.fromarray(full).reduce(2)))
+    with pytest.raises(ValueError):
+        ReducedJpegLevel(level, 3)

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .jpeg_tiles import JpegTileLevel, misaligned_empty, open_jpeg_levels
+from .jpeg_tiles import JpegTileLevel, ReducedJpegLevel, misaligned_empty, open_jpeg_levels
 from .readers import open_slide
 from .readers.base import SlideReader
 from .records import TileSpec
@@ -100,10 +100,7 @@ def run_tile_job(job: TileJob) -> int:
             tiles = ((job.first_index + i, jpeg_level.decode(col, row))
                      for i, (col, row) in enumerate(zip(job.cols.tolist(), job.rows.tolist())))
         else:
-            if jpeg_level is not None:
-                jpeg_level.set_cache_rows(math.ceil(job.spec.tile_px * job.spec.scale / jpeg_level.tile_size[1]) + 1)
-            read = jpeg_level.region if jpeg_level is not None else _reader_region(reader, job.spec)
-            tiles = _cut_tiles(job, read, reader.level_dimensions[job.spec.level])
+            tiles = _cut_tiles(job, *_tile_source(job, jpeg_level, reader))
         with _ChunkWriter(store) as write:
             for index, tile in tiles:
                 write(index, encode(tile))
@@ -188,28 +185,52 @@ def _runs(job: TileJob):
             start = i
 
 
-def _cut_tiles(job: TileJob, read, level_size: tuple[int, int]):
+def _tile_source(job: TileJob, jpeg_level: JpegTileLevel | None, reader: SlideReader):
+    """Where the job's pixels come from: ``(read, level_size, origins, scale)``.
+
+    Preference: the slide's JPEG tiles shrunk per tile when the scale is an integer that divides
+    them (the usual 0.25 -> 0.5 um/px case), else the JPEG tiles, else the backend's read_region.
+    """
     spec = job.spec
-    tile_px = spec.tile_px
-    tile_l = tile_px * spec.scale
+    factor = int(spec.scale)
+    origins = job.level_origins
+    if (jpeg_level is not None and factor >= 2 and factor == spec.scale
+            and all(side % factor == 0 for side in jpeg_level.tile_size) and np.all(origins % factor == 0)):
+        reduced = ReducedJpegLevel(jpeg_level, factor)
+        reduced.cache.set_rows(math.ceil(spec.tile_px / reduced.tile_size[1]) + 1)
+        return reduced.region, reduced.size, origins / factor, 1.0
+    if jpeg_level is not None:
+        jpeg_level.cache.set_rows(math.ceil(spec.tile_px * spec.scale / jpeg_level.tile_size[1]) + 1)
+        return jpeg_level.region, jpeg_level.size, origins, spec.scale
+    return _reader_region(reader, spec), reader.level_dimensions[spec.level], origins, spec.scale
+
+
+def _cut_tiles(job: TileJob, read, level_size: tuple[int, int], level_origins: np.ndarray, scale: float):
+    """Yield ``(index, tile)`` for the job, reading one region per run of neighbouring tiles.
+
+    ``level_origins`` are tile corners in the pixels ``read`` serves; ``scale`` is source pixels
+    per output pixel there (1.0: cut without resampling).
+    """
+    tile_px = job.spec.tile_px
+    tile_l = tile_px * scale
     for start, stop in _runs(job):
-        origins = job.level_origins[start:stop]
+        origins = level_origins[start:stop]
         x0 = int(math.floor(origins[0, 0]))
         y0 = int(math.floor(origins[0, 1]))
         x1 = min(level_size[0], int(math.ceil(origins[-1, 0] + tile_l)))
         y1 = min(level_size[1], int(math.ceil(origins[0, 1] + tile_l)))
         region = read(x0, y0, x1 - x0, y1 - y0)
-        if spec.native:
+        if scale == 1.0:
             for k, (ox, oy) in enumerate(origins.astype(np.int64).tolist()):
                 yield job.first_index + start + k, region[oy - y0:oy - y0 + tile_px, ox - x0:ox - x0 + tile_px]
         else:
             from PIL import Image
 
             image = Image.fromarray(region)
-            factor = int(spec.scale)
+            factor = int(scale)
             # An integer factor on integer origins is a plain block mean: PIL's reduce() does it
             # about 4x faster than a general box resize, with the same result.
-            integral = factor == spec.scale and np.all(origins == np.floor(origins))
+            integral = factor == scale and np.all(origins == np.floor(origins))
             for k, (ox, oy) in enumerate(origins.tolist()):
                 box = (ox - x0, oy - y0, ox - x0 + tile_l, oy - y0 + tile_l)
                 if integral:

@@ -17,7 +17,7 @@ import numpy as np
 
 from .errors import SlideError
 
-__all__ = ["JpegTileLevel", "open_jpeg_levels", "misaligned_empty"]
+__all__ = ["JpegTileLevel", "ReducedJpegLevel", "open_jpeg_levels", "misaligned_empty"]
 
 _PHOTOMETRIC_RGB, _PHOTOMETRIC_YCBCR = 2, 6
 _JPEG = 7
@@ -33,6 +33,52 @@ def misaligned_empty(shape: tuple[int, ...]) -> np.ndarray:
     raw = np.empty(size + 64, dtype=np.uint8)
     start = (-raw.ctypes.data) % 32 + 16
     return raw[start:start + size].reshape(shape)
+
+
+class _TileCache:
+    """Decoded tiles of the last few rows, least recently used first out.
+
+    Rows, not a fixed count: tiles taller than the source tiles (or straddling their seams) then
+    decode each source tile once per slide, not once per grid row.
+    """
+
+    def __init__(self, cols: int, rows: int = 2):
+        self._cols = cols
+        self._tiles: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
+        self.spare: list[np.ndarray] = []  # evicted buffers, reused for the next decodes
+        self.set_rows(rows)
+
+    def set_rows(self, rows: int) -> None:
+        self._capacity = max(1, rows) * self._cols + 1
+
+    def get(self, key: tuple[int, int]) -> np.ndarray | None:
+        tile = self._tiles.get(key)
+        if tile is not None:
+            self._tiles.move_to_end(key)
+        return tile
+
+    def put(self, key: tuple[int, int], tile: np.ndarray) -> None:
+        self._tiles[key] = tile
+        if len(self._tiles) > self._capacity:
+            self.spare.append(self._tiles.popitem(last=False)[1])
+
+
+def _assemble(tile_at, tile_size: tuple[int, int], level_size: tuple[int, int],
+              x: int, y: int, width: int, height: int) -> np.ndarray:
+    """Copy the region ``(x, y, width, height)`` of a tiled level out of its tiles."""
+    if x < 0 or y < 0 or x + width > level_size[0] or y + height > level_size[1]:
+        raise ValueError(f"region {(x, y, width, height)} outside level {level_size[0]}x{level_size[1]}")
+    out = np.empty((height, width, 3), dtype=np.uint8)
+    tw, th = tile_size
+    for row in range(y // th, (y + height - 1) // th + 1):
+        ty0 = row * th
+        sy0, sy1 = max(y, ty0), min(y + height, ty0 + th)
+        for col in range(x // tw, (x + width - 1) // tw + 1):
+            tx0 = col * tw
+            sx0, sx1 = max(x, tx0), min(x + width, tx0 + tw)
+            tile = tile_at(col, row)
+            out[sy0 - y:sy1 - y, sx0 - x:sx1 - x] = tile[sy0 - ty0:sy1 - ty0, sx0 - tx0:sx1 - tx0]
+    return out
 
 
 @dataclass(frozen=True)
@@ -56,18 +102,15 @@ class JpegTileLevel:
         self._fd = os.open(self.path, os.O_RDONLY)
         self._file_size = os.fstat(self._fd).st_size
         self._cols = -(-layout.width // layout.tile_width)
-        self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
-        self._spare: list[np.ndarray] = []
-        self.set_cache_rows(2)
-
-    def set_cache_rows(self, rows: int) -> None:
-        """Keep ``rows`` full rows of decoded tiles, so that tiles taller than the source tiles
-        (or straddling their seams) decode each source tile once per slide, not once per grid row."""
-        self._cache_tiles = max(1, rows) * self._cols + 1
+        self.cache = _TileCache(self._cols)
 
     @property
     def tile_size(self) -> tuple[int, int]:
         return self._layout.tile_width, self._layout.tile_height
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self._layout.width, self._layout.height
 
     @property
     def jpeg_colorspace(self) -> str | None:
@@ -102,38 +145,53 @@ class JpegTileLevel:
         import imagecodecs
 
         key = (col, row)
-        tile = self._cache.get(key)
+        tile = self.cache.get(key)
         if tile is not None:
-            self._cache.move_to_end(key)
             return tile
         lay = self._layout
-        tile = self._spare.pop() if self._spare else misaligned_empty((lay.tile_height, lay.tile_width, 3))
+        tile = self.cache.spare.pop() if self.cache.spare else misaligned_empty((lay.tile_height, lay.tile_width, 3))
         try:
             imagecodecs.jpeg8_decode(self.raw(col, row), colorspace=lay.jpeg_colorspace, outcolorspace="RGB",
                                      out=tile)
         except imagecodecs.Jpeg8Error as exc:
             raise SlideError(f"{self.path}: corrupt JPEG tile ({col}, {row}): {exc}; the file is damaged") from exc
-        self._cache[key] = tile
-        if len(self._cache) > self._cache_tiles:
-            self._spare.append(self._cache.popitem(last=False)[1])
+        self.cache.put(key, tile)
         return tile
 
     def region(self, x: int, y: int, width: int, height: int) -> np.ndarray:
         """``(height, width, 3)`` uint8 RGB of this level, top-left at level pixel ``(x, y)``."""
-        lay = self._layout
-        if x < 0 or y < 0 or x + width > lay.width or y + height > lay.height:
-            raise ValueError(f"region {(x, y, width, height)} outside level {lay.width}x{lay.height}")
-        out = np.empty((height, width, 3), dtype=np.uint8)
-        tw, th = lay.tile_width, lay.tile_height
-        for row in range(y // th, (y + height - 1) // th + 1):
-            ty0 = row * th
-            sy0, sy1 = max(y, ty0), min(y + height, ty0 + th)
-            for col in range(x // tw, (x + width - 1) // tw + 1):
-                tx0 = col * tw
-                sx0, sx1 = max(x, tx0), min(x + width, tx0 + tw)
-                tile = self.decode(col, row)
-                out[sy0 - y:sy1 - y, sx0 - x:sx1 - x] = tile[sy0 - ty0:sy1 - ty0, sx0 - tx0:sx1 - tx0]
-        return out
+        return _assemble(self.decode, self.tile_size, self.size, x, y, width, height)
+
+
+class ReducedJpegLevel:
+    """A JpegTileLevel shrunk by an integer ``factor`` with a box mean, one source tile at a time.
+
+    Reducing each decoded tile before assembling regions gives the same pixels as reducing the
+    assembled region (tile edges are multiples of ``factor``) while moving a quarter of the data.
+    """
+
+    def __init__(self, level: JpegTileLevel, factor: int):
+        tw, th = level.tile_size
+        if factor < 2 or tw % factor or th % factor:
+            raise ValueError(f"factor {factor} does not divide the {tw}x{th} tiles")
+        self._level = level
+        self._factor = factor
+        self.tile_size = (tw // factor, th // factor)
+        self.size = (level.size[0] // factor, level.size[1] // factor)
+        self.cache = _TileCache(-(-level.size[0] // tw))
+        level.cache.set_rows(1)  # each source tile is reduced once; only the reduced one is kept
+
+    def decode(self, col: int, row: int) -> np.ndarray:
+        from PIL import Image
+
+        tile = self.cache.get((col, row))
+        if tile is None:
+            tile = np.asarray(Image.fromarray(self._level.decode(col, row)).reduce(self._factor))
+            self.cache.put((col, row), tile)
+        return tile
+
+    def region(self, x: int, y: int, width: int, height: int) -> np.ndarray:
+        return _assemble(self.decode, self.tile_size, self.size, x, y, width, height)
 
 
 def open_jpeg_levels(path: str | Path, level_dimensions: tuple[tuple[int, int], ...]) -> list[JpegTileLevel | None]:
