@@ -113,6 +113,8 @@ def read_region_loop(path: Path, backend: str, tile_px: int = 256, max_tiles: in
 def run_tiler(path: Path, args: list[str], out_root: Path | None = None) -> dict:
     """Run ``wsi-hcc tile`` in a child process; tiles/s end to end and peak memory."""
     out = Path(tempfile.mkdtemp(prefix="bench-tile-", dir=out_root or HERE / "_data"))
+    # Flush the previous case's writes first, so its write-back does not throttle this one.
+    os.sync()
     try:
         cmd = [sys.executable, "-m", "wsi_hcc", "tile", str(path), "--out", str(out), "--no-qc", *args]
         t0 = time.perf_counter()
