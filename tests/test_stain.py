@@ -1,0 +1,109 @@
+"""Stain normalisation: agreement with torchstain on real patches, robustness, serialisation."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from wsi_hcc.stain import MacenkoNormalizer, ReinhardNormalizer, StainError, normalizer_from_dict
+
+from conftest import SHARED_DATA
+
+PATCHES = sorted((SHARED_DATA / "he_patches").glob("*.png")) + sorted((SHARED_DATA / "he_liver").glob("*.jpg"))
+
+
+def _load(path, size=512):
+    return np.asarray(Image.open(path).convert("RGB"))[:size, :size]
+
+
+@pytest.fixture(scope="module")
+def patches():
+    if not PATCHES:
+        pytest.skip(f"real H&E patches not found under {SHARED_DATA} (../shared/data is beside CI and dev clones)")
+    return {p.name: _load(p) for p in PATCHES}
+
+
+@pytest.fixture(scope="module")
+def reference(patches):
+    return patches["torchstain_target.png"]
+
+
+def test_macenko_matches_torchstain_on_real_patches(patches, reference):
+    torchstain = pytest.importorskip("torchstain.numpy.normalizers")
+    theirs = torchstain.NumpyMacenkoNormalizer()
+    theirs.fit(reference, Io=240, alpha=1, beta=0.15)
+    ours = MacenkoNormalizer(io=240, alpha=1, beta=0.15, mask_background=False).fit(reference)
+    for name, image in patches.items():
+        expected = theirs.normalize(image, Io=240, alpha=1, beta=0.15, stains=False)[0]
+        assert np.abs(ours.transform(image).astype(int) - expected).mean() <= 2, name
+
+
+def test_reinhard_matches_torchstain_on_real_patches(patches, reference):
+    torchstain = pytest.importorskip("torchstain.numpy.normalizers")
+    theirs = torchstain.NumpyReinhardNormalizer()
+    theirs.fit(reference)
+    ours = ReinhardNormalizer(mask_background=False).fit(reference)
+    for name, image in patches.items():
+        assert np.abs(ours.transform(image).astype(int) - theirs.normalize(image)).mean() <= 3, name
+
+
+@pytest.mark.parametrize("cls", [MacenkoNormalizer, ReinhardNormalizer])
+def test_glass_around_the_reference_does_not_change_the_fit(cls, reference):
+    padded = np.full((reference.shape[0] * 3, reference.shape[1] * 3, 3), 245, dtype=np.uint8)
+    padded[: reference.shape[0], : reference.shape[1]] = reference
+    tight, loose = cls().fit(reference).to_dict(), cls().fit(padded).to_dict()
+    for key in ("stain_matrix", "max_concentrations", "means", "stds"):
+        if key in tight:
+            np.testing.assert_allclose(loose[key], tight[key], rtol=0.02, atol=0.02)
+
+
+@pytest.mark.parametrize("cls", [MacenkoNormalizer, ReinhardNormalizer])
+def test_reference_without_tissue_is_a_clear_error(cls):
+    glass = np.full((64, 64, 3), 243, dtype=np.uint8)
+    with pytest.raises(StainError, match="no tissue"):
+        cls().fit(glass)
+
+
+@pytest.mark.parametrize("cls,keys", [(MacenkoNormalizer, ("stain_matrix",)), (ReinhardNormalizer, ("means", "stds"))])
+def test_normalised_image_has_the_references_stain_statistics(cls, keys, patches, reference):
+    source = patches["torchstain_source.png"]
+    out = cls().fit(reference).transform(source)
+    assert out.shape == source.shape and out.dtype == np.uint8
+    target, before, after = (cls().fit(image).to_dict() for image in (reference, source, out))
+    for key in keys:
+        gap_before = np.abs(np.subtract(before[key], target[key])).max()
+        gap_after = np.abs(np.subtract(after[key], target[key])).max()
+        assert gap_after < gap_before / 3, (key, gap_before, gap_after)
+
+
+@pytest.mark.parametrize("cls", [MacenkoNormalizer, ReinhardNormalizer])
+def test_batch_equals_one_by_one_and_glass_tiles_pass_unchanged(cls, patches, reference):
+    normalizer = cls().fit(reference)
+    tiles = np.stack([patches["torchstain_source.png"][:128, :128], patches["torchstain_target.png"][:128, :128],
+                      np.full((128, 128, 3), 244, dtype=np.uint8)])
+    batch = normalizer.transform(tiles)
+    assert batch.shape == tiles.shape
+    for i in range(len(tiles)):
+        np.testing.assert_array_equal(batch[i], normalizer.transform(tiles[i]))
+    np.testing.assert_array_equal(batch[2], tiles[2])
+
+
+@pytest.mark.parametrize("cls", [MacenkoNormalizer, ReinhardNormalizer])
+def test_fitted_reference_round_trips_through_json(cls, patches, reference):
+    fitted = cls().fit(reference)
+    restored = normalizer_from_dict(json.loads(fitted.to_json()))
+    assert type(restored) is cls
+    image = patches["torchstain_source.png"]
+    np.testing.assert_array_equal(restored.transform(image), fitted.transform(image))
+
+
+def test_bad_inputs_and_misuse():
+    with pytest.raises(StainError, match="before fit"):
+        MacenkoNormalizer().transform(np.zeros((8, 8, 3), np.uint8))
+    with pytest.raises(StainError, match="uint8 RGB"):
+        ReinhardNormalizer().fit(np.zeros((8, 8), np.float32))
+    with pytest.raises(StainError, match="unknown stain method"):
+        normalizer_from_dict({"method": "vahadane"})
+    with pytest.raises(StainError, match="expected a saved macenko"):
+        MacenkoNormalizer.from_dict({"method": "reinhard"})
