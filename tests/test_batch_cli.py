@@ -8,6 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -223,3 +224,38 @@ def test_synth_command_writes_a_slide_that_tiles(tmp_path):
     assert _state(tmp_path / "out", "demo")["n_tiles"] > 0
     bad = _cli("synth", tmp_path / "x.svs", "--width", "0")
     assert bad.exit_code == 2 and bad.output.startswith("error: ")
+
+
+def test_tiles_are_stain_normalised_as_they_are_written(real_svs, tmp_path):
+    import zarr
+    from PIL import Image
+
+    from wsi_hcc.readers.openslide_reader import OpenSlideReader
+    from wsi_hcc.stain import MacenkoNormalizer
+
+    from conftest import SHARED_DATA
+
+    reference = SHARED_DATA / "he_patches" / "torchstain_target.png"
+    result = _cli("tile", real_svs, "--out", tmp_path, "--normalize", "macenko", "--reference", reference,
+                  "--compression", "none", "--tile-px", "240", "--mpp", "0.499")
+    assert result.exit_code == 0, result.output
+    store = zarr.open_group(str(tmp_path / "CMU-1-Small-Region.zarr"), mode="r")
+    attrs = store.attrs["wsi_hcc"]
+    assert attrs["stain_reference"]["method"] == "macenko" and attrs["pass_through"] is False
+    normalizer = MacenkoNormalizer().fit(np.asarray(Image.open(reference).convert("RGB")))
+    x, y = (int(v) for v in store["coords"][0])
+    raw = OpenSlideReader(real_svs).read_region((x, y), 0, (240, 240))
+    np.testing.assert_array_equal(store["tiles"][0], normalizer.transform(raw))
+    assert not np.array_equal(store["tiles"][0], raw)
+
+
+def test_stain_reference_problems_stop_the_run_with_one_line(real_svs, tmp_path):
+    missing = _cli("tile", real_svs, "--out", tmp_path, "--normalize", "reinhard")
+    assert missing.exit_code == 2 and "--reference" in missing.output
+    glass = tmp_path / "glass.png"
+    from PIL import Image
+
+    Image.fromarray(np.full((64, 64, 3), 244, np.uint8)).save(glass)
+    blank = _cli("tile", real_svs, "--out", tmp_path, "--normalize", "macenko", "--reference", glass)
+    assert blank.exit_code == 2 and str(glass) in blank.output and "no tissue" in blank.output
+    assert len(blank.output.strip().splitlines()) == 1

@@ -72,6 +72,9 @@ def _tile_options(func):
                      help="Decode JPEG-tiled TIFF levels directly (same pixels, faster) [on]."),
         click.option("--pass-through/--no-pass-through", default=None,
                      help="Store the slide's own JPEG tiles unchanged where the grid matches them [on]."),
+        click.option("--normalize", type=click.Choice(["none", "macenko", "reinhard"]),
+                     help="Stain-normalise tiles as they are written [none]."),
+        click.option("--reference", type=click.Path(dir_okay=False), help="RGB image to fit --normalize to."),
         click.option("--h5", is_flag=True, default=None, help="Also write CLAM/TRIDENT coords <stem>.h5."),
         click.option("--qc/--no-qc", default=None, help="Write the <stem>.qc.png picture [on]."),
         click.option("--recursive", is_flag=True, help="Look for slides in sub-folders too."),
@@ -90,11 +93,13 @@ Examples:
   wsi-hcc tile slides/ --out stores/
   wsi-hcc tile manifest.csv --out stores/ --mpp 0.5 --tile-px 224 --workers 2
   wsi-hcc tile a.svs --out stores/ --slide-mpp 0.25 --h5
+  wsi-hcc tile slides/ --out stores/ --normalize macenko --reference ref.png
   wsi-hcc tile slides/ --out stores/ --scheduler tcp://10.0.0.5:8786""")
 @click.argument("paths", nargs=-1, required=True)
 @_tile_options
 def tile(paths, out_dir, config_path, target_mpp, tile_px, overlap_px, min_tissue, backend, slide_mpp,
-         compression, jpeg_quality, direct_jpeg, pass_through, h5, qc, recursive, overwrite, workers, scheduler):
+         compression, jpeg_quality, direct_jpeg, pass_through, normalize, reference, h5, qc, recursive,
+         overwrite, workers, scheduler):
     """Cut slides into tiles at an exact physical resolution and write Zarr patch stores.
 
     PATHS are slides, folders of slides, or CSV manifests with a 'path' column and an optional
@@ -107,7 +112,7 @@ def tile(paths, out_dir, config_path, target_mpp, tile_px, overlap_px, min_tissu
     config = load_config(config_path).with_overrides(
         target_mpp=target_mpp, tile_px=tile_px, overlap_px=overlap_px, min_tissue=min_tissue, backend=backend,
         compression=compression, jpeg_quality=jpeg_quality, direct_jpeg=direct_jpeg, pass_through=pass_through,
-        h5=h5, qc=qc)
+        normalize=normalize, reference=reference, h5=h5, qc=qc)
     with RichBatchProgress() as progress:
         report = run_tile(list(paths), out_dir, config, recursive=recursive, slide_mpp=slide_mpp,
                           overwrite=overwrite, workers=workers, scheduler=scheduler, progress=progress)

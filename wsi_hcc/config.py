@@ -33,6 +33,9 @@ class TileConfig(BaseModel):
         decode, no re-encode, no generation loss).
     compression, jpeg_quality
         Tile codec: ``jpeg`` (default, ~19x smaller), ``zstd`` or ``none`` (both lossless).
+    normalize : str
+        Stain normalisation applied to tiles as they are written: ``none``, ``macenko`` or
+        ``reinhard`` (fitted to ``reference``, an RGB image of well-stained tissue).
     job_tiles : int
         Tiles per unit of work; fixed so outputs do not depend on the number of workers.
     h5, qc : bool
@@ -52,6 +55,8 @@ class TileConfig(BaseModel):
     pass_through: bool = True
     compression: Literal["jpeg", "zstd", "none"] = "jpeg"
     jpeg_quality: int = Field(90, ge=1, le=100)
+    normalize: Literal["none", "macenko", "reinhard"] = "none"
+    reference: str | None = None
     job_tiles: int = Field(512, ge=1)
     h5: bool = False
     qc: bool = True
@@ -74,6 +79,8 @@ def _validate(data: dict[str, Any], where: str) -> TileConfig:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
         raise ConfigError(f"{where}: {field}: {first['msg']}") from exc
+    if config.normalize != "none" and not config.reference:
+        raise ConfigError(f"{where}: normalize={config.normalize} needs a reference image (--reference IMAGE)")
     if config.overlap_px >= config.tile_px:
         raise ConfigError(f"{where}: overlap_px ({config.overlap_px}) must be smaller than tile_px ({config.tile_px})")
     return config

@@ -21,6 +21,7 @@ from .jpeg_tiles import JpegTileLevel, ReducedJpegLevel, misaligned_empty, open_
 from .readers import open_slide
 from .readers.base import SlideReader
 from .records import TileSpec
+from .stain import normalizer_from_dict
 from .store import chunk_path, codec_from_config
 
 __all__ = ["TileJob", "run_tile_job", "can_pass_through", "open_cached", "warm_up"]
@@ -51,6 +52,7 @@ class TileJob:
     rows: np.ndarray
     level_origins: np.ndarray
     done_marker: str
+    stain: dict[str, Any] | None = None  # fitted stain reference (wsi_hcc.stain), applied before encoding
 
     def __len__(self) -> int:
         return int(self.cols.shape[0])
@@ -95,7 +97,7 @@ def run_tile_job(job: TileJob) -> int:
         for i, (col, row) in enumerate(zip(job.cols.tolist(), job.rows.tolist())):
             _write(store, job.first_index + i, jpeg_level.raw(col, row))
     else:
-        encode = _encoder(job.codec_config, job.spec.tile_px)
+        encode = _encoder(job.codec_config, job.spec.tile_px, job.stain)
         if grid_matches_source_tiles(job.spec, jpeg_level):
             tiles = ((job.first_index + i, jpeg_level.decode(col, row))
                      for i, (col, row) in enumerate(zip(job.cols.tolist(), job.rows.tolist())))
@@ -108,14 +110,18 @@ def run_tile_job(job: TileJob) -> int:
     return len(job)
 
 
-def _encoder(codec_config: dict[str, Any] | None, tile_px: int):
-    """Chunk bytes for a tile. Tiles are staged in a contiguous, misaligned buffer first: the
-    codecs need contiguous input, and libjpeg-turbo encodes faster from such a buffer."""
+def _encoder(codec_config: dict[str, Any] | None, tile_px: int, stain: dict[str, Any] | None):
+    """Chunk bytes for a tile, stain-normalised first when ``stain`` holds a fitted reference.
+
+    Tiles are staged in a contiguous, misaligned buffer: the codecs need contiguous input, and
+    libjpeg-turbo encodes faster from such a buffer.
+    """
     codec = codec_from_config(codec_config)
+    normalize = normalizer_from_dict(stain).transform if stain is not None else None
     staging = misaligned_empty((tile_px, tile_px, 3))
 
     def encode(tile: np.ndarray) -> bytes:
-        staging[...] = tile
+        staging[...] = normalize(np.ascontiguousarray(tile)) if normalize is not None else tile
         return codec.encode(staging) if codec is not None else staging.tobytes()
 
     return encode

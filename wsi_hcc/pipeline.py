@@ -19,6 +19,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
+
 from .atomic import atomic_write_json
 from .config import TileConfig
 from .errors import OutputError, WsiHccError
@@ -27,7 +29,8 @@ from .slideinfo import slide_fingerprint
 from .tiling import store_path_for, tile_slide
 from .versions import stack_versions
 
-__all__ = ["SlideOutcome", "BatchReport", "BatchProgress", "run_tile", "make_executor", "prepare_out_dir"]
+__all__ = ["SlideOutcome", "BatchReport", "BatchProgress", "run_tile", "make_executor", "prepare_out_dir",
+           "fit_stain_reference"]
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +124,33 @@ def make_executor(workers: int = 1, scheduler: str | None = None) -> Iterator[Ex
         yield None
 
 
-def _config_digest(config: TileConfig) -> str:
-    return hashlib.sha256(json.dumps(config.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+def fit_stain_reference(config: TileConfig) -> dict | None:
+    """Fit the configured stain normaliser to its reference image once for the whole batch."""
+    if config.normalize == "none":
+        return None
+    from PIL import Image, UnidentifiedImageError
+
+    from .stain import MacenkoNormalizer, ReinhardNormalizer
+
+    path = Path(config.reference)
+    try:
+        with Image.open(path) as image:
+            rgb = np.asarray(image.convert("RGB"))
+    except FileNotFoundError:
+        raise WsiHccError(f"{path}: stain reference image not found; check --reference") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise WsiHccError(f"{path}: cannot read the stain reference image ({exc}); use a PNG or JPEG") from None
+    normalizer = MacenkoNormalizer() if config.normalize == "macenko" else ReinhardNormalizer()
+    try:
+        return normalizer.fit(rgb).to_dict()
+    except WsiHccError as exc:
+        raise WsiHccError(f"{path}: {exc}") from None
+
+
+def _config_digest(config: TileConfig, stain: dict | None) -> str:
+    """Identifies what a finished slide was made with; the stain reference's content counts too."""
+    payload = json.dumps([config.model_dump(mode="json"), stain], sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def _state_path(out_dir: Path, stem: str) -> Path:
@@ -160,15 +188,16 @@ def run_tile(inputs: list[str | Path], out_dir: str | Path, config: TileConfig, 
     out_dir = Path(out_dir)
     progress = progress or _Silent()
     prepare_out_dir(out_dir)
+    stain = fit_stain_reference(config)
     tasks = collect_slides(inputs, recursive=recursive, slide_mpp=slide_mpp)
     collisions = find_stem_collisions(tasks)
-    digest = _config_digest(config)
+    digest = _config_digest(config, stain)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     outcomes: list[SlideOutcome] = []
     with make_executor(workers, scheduler) as executor:
         for position, task in enumerate(tasks):
             progress.slide_started(task, position, len(tasks))
-            outcome = _tile_one(task, out_dir, config, digest, collisions, overwrite, executor, progress)
+            outcome = _tile_one(task, out_dir, config, digest, collisions, overwrite, executor, progress, stain)
             outcomes.append(outcome)
             progress.slide_finished(outcome)
     report = BatchReport(out_dir, tuple(outcomes))
@@ -185,7 +214,7 @@ def run_tile(inputs: list[str | Path], out_dir: str | Path, config: TileConfig, 
 
 def _tile_one(task: SlideTask, out_dir: Path, config: TileConfig, digest: str,
               collisions: dict[str, list[Path]], overwrite: bool, executor: Executor | None,
-              progress: BatchProgress) -> SlideOutcome:
+              progress: BatchProgress, stain: dict | None) -> SlideOutcome:
     base = {"stem": task.stem, "path": str(task.path)}
     if task.stem in collisions:
         others = ", ".join(str(p) for p in collisions[task.stem])
@@ -201,7 +230,7 @@ def _tile_one(task: SlideTask, out_dir: Path, config: TileConfig, digest: str,
     started = time.perf_counter()
     try:
         result = tile_slide(task.path, out_dir, config, stem=task.stem, mpp_override=task.mpp,
-                            mpp_source=task.mpp_source, executor=executor,
+                            mpp_source=task.mpp_source, stain=stain, executor=executor,
                             on_start=progress.tiles_planned, on_tiles=progress.tiles_written)
     except KeyboardInterrupt:
         raise

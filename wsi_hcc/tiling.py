@@ -64,12 +64,14 @@ def store_path_for(out_dir: Path, stem: str) -> Path:
 
 def tile_slide(path: str | Path, out_dir: str | Path, config: TileConfig, *, stem: str | None = None,
                mpp_override: float | None = None, mpp_source: str = "override",
-               executor: Executor | None = None, on_start: Callable[[int], None] | None = None,
-               on_tiles: ProgressCallback | None = None) -> TileResult:
+               stain: dict | None = None, executor: Executor | None = None,
+               on_start: Callable[[int], None] | None = None, on_tiles: ProgressCallback | None = None) -> TileResult:
     """Tile one slide into ``out_dir/<stem>.zarr`` (plus QC picture and optional .h5).
 
     Parameters
     ----------
+    stain
+        A fitted stain reference (``wsi_hcc.stain`` ``to_dict()``) to normalise tiles with, or None.
     executor
         Runs the tile jobs (a process pool, or a dask.distributed client's executor); None runs
         them in this process. Outputs are identical either way.
@@ -93,23 +95,23 @@ def tile_slide(path: str | Path, out_dir: str | Path, config: TileConfig, *, ste
     t_tissue = time.perf_counter()
 
     jpeg_level = jpeg_levels[spec.level] if config.direct_jpeg else None
-    pass_through = config.pass_through and can_pass_through(spec, jpeg_level, config.compression)
+    pass_through = config.pass_through and stain is None and can_pass_through(spec, jpeg_level, config.compression)
     codec = make_codec(config.compression, config.jpeg_quality,
                        jpeg_level.jpeg_colorspace if pass_through else None)
     codec_config = codec.get_config() if codec is not None else None
 
     final = store_path_for(out_dir, stem)
     tmp = partial_path(final)
-    plan = _plan_digest(slide, spec, config, tiles, codec_config, pass_through)
+    plan = _plan_digest(slide, spec, config, tiles, codec_config, pass_through, stain)
     _prepare_partial(tmp, plan, spec, tiles, selection.fractions, codec)
-    jobs = _make_jobs(slide, slide_stat, config, spec, tiles, tmp, codec_config, pass_through)
+    jobs = _make_jobs(slide, slide_stat, config, spec, tiles, tmp, codec_config, pass_through, stain)
     if on_start:
         on_start(len(tiles))
     _run_jobs(jobs, executor, on_tiles)
     t_tiles = time.perf_counter()
 
     write_attrs(tmp, {"wsi_hcc": _store_attrs(slide, spec, config, len(tiles), selection.n_grid, pass_through,
-                                              selection.mask_downsample, codec_config)})
+                                              selection.mask_downsample, codec_config, stain)})
     shutil.rmtree(tmp / _PROGRESS_DIR)
     if config.qc:
         _write_qc(out_dir / f"{stem}.qc.png", reader, slide, selection.mask, tiles.coords, spec)
@@ -152,10 +154,10 @@ def _select_tiles(reader, slide: SlideInfo, spec: TileSpec, config: TileConfig) 
 
 
 def _plan_digest(slide: SlideInfo, spec: TileSpec, config: TileConfig, tiles: TileGrid,
-                 codec_config, pass_through: bool) -> str:
+                 codec_config, pass_through: bool, stain: dict | None) -> str:
     digest = hashlib.sha256(json.dumps(
         [slide.fingerprint, spec.to_dict(), config.model_dump(mode="json"), codec_config, pass_through,
-         len(tiles)], sort_keys=True).encode())
+         stain, len(tiles)], sort_keys=True).encode())
     digest.update(tiles.coords.tobytes())
     return digest.hexdigest()
 
@@ -174,7 +176,7 @@ def _prepare_partial(tmp: Path, plan: str, spec: TileSpec, tiles: TileGrid, frac
 
 
 def _make_jobs(slide: SlideInfo, slide_stat, config: TileConfig, spec: TileSpec, tiles: TileGrid, tmp: Path,
-               codec_config, pass_through: bool) -> list[TileJob]:
+               codec_config, pass_through: bool, stain: dict | None) -> list[TileJob]:
     """Jobs of whole grid rows, about ``config.job_tiles`` tiles each; skip jobs already done."""
     jobs = []
     n = len(tiles)
@@ -193,7 +195,7 @@ def _make_jobs(slide: SlideInfo, slide_stat, config: TileConfig, spec: TileSpec,
             slide_path=slide.path, slide_stat=slide_stat, backend=slide.backend, direct_jpeg=config.direct_jpeg,
             spec=spec, store_path=str(tmp), codec_config=codec_config, pass_through=pass_through,
             first_index=lo, cols=tiles.cols[lo:hi], rows=tiles.rows[lo:hi],
-            level_origins=tiles.level_origins[lo:hi], done_marker=str(marker)))
+            level_origins=tiles.level_origins[lo:hi], done_marker=str(marker), stain=stain))
     return jobs
 
 
@@ -217,7 +219,7 @@ def _run_jobs(jobs: list[TileJob], executor: Executor | None, on_tiles: Progress
 
 
 def _store_attrs(slide: SlideInfo, spec: TileSpec, config: TileConfig, n_tiles: int, n_grid: int,
-                 pass_through: bool, thumb_downsample: float, codec_config) -> dict:
+                 pass_through: bool, thumb_downsample: float, codec_config, stain: dict | None) -> dict:
     return {
         "schema_version": SCHEMA_VERSION,
         "kind": "patch-store",
@@ -227,6 +229,7 @@ def _store_attrs(slide: SlideInfo, spec: TileSpec, config: TileConfig, n_tiles: 
         "slide": slide.to_dict(),
         "tiles_codec": codec_config,
         "pass_through": pass_through,
+        "stain_reference": stain,
         "tissue_mask_downsample": thumb_downsample,
         "config": config.model_dump(mode="json"),
         "versions": stack_versions(),
