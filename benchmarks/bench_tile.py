@@ -193,7 +193,9 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     if opts.results:
-        (HERE / "RESULTS.md").write_text(_results_page(table))
+        from _results import update_section
+
+        update_section("bench_tile", _results_page(table))
 
 
 def _target_checks(med: dict, ceiling: float, openslide_loop: float) -> list[str]:
@@ -218,7 +220,7 @@ def _target_checks(med: dict, ceiling: float, openslide_loop: float) -> list[str
 
 
 def _results_page(table: str) -> str:
-    return f"""# Benchmark results
+    return f"""## Tiling: `benchmarks/bench_tile.py`
 
 Produced by `python benchmarks/bench_tile.py --results` on the development machine (2 cores, shared
 and noisy; medians quoted). "tiles/s" for `wsi-hcc tile` is end to end: process start, opening,
