@@ -217,11 +217,10 @@ def _tile_one(task: SlideTask, out_dir: Path, config: TileConfig, digest: str,
               progress: BatchProgress, stain: dict | None) -> SlideOutcome:
     base = {"stem": task.stem, "path": str(task.path)}
     if task.stem in collisions:
+        # No state file either: it would be shared by the colliding slides too.
         others = ", ".join(str(p) for p in collisions[task.stem])
-        return _record(out_dir, SlideOutcome(**base, status="failed",
-                                             reason=f"{task.path}: output name {task.stem!r} is shared by "
-                                                    f"{others}; rename one or tile them into separate --out folders"),
-                       digest, None, record_state=False)
+        return SlideOutcome(**base, status="failed", reason=f"{task.path}: output name {task.stem!r} is shared by "
+                                                            f"{others}; rename one or tile them into separate --out folders")
     try:
         if not overwrite and _already_done(out_dir, task, digest):
             return SlideOutcome(**base, status="skipped", reason="already done")
@@ -238,20 +237,19 @@ def _tile_one(task: SlideTask, out_dir: Path, config: TileConfig, digest: str,
         log.debug("%s failed", task.path, exc_info=True)
         return _record(out_dir, SlideOutcome(**base, status="failed", reason=_one_line(task, exc),
                                              seconds={"total": time.perf_counter() - started}), digest, None)
-    for warning in result.warnings:
-        log.warning("%s", warning)
+    for warning in result.warnings:  # the outcome carries them to the front end, which shows them
+        log.info("%s", warning)
     outcome = SlideOutcome(**base, status="done", n_tiles=result.n_tiles, seconds=result.seconds,
                            warnings=result.warnings)
     return _record(out_dir, outcome, digest, result.slide.fingerprint)
 
 
-def _record(out_dir: Path, outcome: SlideOutcome, digest: str, fingerprint: str | None,
-            record_state: bool = True) -> SlideOutcome:
-    if record_state:
-        state = asdict(outcome) | {
-            "path": str(Path(outcome.path).resolve()), "config_digest": digest, "fingerprint": fingerprint,
-            "store": str(store_path_for(out_dir, outcome.stem)) if outcome.status == "done" else None,
-            "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
-        atomic_write_json(_state_path(out_dir, outcome.stem), state)
+def _record(out_dir: Path, outcome: SlideOutcome, digest: str, fingerprint: str | None) -> SlideOutcome:
+    """Write the slide's state file and return the outcome."""
+    state = asdict(outcome) | {
+        "path": str(Path(outcome.path).resolve()), "config_digest": digest, "fingerprint": fingerprint,
+        "store": str(store_path_for(out_dir, outcome.stem)) if outcome.status == "done" else None,
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    atomic_write_json(_state_path(out_dir, outcome.stem), state)
     return outcome
