@@ -40,7 +40,7 @@ def mask(slide: SyntheticSlide) -> np.ndarray:
 
 def _hematoxylin_od(rgb: np.ndarray) -> np.ndarray:
     """Hematoxylin optical density by colour deconvolution; float32 (h, w)."""
-    from wsi_hcc.synth import _OD_EOSIN, _OD_HEMATOXYLIN
+    from wsi_hcc.synth.scene import _OD_EOSIN, _OD_HEMATOXYLIN
 
     stains = np.stack([_OD_HEMATOXYLIN, _OD_EOSIN, np.cross(_OD_HEMATOXYLIN, _OD_EOSIN)])
     to_hema = np.linalg.inv(stains)[:, 0].astype(np.float32)
@@ -133,7 +133,7 @@ def test_openslide_and_tiffslide_decode_the_same_pixels(
 
 def test_decoded_colours_match_the_generator(slide: SyntheticSlide, level0_rgb: np.ndarray) -> None:
     # A YCbCr / RGB mix-up would shift colours by tens of grey levels.
-    from wsi_hcc.synth import _Scene
+    from wsi_hcc.synth.scene import _Scene
 
     scene = _Scene(SIZE_PX, MPP, 1, 0.6, True)
     x0, y0, w, h = 1000, 1000, 1500, 1200
@@ -194,7 +194,7 @@ def test_background_is_near_white_glass(level0_rgb: np.ndarray, mask: np.ndarray
 
 def test_regions_render_the_same_whole_or_in_pieces() -> None:
     # No seams: nuclei and textures depend on position only, not on the band or tile drawn.
-    from wsi_hcc.synth import _Scene
+    from wsi_hcc.synth.scene import _Scene
 
     scene = _Scene((2048, 2048), MPP, 5, 0.9, True)
     whole = scene.render(900, 900, 300, 260)
