@@ -33,11 +33,42 @@ def _as_batch(rgb: np.ndarray) -> tuple[np.ndarray, bool]:
     return (rgb[None], True) if rgb.ndim == 3 else (rgb, False)
 
 
+class _Normalizer:
+    """What both normalisers share: batches, the fitted check, JSON."""
+
+    def _fitted(self) -> bool:
+        raise NotImplementedError
+
+    def _transform_one(self, image: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def to_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def transform(self, rgb: np.ndarray) -> np.ndarray:
+        """Normalise ``(H, W, 3)`` or ``(N, H, W, 3)`` uint8 RGB; same shape and dtype out.
+
+        An image without tissue is returned unchanged.
+        """
+        if not self._fitted():
+            raise StainError(f"{type(self).__name__}.transform before fit; call fit(reference) first")
+        batch, single = _as_batch(rgb)
+        out = np.empty_like(batch)
+        for i, image in enumerate(batch):
+            out[i] = self._transform_one(image)
+        return out[0] if single else out
+
+    __call__ = transform
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+
 # --- Macenko -------------------------------------------------------------------------------------
 
 
 @dataclass
-class MacenkoNormalizer:
+class MacenkoNormalizer(_Normalizer):
     """Macenko et al., ISBI 2009: stain vectors from the extreme angles of optical density.
 
     Parameters
@@ -85,17 +116,8 @@ class MacenkoNormalizer:
         self.max_concentrations = np.asarray(concentrations, dtype=np.float64)
         return self
 
-    def transform(self, rgb: np.ndarray) -> np.ndarray:
-        """Map each image's stains onto the reference's. Same shape and dtype as the input."""
-        if self.stain_matrix is None:
-            raise StainError("MacenkoNormalizer.transform before fit; call fit(reference) first")
-        batch, single = _as_batch(rgb)
-        out = np.empty_like(batch)
-        for i, image in enumerate(batch):
-            out[i] = self._transform_one(image)
-        return out[0] if single else out
-
-    __call__ = transform
+    def _fitted(self) -> bool:
+        return self.stain_matrix is not None
 
     def _transform_one(self, image: np.ndarray) -> np.ndarray:
         pixels = image.reshape(-1, 3)
@@ -160,15 +182,12 @@ class MacenkoNormalizer:
                    stain_matrix=np.asarray(data["stain_matrix"], dtype=np.float64),
                    max_concentrations=np.asarray(data["max_concentrations"], dtype=np.float64))
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict())
-
 
 # --- Reinhard ------------------------------------------------------------------------------------
 
 
 @dataclass
-class ReinhardNormalizer:
+class ReinhardNormalizer(_Normalizer):
     """Reinhard et al., 2001: match the per-channel mean and standard deviation in CIELAB.
 
     Statistics come from tissue pixels only (``mask_background``: pixels whose darkest channel
@@ -193,27 +212,21 @@ class ReinhardNormalizer:
         self.means, self.stds = self._stats(tall, _rgb_to_lab(tall), "reference")
         return self
 
-    def transform(self, rgb: np.ndarray) -> np.ndarray:
-        if self.means is None:
-            raise StainError("ReinhardNormalizer.transform before fit; call fit(reference) first")
-        batch, single = _as_batch(rgb)
-        out = np.empty_like(batch)
+    def _fitted(self) -> bool:
+        return self.means is not None
+
+    def _transform_one(self, image: np.ndarray) -> np.ndarray:
         import cv2
 
-        for i, image in enumerate(batch):
-            lab = _rgb_to_lab(image)
-            try:
-                means, stds = self._stats(image, lab, "image")
-            except StainError:
-                out[i] = image
-                continue
-            scale = self.stds / np.maximum(stds, 1e-6)
-            # lab' = (lab - mean) * scale + reference mean, per channel, in one pass.
-            affine = np.hstack([np.diag(scale), (self.means - means * scale)[:, None]]).astype(np.float32)
-            out[i] = _lab_to_rgb(cv2.transform(lab, affine))
-        return out[0] if single else out
-
-    __call__ = transform
+        lab = _rgb_to_lab(image)
+        try:
+            means, stds = self._stats(image, lab, "image")
+        except StainError:
+            return image.copy()  # a tile of glass has no colours to map: leave it as it is
+        scale = self.stds / np.maximum(stds, 1e-6)
+        # lab' = (lab - mean) * scale + reference mean, per channel, in one pass.
+        affine = np.hstack([np.diag(scale), (self.means - means * scale)[:, None]]).astype(np.float32)
+        return _lab_to_rgb(cv2.transform(lab, affine))
 
     def _stats(self, image: np.ndarray, lab: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
         """Per-channel mean and standard deviation of ``lab`` over the tissue of ``image`` (H, W, 3)."""
@@ -242,9 +255,6 @@ class ReinhardNormalizer:
         return cls(white_threshold=int(data["white_threshold"]), mask_background=bool(data["mask_background"]),
                    means=np.asarray(data["means"], dtype=np.float64),
                    stds=np.asarray(data["stds"], dtype=np.float64))
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict())
 
 
 def _check_method(data: dict[str, Any], method: str) -> None:
