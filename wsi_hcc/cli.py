@@ -140,3 +140,40 @@ def synth(path, width, height, mpp, no_mpp, seed, tile_px, no_tumour):
     slide = write_synthetic_slide(path, size_px=(width, height), mpp=None if no_mpp else mpp, seed=seed,
                                   tile_px=tile_px, tumour=not no_tumour)
     click.echo(f"wrote {slide.path} ({width}x{height} px, mpp {slide.mpp}) and {slide.mask_path}")
+
+
+@main.command("augment-preview", epilog="""\b
+Examples:
+  wsi-hcc augment-preview patch.png --config configs/augment/stain.yaml --out preview.png
+  wsi-hcc augment-preview patch.png --config my.yaml --out p.png --n 23 --tile-px 224 --seed 1""")
+@click.argument("image", type=click.Path(dir_okay=False))
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="Augmentation YAML (see configs/augment/).")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="PNG to write.")
+@click.option("--n", "n_samples", type=click.IntRange(1, 99), default=15, show_default=True, help="Augmented samples.")
+@click.option("--tile-px", type=int, default=256, show_default=True, help="Centre crop of IMAGE to augment.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def augment_preview(image, config_path, out_path, n_samples, tile_px, seed):
+    """Write a grid of augmented samples of IMAGE, to choose augmentation strengths by eye."""
+    import io
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    from .atomic import atomic_write_bytes
+    from .augment import load_augmentation, preview_grid
+    from .errors import WsiHccError
+
+    try:
+        with Image.open(image) as handle:
+            rgb = np.asarray(handle.convert("RGB"))
+    except (FileNotFoundError, UnidentifiedImageError, OSError) as exc:
+        raise WsiHccError(f"{image}: cannot read the image ({exc}); use a PNG or JPEG") from None
+    y0, x0 = max(0, (rgb.shape[0] - tile_px) // 2), max(0, (rgb.shape[1] - tile_px) // 2)
+    crop = np.ascontiguousarray(rgb[y0:y0 + tile_px, x0:x0 + tile_px])
+    grid = preview_grid(crop, load_augmentation(config_path, seed=seed), n=n_samples)
+    buffer = io.BytesIO()
+    Image.fromarray(grid).save(buffer, format="PNG")
+    atomic_write_bytes(Path(out_path), buffer.getvalue())
+    click.echo(f"wrote {out_path} ({n_samples} samples of a {crop.shape[1]}x{crop.shape[0]} crop)")

@@ -119,6 +119,28 @@ class MacenkoNormalizer(_Normalizer):
     def _fitted(self) -> bool:
         return self.stain_matrix is not None
 
+    def unmix(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """An image's own stains: matrix ``(3, 2)``, per-pixel concentrations ``(H*W, 2)``, and the
+        residual optical density ``(H*W, 3)`` that the two stains do not explain.
+
+        Works without a fit (stain augmentation perturbs the concentrations). Raises StainError
+        for an image without tissue.
+        """
+        pixels = _as_batch(image)[0][0].reshape(-1, 3)
+        od = self._od_table[pixels]
+        stains, _ = self._estimate(pixels, "image", od, subsample=True)
+        concentrations = od @ np.linalg.pinv(stains).T.astype(np.float32)
+        residual = od - concentrations @ stains.T.astype(np.float32)
+        return stains, concentrations, residual
+
+    def remix(self, stains: np.ndarray, concentrations: np.ndarray, residual: np.ndarray,
+              shape: tuple[int, ...]) -> np.ndarray:
+        """The exact inverse of ``unmix``: uint8 RGB of ``shape`` from its three parts."""
+        od = concentrations.astype(np.float32) @ stains.T.astype(np.float32) + residual
+        rebuilt = np.exp(-od) * np.float32(self.io) - 1  # inverts od = -log((value + 1) / io)
+        np.clip(rebuilt + 0.5, 0, 255, out=rebuilt)
+        return rebuilt.astype(np.uint8).reshape(shape)
+
     def _transform_one(self, image: np.ndarray) -> np.ndarray:
         pixels = image.reshape(-1, 3)
         od = self._od_table[pixels]
