@@ -9,11 +9,12 @@ import zarr
 import wsi_hcc  # noqa: F401 - registers the JPEG codec for zarr
 from wsi_hcc.config import TileConfig
 from wsi_hcc.readers.openslide_reader import OpenSlideReader
+from wsi_hcc.store import open_store
 from wsi_hcc.tiling import tile_slide
 
 
 def _tiles(store_path):
-    group = zarr.open_group(str(store_path), mode="r")
+    group = open_store(store_path)
     return group, group["tiles"][:], group["coords"][:], group["tissue_fraction"][:]
 
 

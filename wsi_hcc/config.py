@@ -67,10 +67,6 @@ class TileConfig(BaseModel):
         data = self.model_dump() | {k: v for k, v in overrides.items() if v is not None}
         return _validate(data, "command-line options")
 
-    def fingerprint_fields(self) -> dict[str, Any]:
-        """The fields that change a store's content (not h5/qc, which are side outputs)."""
-        return self.model_dump(exclude={"h5", "qc", "job_tiles"}, mode="json")
-
 
 def _validate(data: dict[str, Any], where: str) -> TileConfig:
     try:
