@@ -148,13 +148,16 @@ class MacenkoNormalizer(_Normalizer):
             stains, max_c = self._estimate(pixels, "image", od, subsample=True)
         except StainError:
             return image.copy()  # a tile of glass has no stains to map: leave it as it is
-        # Pixels stay in rows, (P, 3) @ (3, 2) and back, so that no large array is transposed.
-        unmix = (np.linalg.pinv(stains).T * (self.max_concentrations / max_c)).astype(np.float32)
-        remix = (-self.stain_matrix.T).astype(np.float32)
-        rebuilt = np.exp((od @ unmix) @ remix)
-        rebuilt *= np.float32(self.io)
+        import cv2
+
+        # Unmixing with the image's stains, rescaling and remixing with the reference's is one
+        # 3x3 map in optical density; with io folded in as log(io), the output's log is an affine
+        # map of OD, which OpenCV applies in one pass before one exp.
+        unmix = np.linalg.pinv(stains) * (self.max_concentrations / max_c)[:, None]
+        affine = np.hstack([-(self.stain_matrix @ unmix), np.full((3, 1), np.log(self.io))]).astype(np.float32)
+        rebuilt = cv2.exp(cv2.transform(od.reshape(image.shape), affine))
         np.minimum(rebuilt, 255, out=rebuilt)
-        return rebuilt.astype(np.uint8).reshape(image.shape)
+        return rebuilt.astype(np.uint8)
 
     def _estimate(self, pixels: np.ndarray, what: str, od: np.ndarray | None = None,
                   subsample: bool = False) -> tuple[np.ndarray, np.ndarray]:
