@@ -11,7 +11,7 @@ PACKAGE = Path(wsi_hcc.__file__).parent
 LAYERS = [
     {"errors", "records", "versions", "atomic"},
     {"readers", "mpp", "slideinfo", "grid", "tissue", "thumbnail", "qc", "store", "jpeg_tiles", "h5export",
-     "config", "inputs", "synth", "stain", "annotations", "augment"},
+     "config", "inputs", "synth", "stain", "annotations", "augment", "datasets"},
     {"extract"},
     {"tiling"},
     {"pipeline", "progress"},
