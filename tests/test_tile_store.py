@@ -144,3 +144,19 @@ def test_qc_picture_shows_tiles_and_outline(real_svs, tmp_path):
     assert picture.ndim == 3 and picture.shape[2] == 3
     assert ((picture == (30, 60, 220)).all(axis=2)).sum() > 50  # tile borders
     assert ((picture == (0, 160, 0)).all(axis=2)).sum() > 50  # tissue outline
+
+
+@pytest.mark.parametrize("compression,tile_px,target_mpp", [("jpeg", 256, 0.5), ("zstd", 256, 0.5),
+                                                            ("none", 256, 0.5), ("jpeg", 240, 0.499)])
+def test_tile_reader_equals_zarr(real_svs, tmp_path, compression, tile_px, target_mpp):
+    from wsi_hcc.store import TileReader
+
+    config = TileConfig(compression=compression, tile_px=tile_px, target_mpp=target_mpp, min_tissue=0.25)
+    result = tile_slide(real_svs, tmp_path, config)
+    _, tiles, _, _ = _tiles(result.store_path)
+    reader = TileReader(result.store_path)
+    assert len(reader) == len(tiles) > 0
+    for i in range(len(tiles)):
+        np.testing.assert_array_equal(reader[i], tiles[i])
+    with pytest.raises(IndexError):
+        reader[len(tiles)]

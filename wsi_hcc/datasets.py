@@ -144,9 +144,9 @@ class PatchDataset:
         if os.getpid() != self._pid:
             self._handles, self._pid = {}, os.getpid()
         if store_id not in self._handles:
-            from .store import open_store
+            from .store import TileReader
 
-            self._handles[store_id] = open_store(self.stores[store_id])["tiles"]
+            self._handles[store_id] = TileReader(self.stores[store_id])
         return self._handles[store_id]
 
     def __getitem__(self, i: int) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["SCHEMA_VERSION", "COMPRESSIONS", "make_codec", "codec_from_config", "create_store",
-           "chunk_path", "write_attrs", "open_store"]
+           "chunk_path", "write_attrs", "open_store", "TileReader"]
 
 SCHEMA_VERSION = 1
 COMPRESSIONS = ("jpeg", "zstd", "none")
@@ -91,3 +91,37 @@ def open_store(path: str | Path):
     import zarr
 
     return zarr.open_group(str(path), mode="r", zarr_format=2)
+
+
+class TileReader:
+    """Reads single tiles of a store straight from their chunk files.
+
+    zarr-python spends ~2 ms of bookkeeping per chunk read; a tile is one chunk, so reading its
+    file and decoding it with the array's own codec is several times faster, with the same pixels.
+    """
+
+    def __init__(self, path: str | Path):
+        import json
+
+        self.path = Path(path)
+        meta = json.loads((self.path / "tiles" / ".zarray").read_text())
+        if meta.get("chunks", [None])[0] != 1 or meta.get("filters") or meta.get("order", "C") != "C":
+            raise ValueError(f"{self.path}: not a one-tile-per-chunk patch store")
+        self.shape = tuple(meta["shape"])
+        self._codec = codec_from_config(meta["compressor"])
+        self._fill = meta.get("fill_value") or 0
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        if not 0 <= index < self.shape[0]:
+            raise IndexError(f"tile {index} out of range for {self.shape[0]} tiles in {self.path}")
+        try:
+            data = chunk_path(self.path, index).read_bytes()
+        except FileNotFoundError:  # zarr leaves chunks equal to the fill value unwritten
+            return np.full(self.shape[1:], self._fill, dtype=np.uint8)
+        decoded = self._codec.decode(data) if self._codec is not None else data
+        if not isinstance(decoded, np.ndarray):  # byte codecs (zstd, none) give bytes
+            decoded = np.frombuffer(decoded, dtype=np.uint8)
+        return decoded.reshape(self.shape[1:])
