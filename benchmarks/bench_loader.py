@@ -8,12 +8,11 @@ One process, one core; the store holds JPEG q90 tiles of a generated slide (256 
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+from _common import median_rate, publish
 
 HERE = Path(__file__).resolve().parent
 
@@ -25,16 +24,6 @@ def _store(root: Path) -> Path:
 
     slide = write_synthetic_slide(root / "loader.svs", size_px=(16384, 12288), mpp=0.25, seed=3)
     return tile_slide(slide.path, root / "out", TileConfig(min_tissue=0.5)).store_path
-
-
-def _rate(read, n: int, repeats: int) -> float:
-    rates = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for i in range(n):
-            read(i)
-        rates.append(n / (time.perf_counter() - start))
-    return statistics.median(rates)
 
 
 def main() -> None:
@@ -54,22 +43,21 @@ def main() -> None:
         plain = PatchDataset([store], labels)
         augmented = PatchDataset([store], labels, transform=load_augmentation(HERE.parent / "configs" / "augment"
                                                                               / "chen2022.yaml", seed=0))
-        raw = _rate(lambda i: tiles[i], n, opts.repeats)
+        def every(read):
+            return lambda: [read(i) for i in range(n)]
+
+        raw = median_rate(every(lambda i: tiles[i]), n, opts.repeats)
         rows = {"raw zarr read (tiles[i])": raw,
-                "PatchDataset, no augmentation": _rate(lambda i: plain[i], n, opts.repeats),
-                "PatchDataset + configs/augment/chen2022.yaml": _rate(lambda i: augmented[i], n, opts.repeats)}
+                "PatchDataset, no augmentation": median_rate(every(plain.__getitem__), n, opts.repeats),
+                "PatchDataset + configs/augment/chen2022.yaml": median_rate(every(augmented.__getitem__), n,
+                                                                            opts.repeats)}
     lines = [f"{n} JPEG tiles of 256 px; one process; median of {opts.repeats}.", "",
              "| reader | tiles/s | x raw read |", "|---|---:|---:|"]
     lines += [f"| {name} | {rate:.0f} | {rate / raw:.2f} |" for name, rate in rows.items()]
     ratio = rows["PatchDataset, no augmentation"] / raw
     lines += ["", f"Target: the dataset without augmentation delivers >= 0.80x the raw read rate: "
                   f"{ratio:.2f}x -> {'met' if ratio >= 0.8 else 'NOT met'}"]
-    table = "\n".join(lines)
-    print(table)
-    if opts.results:
-        from _results import update_section
-
-        update_section("bench_loader", "## Tile loading: `benchmarks/bench_loader.py`\n\n" + table)
+    publish("bench_loader", "Tile loading: `benchmarks/bench_loader.py`", lines, opts.results)
 
 
 if __name__ == "__main__":

@@ -8,12 +8,11 @@ Runs on one core (OpenCV limited to one thread). Needs ../shared/data/he_liver a
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
+from _common import median_rate, publish
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 TARGETS = {"Reinhard transform": 1000, "Macenko transform": 300}
@@ -30,15 +29,6 @@ def _tiles() -> np.ndarray:
         sys.exit(f"no liver patches under {SHARED / 'he_liver'}")
     # Tissue tiles only: torchstain's Macenko fails on tiles of glass (eigenvalues do not converge).
     return np.stack([t for t in tiles if (t.min(axis=2) < 200).mean() > 0.5])
-
-
-def _rate(run, n: int, repeats: int) -> float:
-    rates = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        rates.append(n / (time.perf_counter() - start))
-    return statistics.median(rates)
 
 
 def main() -> None:
@@ -61,12 +51,12 @@ def main() -> None:
     theirs_r.fit(reference)
     n = len(tiles)
     rows = {
-        "Reinhard transform": (_rate(lambda: ours_r.transform(tiles), n, opts.repeats),
-                               _rate(lambda: [theirs_r.normalize(t) for t in tiles], n, opts.repeats)),
-        "Macenko transform": (_rate(lambda: ours_m.transform(tiles), n, opts.repeats),
-                              _rate(lambda: [theirs_m.normalize(t, stains=False) for t in tiles], n, opts.repeats)),
-        "Macenko fit": (_rate(lambda: [MacenkoNormalizer().fit(t) for t in tiles], n, opts.repeats),
-                        _rate(lambda: [NumpyMacenkoNormalizer().fit(t) for t in tiles], n, opts.repeats)),
+        "Reinhard transform": (median_rate(lambda: ours_r.transform(tiles), n, opts.repeats),
+                               median_rate(lambda: [theirs_r.normalize(t) for t in tiles], n, opts.repeats)),
+        "Macenko transform": (median_rate(lambda: ours_m.transform(tiles), n, opts.repeats),
+                              median_rate(lambda: [theirs_m.normalize(t, stains=False) for t in tiles], n, opts.repeats)),
+        "Macenko fit": (median_rate(lambda: [MacenkoNormalizer().fit(t) for t in tiles], n, opts.repeats),
+                        median_rate(lambda: [NumpyMacenkoNormalizer().fit(t) for t in tiles], n, opts.repeats)),
     }
     lines = [f"{n} tissue tiles of 256 px from the real GTEx liver patches; one core; median of {opts.repeats}.", "",
              "| operation | wsi_hcc tiles/s | torchstain (numpy) tiles/s | ratio | target |", "|---|---:|---:|---:|---|"]
@@ -74,12 +64,7 @@ def main() -> None:
         goal = TARGETS.get(name)
         verdict = "" if goal is None else f">= {goal}: {'met' if ours >= goal else 'NOT met'}"
         lines.append(f"| {name} | {ours:.0f} | {theirs:.0f} | {ours / theirs:.1f}x | {verdict} |")
-    table = "\n".join(lines)
-    print(table)
-    if opts.results:
-        from _results import update_section
-
-        update_section("bench_stain", "## Stain normalisation: `benchmarks/bench_stain.py`\n\n" + table)
+    publish("bench_stain", "Stain normalisation: `benchmarks/bench_stain.py`", lines, opts.results)
 
 
 if __name__ == "__main__":

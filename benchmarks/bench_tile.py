@@ -193,7 +193,7 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     if opts.results:
-        from _results import update_section
+        from _common import update_section
 
         update_section("bench_tile", _results_page(table))
 

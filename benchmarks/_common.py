@@ -1,0 +1,44 @@
+"""What the benchmark scripts share: timing medians, and their sections of benchmarks/RESULTS.md.
+
+Each benchmark owns one section of RESULTS.md, between markers, and rewrites only it.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+_HEADER = "# Benchmark results\n\nEach section is written by the script it names; rerun that script to update it.\n"
+
+
+def update_section(name: str, body: str) -> None:
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    text = RESULTS.read_text() if RESULTS.exists() else _HEADER
+    block = f"{start}\n{body.rstrip()}\n{end}"
+    if start in text and end in text:
+        before, rest = text.split(start, 1)
+        text = before + block + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    RESULTS.write_text(text)
+
+
+def median_rate(run: Callable[[], object], items: int, repeats: int) -> float:
+    """Median items/s of ``run()`` (which processes ``items`` items) over ``repeats`` timed calls."""
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        rates.append(items / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def publish(section: str, title: str, lines: list[str], write: bool) -> None:
+    """Print a result table and, with ``write``, replace its section of RESULTS.md."""
+    table = "\n".join(lines)
+    print(table)
+    if write:
+        update_section(section, f"## {title}\n\n{table}")
