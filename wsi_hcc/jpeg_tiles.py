@@ -42,10 +42,12 @@ class _TileCache:
     decode each source tile once per slide, not once per grid row.
     """
 
-    def __init__(self, cols: int, rows: int = 2):
+    def __init__(self, cols: int, rows: int = 2, keep_evicted: bool = False):
         self._cols = cols
         self._tiles: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
-        self.spare: list[np.ndarray] = []  # evicted buffers, reused for the next decodes
+        # Evicted buffers, for an owner that decodes into them again; others let them go.
+        self._keep_evicted = keep_evicted
+        self.spare: list[np.ndarray] = []
         self.set_rows(rows)
 
     def set_rows(self, rows: int) -> None:
@@ -60,7 +62,9 @@ class _TileCache:
     def put(self, key: tuple[int, int], tile: np.ndarray) -> None:
         self._tiles[key] = tile
         if len(self._tiles) > self._capacity:
-            self.spare.append(self._tiles.popitem(last=False)[1])
+            evicted = self._tiles.popitem(last=False)[1]
+            if self._keep_evicted:
+                self.spare.append(evicted)
 
 
 def _assemble(tile_at, tile_size: tuple[int, int], level_size: tuple[int, int],
@@ -102,7 +106,7 @@ class JpegTileLevel:
         self._fd = os.open(self.path, os.O_RDONLY)
         self._file_size = os.fstat(self._fd).st_size
         self._cols = -(-layout.width // layout.tile_width)
-        self.cache = _TileCache(self._cols)
+        self.cache = _TileCache(self._cols, keep_evicted=True)
 
     @property
     def tile_size(self) -> tuple[int, int]:
