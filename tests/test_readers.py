@@ -6,6 +6,7 @@ from wsi_hcc.jpeg_tiles import open_jpeg_levels
 from wsi_hcc.mpp import resolve_mpp
 from wsi_hcc.readers import open_slide, preferred_backends
 from wsi_hcc.readers.openslide_reader import OpenSlideReader
+from wsi_hcc.readers.tiff_probe import probe_tiff
 from wsi_hcc.readers.tiffslide_reader import TiffSlideReader
 
 REGIONS = [((0, 0), (240, 240)), ((100, 37), (700, 500)), ((1900, 2700), (320, 267))]
@@ -36,7 +37,8 @@ def test_metadata_mpp_from_both_backends(real_svs):
 
 
 def test_auto_prefers_tiffslide_for_jpeg_svs_and_falls_back(real_svs, monkeypatch):
-    assert preferred_backends(real_svs, "auto") == ("tiffslide", "openslide")
+    assert preferred_backends(probe_tiff(real_svs), "auto") == ("tiffslide", "openslide")
+    assert preferred_backends(None, "auto") == ("openslide", "tiffslide")
     assert open_slide(real_svs).backend == "tiffslide"
 
     def broken(path):
