@@ -11,10 +11,11 @@ PACKAGE = Path(wsi_hcc.__file__).parent
 LAYERS = [
     {"errors", "records", "versions", "atomic"},
     {"readers", "mpp", "slideinfo", "grid", "tissue", "thumbnail", "qc", "store", "jpeg_tiles", "h5export",
-     "config", "inputs", "synth", "stain", "annotations", "augment", "datasets"},
-    {"extract"},
+     "config", "inputs", "synth", "stain", "stain_torch", "annotations", "augment", "datasets", "models"},
+    {"extract", "features"},
     {"tiling"},
     {"pipeline", "progress"},
+    {"feature_pipeline"},
     {"cli", "__main__"},
 ]
 LAYER_OF = {name: i for i, layer in enumerate(LAYERS) for name in layer}

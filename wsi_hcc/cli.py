@@ -177,3 +177,39 @@ def augment_preview(image, config_path, out_path, n_samples, tile_px, seed):
     Image.fromarray(grid).save(buffer, format="PNG")
     atomic_write_bytes(Path(out_path), buffer.getvalue())
     click.echo(f"wrote {out_path} ({n_samples} samples of a {crop.shape[1]}x{crop.shape[0]} crop)")
+
+
+@main.command(epilog="""\b
+Examples:
+  wsi-hcc features stores/ --backbone resnet34 --weights resnet34_hcc.safetensors
+  wsi-hcc features stores/a.zarr stores/b.zarr --backbone livernet --weights KMC/LiverNet_test_fold1_weights.h5
+  wsi-hcc features stores/ --backbone resnet34 --out h5_files/ --h5 --device cuda --batch-size 256""")
+@click.argument("stores", nargs=-1, required=True)
+@click.option("--backbone", required=True, help="resnet34, livernet, or any timm model name.")
+@click.option("--weights", type=click.Path(dir_okay=False), default=None,
+              help="Local weights (.safetensors, .pt/.pth, or LiverNet's Keras .h5). Random weights without.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder for the run manifest and .h5 files [default: the first store's folder].")
+@click.option("--h5", is_flag=True, help="Also write CLAM/TRIDENT-style <stem>.h5 (features, coords).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=64, show_default=True)
+@click.option("--workers", type=click.IntRange(0, 64), default=None,
+              help="Tile-decoding worker processes [default: 0 on small CPU machines, more with a GPU].")
+@click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
+@click.option("--cpu-decode", is_flag=True, help="Decode JPEG tiles on the CPU even when a GPU could.")
+@click.option("--overwrite", is_flag=True, help="Recompute stores that already have features.")
+def features(stores, backbone, weights, out_dir, h5, device, batch_size, workers, dtype, cpu_decode, overwrite):
+    """Embed every tile of patch STORES (or folders of them) with a backbone.
+
+    Features go into each store as `features` (N, D), row i for coords[i]; finished stores are
+    skipped and a killed run resumes. A failed store does not stop the batch.
+    """
+    from .feature_pipeline import run_features
+    from .progress import RichBatchProgress
+
+    with RichBatchProgress() as progress:
+        report = run_features(list(stores), out_dir, backbone, weights=weights, device=device,
+                              batch_size=batch_size, num_workers=workers, dtype=dtype, h5=h5,
+                              overwrite=overwrite, gpu_decode=not cpu_decode, progress=progress)
+    progress.print_summary(report)
+    sys.exit(1 if report.failed or not report.outcomes else 0)

@@ -11,8 +11,10 @@ from .records import SlideInfo, TileSpec
 __all__ = ["write_coords_h5"]
 
 
-def write_coords_h5(path: Path, coords: np.ndarray, spec: TileSpec, slide: SlideInfo) -> None:
-    """Write ``coords`` (N, 2) level-0 (x, y) with CLAM's attributes on the dataset.
+def write_coords_h5(path: Path, coords: np.ndarray, spec: TileSpec, slide: SlideInfo,
+                    features: np.ndarray | None = None) -> None:
+    """Write ``coords`` (N, 2) level-0 (x, y) with CLAM's attributes on the dataset, and
+    ``features`` (N, D) beside them when given (the layout CLAM and TRIDENT train MIL models from).
 
     CLAM reads ``patch_size`` and ``patch_level`` and TRIDENT ``patch_size_level0`` and
     ``target_magnification``; we add the exact resolution, which neither records.
@@ -33,3 +35,5 @@ def write_coords_h5(path: Path, coords: np.ndarray, spec: TileSpec, slide: Slide
         attrs["downsample"] = (spec.level_downsample, spec.level_downsample)
         attrs["name"] = Path(slide.path).stem
         attrs["save_path"] = str(path.parent)
+        if features is not None:
+            h5.create_dataset("features", data=features)

@@ -30,7 +30,7 @@ from .tiling import store_path_for, tile_slide
 from .versions import stack_versions
 
 __all__ = ["SlideOutcome", "BatchReport", "BatchProgress", "run_tile", "make_executor", "prepare_out_dir",
-           "fit_stain_reference"]
+           "fit_stain_reference", "one_line_reason", "silent_progress"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,8 @@ class BatchProgress(Protocol):
 
 
 class _Silent:
+    """Progress that goes nowhere, for library callers that pass none."""
+
     def slide_started(self, task, position, total): pass
 
     def tiles_planned(self, n_tiles): pass
@@ -81,6 +83,10 @@ class _Silent:
     def tiles_written(self, n_tiles): pass
 
     def slide_finished(self, outcome): pass
+
+
+def silent_progress() -> BatchProgress:
+    return _Silent()
 
 
 def prepare_out_dir(out_dir: Path) -> None:
@@ -170,7 +176,7 @@ def _already_done(out_dir: Path, task: SlideTask, digest: str) -> bool:
             and state.get("fingerprint") == slide_fingerprint(task.path))
 
 
-def _one_line(task: SlideTask, exc: BaseException) -> str:
+def one_line_reason(task: SlideTask, exc: BaseException) -> str:
     text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     if not isinstance(exc, WsiHccError):
         text = f"{type(exc).__name__}: {text}"
@@ -186,7 +192,7 @@ def run_tile(inputs: list[str | Path], out_dir: str | Path, config: TileConfig, 
     for problems that stop the whole batch (unwritable output folder, unreachable scheduler).
     """
     out_dir = Path(out_dir)
-    progress = progress or _Silent()
+    progress = progress or silent_progress()
     prepare_out_dir(out_dir)
     stain = fit_stain_reference(config)
     tasks = collect_slides(inputs, recursive=recursive, slide_mpp=slide_mpp)
@@ -235,7 +241,7 @@ def _tile_one(task: SlideTask, out_dir: Path, config: TileConfig, digest: str,
         raise
     except Exception as exc:  # one bad slide never stops the batch
         log.debug("%s failed", task.path, exc_info=True)
-        return _record(out_dir, SlideOutcome(**base, status="failed", reason=_one_line(task, exc),
+        return _record(out_dir, SlideOutcome(**base, status="failed", reason=one_line_reason(task, exc),
                                              seconds={"total": time.perf_counter() - started}), digest, None)
     for warning in result.warnings:  # the outcome carries them to the front end, which shows them
         log.info("%s", warning)

@@ -50,6 +50,12 @@ class SlideInfo:
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(asdict(self))
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SlideInfo:
+        return cls(**{**data, "dimensions": tuple(data["dimensions"]),
+                      "level_dimensions": tuple(tuple(d) for d in data["level_dimensions"]),
+                      "level_downsamples": tuple(data["level_downsamples"])})
+
 
 @dataclass(frozen=True)
 class TileSpec:
@@ -96,6 +102,10 @@ class TileSpec:
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(asdict(self)) | {"native": self.native}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TileSpec:
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
 def _jsonable(value: Any) -> Any:

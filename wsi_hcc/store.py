@@ -114,12 +114,23 @@ class TileReader:
     def __len__(self) -> int:
         return self.shape[0]
 
-    def __getitem__(self, index: int) -> np.ndarray:
+    @property
+    def jpeg(self) -> bool:
+        """Chunks are plain JPEG streams (a GPU can decode them itself)."""
+        return self._codec is not None and self._codec.codec_id == "imagecodecs_jpeg"
+
+    def read_chunk(self, index: int) -> bytes | None:
+        """The tile's encoded bytes, or None for a tile zarr left unwritten (all fill value)."""
         if not 0 <= index < self.shape[0]:
             raise IndexError(f"tile {index} out of range for {self.shape[0]} tiles in {self.path}")
         try:
-            data = chunk_path(self.path, index).read_bytes()
+            return chunk_path(self.path, index).read_bytes()
         except FileNotFoundError:  # zarr leaves chunks equal to the fill value unwritten
+            return None
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        data = self.read_chunk(index)
+        if data is None:
             return np.full(self.shape[1:], self._fill, dtype=np.uint8)
         decoded = self._codec.decode(data) if self._codec is not None else data
         if not isinstance(decoded, np.ndarray):  # byte codecs (zstd, none) give bytes

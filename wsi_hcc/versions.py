@@ -9,7 +9,8 @@ from importlib.metadata import PackageNotFoundError, version
 __all__ = ["stack_versions"]
 
 _PACKAGES = ("wsi-hcc", "numpy", "zarr", "numcodecs", "imagecodecs", "tifffile", "tiffslide",
-             "openslide-python", "openslide-bin", "scikit-image", "Pillow", "dask", "distributed", "h5py")
+             "openslide-python", "openslide-bin", "scikit-image", "Pillow", "dask", "distributed", "h5py",
+             "torch", "torchvision", "timm", "safetensors")
 
 
 @lru_cache(maxsize=1)

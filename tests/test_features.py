@@ -1,0 +1,158 @@
+"""`wsi-hcc features`: embeddings aligned with coords, skip, resume, errors, CLAM .h5."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from wsi_hcc.cli import main
+from wsi_hcc.config import TileConfig
+from wsi_hcc.feature_pipeline import run_features
+from wsi_hcc.features import (FeatureError, FeatureExtractor, extract_store_features, partial_features_path,
+                              read_store_meta)
+from wsi_hcc.models import create_backbone, to_model_input
+from wsi_hcc.pipeline import run_tile
+from wsi_hcc.store import TileReader, open_store
+
+
+@pytest.fixture(scope="module")
+def stores_224(synth_slide, tmp_path_factory):
+    """The synthetic slide tiled at 0.5 um/px, 224 px (what the registered models expect)."""
+    out = tmp_path_factory.mktemp("stores224")
+    report = run_tile([synth_slide], out, TileConfig(target_mpp=0.5, tile_px=224, qc=False))
+    assert report.count("done") == 1
+    return out / "synthetic.zarr"
+
+
+@pytest.fixture
+def store(stores_224, tmp_path):
+    copy = tmp_path / "synthetic.zarr"
+    shutil.copytree(stores_224, copy)
+    return copy
+
+
+@pytest.fixture(scope="module")
+def resnet_features():
+    torch.manual_seed(0)
+    return create_backbone("resnet34", num_classes=0)
+
+
+@pytest.fixture(scope="module")
+def small_features():
+    """timm's tiny test network: same code paths, a fraction of the CPU time (and a 160 px input)."""
+    torch.manual_seed(0)
+    return create_backbone("test_resnet", num_classes=0)
+
+
+def _direct_features(model, store):
+    reader = TileReader(store)
+    tiles = torch.from_numpy(np.stack([reader[i] for i in range(len(reader))]))
+    with torch.inference_mode():
+        return model.eval()(to_model_input(tiles, model.card)).numpy()
+
+
+def test_features_are_written_in_coords_order(store, resnet_features):
+    extractor = FeatureExtractor(resnet_features, "cpu")
+    result = extract_store_features(store, extractor, batch_size=16, dtype="float32")
+    group = open_store(store)
+    features = np.asarray(group["features"][:])
+    assert features.shape == (result.n_tiles, 512) == (group["coords"].shape[0], 512)
+    np.testing.assert_allclose(features, _direct_features(resnet_features, store), rtol=1e-4, atol=1e-4)
+    provenance = read_store_meta(store)["features"]
+    assert provenance["backbone"] == "resnet34" and provenance["dtype"] == "float32"
+    assert provenance["card"]["target_mpp"] == 0.5 and "torch" in provenance["versions"]
+    assert not partial_features_path(store).exists()
+
+
+def test_rerun_skips_and_another_model_needs_overwrite(store, resnet_features):
+    extractor = FeatureExtractor(resnet_features, "cpu")
+    extract_store_features(store, extractor, batch_size=32)
+    assert extract_store_features(store, extractor, batch_size=32).skipped
+    other = FeatureExtractor(create_backbone("test_resnet", num_classes=0), "cpu")
+    with pytest.raises(FeatureError, match="already has features from resnet34.*--overwrite"):
+        extract_store_features(store, other)
+    result = extract_store_features(store, other, overwrite=True)
+    assert not result.skipped and open_store(store)["features"].shape[1] == other.card.feature_dim
+    assert read_store_meta(store)["features"]["backbone"] == "test_resnet"
+
+
+class _Killed(Exception):
+    pass
+
+
+class _DiesAfter:
+    """An extractor that is killed after ``n`` batches, like a run stopped halfway."""
+
+    def __init__(self, inner, n):
+        self.inner, self.n, self.card, self.device = inner, n, inner.card, inner.device
+
+    def __call__(self, tiles, normalizer=None):
+        if self.n == 0:
+            raise _Killed
+        self.n -= 1
+        return self.inner(tiles, normalizer)
+
+
+def test_a_killed_run_resumes_and_matches_an_uninterrupted_one(store, small_features, tmp_path):
+    extractor = FeatureExtractor(small_features, "cpu")
+    with pytest.raises(_Killed):
+        extract_store_features(store, _DiesAfter(extractor, 3), batch_size=8, chunk_rows=16, dtype="float32")
+    assert partial_features_path(store).exists() and not (store / "features").exists()
+    assert "features" not in read_store_meta(store)
+    resumed = extract_store_features(store, extractor, batch_size=8, chunk_rows=16, dtype="float32")
+    assert resumed.resumed_rows == 16  # one full chunk of 16 survived the kill
+    fresh = tmp_path / "fresh" / "synthetic.zarr"
+    shutil.copytree(store, fresh)
+    extract_store_features(fresh, extractor, batch_size=8, dtype="float32", overwrite=True)
+    np.testing.assert_array_equal(open_store(store)["features"][:], open_store(fresh)["features"][:])
+
+
+def test_worker_processes_give_the_same_features(store, small_features, tmp_path):
+    extractor = FeatureExtractor(small_features, "cpu")
+    extract_store_features(store, extractor, batch_size=16, num_workers=2, dtype="float32")
+    with_workers = np.asarray(open_store(store)["features"][:])
+    np.testing.assert_allclose(with_workers, _direct_features(small_features, store), rtol=1e-4, atol=1e-4)
+
+
+def test_batch_writes_h5_reports_bad_stores_and_a_manifest(store, tmp_path):
+    out = tmp_path / "h5_files"
+    bad = tmp_path / "not_a_store.zarr"
+    bad.mkdir()
+    report = run_features([store, bad], out, "resnet34", device="cpu", h5=True, batch_size=32)
+    assert report.count("done") == 1 and report.count("failed") == 1
+    assert report.failed[0].reason.startswith(f"{bad}: not a patch store")
+    with h5py.File(out / "synthetic.h5") as h5:
+        assert h5["features"].shape == (report.outcomes[0].n_tiles, 512)
+        np.testing.assert_array_equal(h5["coords"][:], open_store(store)["coords"][:])
+        assert h5["coords"].attrs["patch_size"] == 224 and h5["coords"].attrs["target_mpp"] == 0.5
+    manifest = json.loads((out / "features-manifest.json").read_text())
+    assert manifest["summary"] == {"done": 1, "skipped": 0, "failed": 1} and manifest["card"]["feature_dim"] == 512
+
+
+def test_store_at_the_wrong_resolution_fails_with_the_fix(synth_slide, tmp_path):
+    run_tile([synth_slide], tmp_path, TileConfig(target_mpp=1.0, tile_px=224, qc=False))
+    report = run_features([tmp_path / "synthetic.zarr"], tmp_path, "resnet34", device="cpu")
+    assert "tiles are at 1 um/px but resnet34 expects 0.5 um/px; re-tile with --mpp 0.5" in report.failed[0].reason
+
+
+def test_cli_features(store, tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(main, ["features", str(store), "--backbone", "resnet34", "--device", "cpu", "--h5",
+                                  "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "1 done" in result.output and (tmp_path / "out" / "synthetic.h5").exists()
+    result = runner.invoke(main, ["features", str(store), "--backbone", "resnet34", "--device", "cpu"])
+    assert result.exit_code == 0 and "1 skipped" in result.output
+    result = runner.invoke(main, ["features", str(store), "--backbone", "resnet34", "--weights", "nope.pt"])
+    assert result.exit_code == 2 and result.output.strip() == (
+        "error: nope.pt: weights file not found; pass a local .safetensors, .pt/.pth or .h5 file "
+        "(nothing is downloaded)")
+    if not torch.cuda.is_available():
+        result = runner.invoke(main, ["features", str(store), "--backbone", "resnet34", "--device", "cuda"])
+        assert result.exit_code == 2 and "no CUDA device" in result.output

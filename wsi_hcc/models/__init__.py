@@ -1,0 +1,14 @@
+"""Patch models: a registry of backbones with model cards, and safe local weight loading."""
+
+from __future__ import annotations
+
+from .card import ModelCard
+from .preprocess import to_model_input
+from .registry import BackboneEntry, create_backbone, get_entry, list_backbones, register_backbone
+from .resnet import RESNET34
+from .weights import WeightsError, card_from_weights, file_sha256, read_state_dict, save_weights
+
+__all__ = ["ModelCard", "BackboneEntry", "WeightsError", "create_backbone", "register_backbone", "list_backbones",
+           "get_entry", "to_model_input", "save_weights", "read_state_dict", "card_from_weights", "file_sha256"]
+
+register_backbone(RESNET34)

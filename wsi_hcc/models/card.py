@@ -1,0 +1,67 @@
+"""Model cards: everything needed to feed a model the data it was trained on.
+
+A card travels with the weights (inside our safetensors files) so a model is never used with the
+wrong resolution, channel order, scaling or stain normalisation.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+__all__ = ["ModelCard"]
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a patch model expects and what it outputs.
+
+    Pixels reach the model as ``((uint8 in channel_order) * scale - mean) / std``, NCHW, resized to
+    ``input_px`` when the store's tiles differ. ``target_mpp`` and ``tile_px`` are the tiling the
+    model was trained on; inference tiling is derived from them.
+    """
+
+    architecture: str
+    num_classes: int
+    class_names: tuple[str, ...]
+    feature_dim: int
+    input_px: int = 224
+    channel_order: str = "RGB"
+    scale: float = 1.0 / 255.0
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    target_mpp: float = 0.5
+    tile_px: int = 224
+    stain_reference: dict[str, Any] | None = None
+    weights_sha256: str | None = None
+    cam_layer: str | None = None
+    notes: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.channel_order not in ("RGB", "BGR"):
+            raise ValueError(f"channel_order must be RGB or BGR, not {self.channel_order!r}")
+        if self.num_classes and len(self.class_names) != self.num_classes:
+            raise ValueError(f"{len(self.class_names)} class names for {self.num_classes} classes")
+
+    def with_classes(self, num_classes: int, class_names: tuple[str, ...] | None = None) -> ModelCard:
+        """The same card for a head with ``num_classes`` outputs (0: a feature extractor)."""
+        if class_names is None:
+            class_names = (self.class_names if len(self.class_names) == num_classes
+                           else tuple(f"class_{i}" for i in range(num_classes)))
+        return replace(self, num_classes=num_classes, class_names=tuple(class_names))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelCard:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        for key in ("class_names", "mean", "std"):
+            if key in known:
+                known[key] = tuple(known[key])
+        return cls(**known)

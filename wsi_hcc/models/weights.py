@@ -1,0 +1,99 @@
+"""Weights come from local files only, loaded without unpickling arbitrary objects.
+
+Accepted: safetensors (ours carry the model card in their metadata), PyTorch state dicts loaded
+with ``weights_only=True``, and whatever foreign formats a registry entry knows (LiverNet's Keras
+``.h5``). Nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from ..atomic import partial_path
+from ..errors import WsiHccError
+from .card import ModelCard
+
+__all__ = ["WeightsError", "file_sha256", "read_state_dict", "save_weights", "card_from_weights"]
+
+_CARD_KEY = "wsi_hcc_card"
+_TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+
+
+class WeightsError(WsiHccError):
+    """A weights file is missing, unsafe or does not fit the model."""
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_exists(path: Path) -> None:
+    if not path.is_file():
+        raise WeightsError(f"{path}: weights file not found; pass a local .safetensors, .pt/.pth or .h5 file "
+                           "(nothing is downloaded)")
+
+
+def read_state_dict(path: str | Path) -> dict:
+    """Tensors of a safetensors or PyTorch file; unwraps ``{"state_dict": ...}``/``{"model": ...}``."""
+    import torch
+
+    path = Path(path)
+    _check_exists(path)
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from None
+    if path.suffix not in _TORCH_SUFFIXES:
+        raise WeightsError(f"{path}: unknown weights format {path.suffix!r}; use .safetensors, .pt, .pth or .bin")
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle errors take many forms; all mean the same thing to a user
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise WeightsError(f"{path}: cannot be loaded safely as a state dict ({first}); "
+                           "save it with torch.save(model.state_dict(), ...) or as safetensors") from None
+    for key in ("state_dict", "model", "model_state"):
+        if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
+            loaded = loaded[key]
+    if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        raise WeightsError(f"{path}: holds no state dict of tensors")
+    # DataParallel / DDP checkpoints prefix every key
+    if loaded and all(k.startswith("module.") for k in loaded):
+        loaded = {k[len("module."):]: v for k, v in loaded.items()}
+    return loaded
+
+
+def card_from_weights(path: str | Path) -> ModelCard | None:
+    """The card stored in one of our safetensors files, or None for any other file."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        return None
+    _check_exists(path)
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata() or {}
+    return ModelCard.from_dict(json.loads(meta[_CARD_KEY])) if _CARD_KEY in meta else None
+
+
+def save_weights(model, card: ModelCard, path: str | Path) -> str:
+    """Write ``model``'s weights with its card as safetensors (atomically); returns the sha256."""
+    import os
+
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tmp = partial_path(path)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp), metadata={_CARD_KEY: card.to_json()})
+    os.replace(tmp, path)
+    return file_sha256(path)
