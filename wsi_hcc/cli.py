@@ -213,3 +213,16 @@ def features(stores, backbone, weights, out_dir, h5, device, batch_size, workers
                               overwrite=overwrite, gpu_decode=not cpu_decode, progress=progress)
     progress.print_summary(report)
     sys.exit(1 if report.failed or not report.outcomes else 0)
+
+
+def _add_training_commands() -> None:
+    # Kept in their own module so this file stays about the tile/feature commands.
+    try:
+        from .cli_train import COMMANDS
+    except ImportError:  # during development, before the training commands exist
+        return
+    for command in COMMANDS:
+        main.add_command(command)
+
+
+_add_training_commands()
