@@ -332,3 +332,24 @@ def test_released_weights_reproduce_keras_outputs(reference, reference_batch, da
     assert probabilities.argmax(axis=1).tolist() == [o["argmax"] for o in outputs]
     hypercolumn = np.array([o["hypercolumn_gap_224"] for o in outputs])
     np.testing.assert_allclose(features.numpy(), hypercolumn, rtol=1e-4, atol=1e-4)
+
+
+def _rgb224(entry: dict) -> np.ndarray:
+    """A real reference input as RGB uint8 (what a patch store holds), from its BGR /255 floats."""
+    return np.rint(_preprocess(entry)[..., ::-1] * 255.0).astype(np.uint8)
+
+
+@needs_real_weights
+def test_registry_and_card_reproduce_keras_outputs_from_rgb_tiles(reference):
+    """The issue's check, the way a user runs it: create_backbone + the card's own preprocessing."""
+    from wsi_hcc.models import create_backbone, to_model_input
+
+    ref = reference["models"]["KMC"]
+    model = create_backbone("livernet", num_classes=4, weights=LIVERNET_DIR / ref["weights_file"]).eval()
+    assert model.card.channel_order == "BGR" and model.card.weights_sha256 == ref["weights_sha256"]
+    images = [i for i, e in enumerate(reference["inputs"]) if e["kind"] != "synthetic"]
+    tiles = torch.from_numpy(np.stack([_rgb224(reference["inputs"][i]) for i in images]))
+    with torch.inference_mode():
+        probabilities = model(to_model_input(tiles, model.card)).softmax(dim=1).numpy()
+    expected = np.array([ref["outputs"][i]["probabilities"] for i in images])
+    assert np.abs(probabilities - expected).max() < 1e-4
