@@ -74,6 +74,7 @@ def test_rerun_skips_and_another_model_needs_overwrite(store, resnet_features):
     extractor = FeatureExtractor(resnet_features, "cpu")
     extract_store_features(store, extractor, batch_size=32)
     assert extract_store_features(store, extractor, batch_size=32).skipped
+    assert read_store_meta(store)["features"]["model_sha256"] == extractor.model_sha256
     other = FeatureExtractor(create_backbone("test_resnet", num_classes=0), "cpu")
     with pytest.raises(FeatureError, match="already has features from resnet34.*--overwrite"):
         extract_store_features(store, other)
@@ -91,6 +92,7 @@ class _DiesAfter:
 
     def __init__(self, inner, n):
         self.inner, self.n, self.card, self.device = inner, n, inner.card, inner.device
+        self.model_sha256 = inner.model_sha256
 
     def __call__(self, tiles, normalizer=None):
         if self.n == 0:
@@ -141,14 +143,20 @@ def test_store_at_the_wrong_resolution_fails_with_the_fix(synth_slide, tmp_path)
     assert "tiles are at 1 um/px but resnet34 expects 0.5 um/px; re-tile with --mpp 0.5" in report.failed[0].reason
 
 
-def test_cli_features(store, tmp_path):
+def test_cli_features(store, resnet_features, tmp_path):
+    from wsi_hcc.models import save_weights
+
+    weights = tmp_path / "resnet34.safetensors"
+    save_weights(resnet_features, resnet_features.card, weights)
+    command = ["features", str(store), "--backbone", "resnet34", "--weights", str(weights), "--device", "cpu"]
     runner = CliRunner()
-    result = runner.invoke(main, ["features", str(store), "--backbone", "resnet34", "--device", "cpu", "--h5",
-                                  "--out", str(tmp_path / "out")])
+    result = runner.invoke(main, command + ["--h5", "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert "1 done" in result.output and (tmp_path / "out" / "synthetic.h5").exists()
-    result = runner.invoke(main, ["features", str(store), "--backbone", "resnet34", "--device", "cpu"])
+    result = runner.invoke(main, command)
     assert result.exit_code == 0 and "1 skipped" in result.output
+    result = runner.invoke(main, ["features", str(store), "--backbone", "resnet34", "--device", "cpu"])
+    assert result.exit_code == 1 and "already has features from resnet34" in result.output
     result = runner.invoke(main, ["features", str(store), "--backbone", "resnet34", "--weights", "nope.pt"])
     assert result.exit_code == 2 and result.output.strip() == (
         "error: nope.pt: weights file not found; pass a local .safetensors, .pt/.pth or .h5 file "
@@ -156,3 +164,35 @@ def test_cli_features(store, tmp_path):
     if not torch.cuda.is_available():
         result = runner.invoke(main, ["features", str(store), "--backbone", "resnet34", "--device", "cuda"])
         assert result.exit_code == 2 and "no CUDA device" in result.output
+
+
+def test_bag_dataset_reads_features_per_slide(store, small_features, tmp_path):
+    from torch.utils.data import DataLoader
+
+    from wsi_hcc.datasets import BagDataset
+    from wsi_hcc.errors import WsiHccError
+
+    with pytest.raises(WsiHccError, match="has no features yet; run `wsi-hcc features"):
+        BagDataset([store], [1])
+    extract_store_features(store, FeatureExtractor(small_features, "cpu"), dtype="float32")
+    bags = BagDataset([store], [1])
+    item = bags[0]
+    np.testing.assert_array_equal(item["features"], open_store(store)["features"][:])
+    np.testing.assert_array_equal(item["coords"], open_store(store)["coords"][:])
+    assert item["label"] == 1 and item["slide"] == "synthetic" and item["features"].dtype == np.float32
+
+    limited = BagDataset([store, store], [0, 1], max_tiles=5, seed=3)
+    first = limited[0]["coords"]
+    assert len(first) == 5 and np.array_equal(first, limited[0]["coords"])
+    limited.set_epoch(1)
+    assert not np.array_equal(first, limited[0]["coords"])
+    in_workers = [b["coords"][0].numpy() for b in DataLoader(limited, batch_size=1, num_workers=2)]
+    assert all(np.array_equal(a, limited[i]["coords"]) for i, a in enumerate(in_workers))
+
+    other = tmp_path / "other" / "synthetic.zarr"
+    shutil.copytree(store, other)
+    torch.manual_seed(1)  # the same architecture, other random weights: other features
+    extract_store_features(other, FeatureExtractor(create_backbone("test_resnet", num_classes=0), "cpu"),
+                           overwrite=True)
+    with pytest.raises(WsiHccError, match="features come from another model"):
+        BagDataset([store, other], [0, 1])

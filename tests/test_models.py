@@ -110,3 +110,15 @@ def test_to_model_input_follows_the_card():
     assert resized.shape == (2, 3, 224, 224)
     with pytest.raises(ValueError, match="uint8"):
         to_model_input(tiles.float(), rgb)
+
+
+def test_feature_extractor_weights_load_and_can_get_a_new_head(tmp_path):
+    torch.manual_seed(2)
+    extractor = create_backbone("resnet34", num_classes=0)
+    path = tmp_path / "features.safetensors"
+    save_weights(extractor, extractor.card, path)
+    reloaded = create_backbone("resnet34", weights=path)
+    x = torch.rand(1, 3, 224, 224)
+    assert reloaded.card.num_classes == 0 and torch.equal(_eval_out(extractor, x), _eval_out(reloaded, x))
+    finetune = create_backbone("resnet34", num_classes=3, weights=path)
+    assert _eval_out(finetune, x).shape == (1, 3) and finetune.card.class_names == ("class_0", "class_1", "class_2")

@@ -18,7 +18,8 @@ import numpy as np
 
 from .errors import WsiHccError
 
-__all__ = ["SlideLabel", "read_slide_labels", "patient_splits", "class_balanced_weights", "PatchDataset"]
+__all__ = ["SlideLabel", "read_slide_labels", "patient_splits", "class_balanced_weights", "PatchDataset",
+           "BagDataset"]
 
 
 @dataclass(frozen=True)
@@ -163,3 +164,74 @@ class PatchDataset:
         state = self.__dict__.copy()
         state["_handles"] = {}  # each process opens its own
         return state
+
+
+class BagDataset:
+    """One item per slide for attention-MIL: every tile feature of a store, with coordinates.
+
+    Parameters
+    ----------
+    stores : sequence of paths
+        Patch stores that hold ``features`` (``wsi-hcc features``); all made by the same model.
+    labels : sequence of int
+        One slide label per store.
+    max_tiles : int, optional
+        Keep at most this many tiles per bag: a random subset that depends only on ``seed``, the
+        epoch (``set_epoch``) and the bag, so it is the same with any number of DataLoader workers.
+        None keeps all.
+
+    Items are dicts: ``features`` ``(N, D)`` float32, ``coords`` ``(N, 2)`` int64 level-0 (x, y),
+    ``label`` int, ``slide`` stem. Bags differ in size, so load them with ``batch_size=1``.
+    """
+
+    def __init__(self, stores: Sequence[str | Path], labels: Sequence[int], max_tiles: int | None = None,
+                 seed: int = 0):
+        if len(stores) != len(labels):
+            raise WsiHccError(f"{len(stores)} stores but {len(labels)} labels; give one label per store")
+        self.stores = [Path(s) for s in stores]
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.max_tiles = max_tiles
+        self.seed = seed
+        self.epoch = 0
+        self.feature_digest = None
+        for path in self.stores:
+            digest = _features_digest(path)
+            if self.feature_digest not in (None, digest):
+                raise WsiHccError(f"{path}: its features come from another model than {self.stores[0]}'s; "
+                                  "extract all bags with the same backbone and weights")
+            self.feature_digest = digest
+
+    def __len__(self) -> int:
+        return len(self.stores)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw new tile subsets (with ``max_tiles``) for this epoch; call it before each epoch."""
+        self.epoch = epoch
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        from .store import open_store
+
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"index {i} out of range for {len(self)} bags")
+        group = open_store(self.stores[i])
+        features = np.asarray(group["features"][:], dtype=np.float32)
+        coords = np.asarray(group["coords"][:], dtype=np.int64)
+        if self.max_tiles is not None and len(features) > self.max_tiles:
+            rng = np.random.default_rng((self.seed, self.epoch, i % len(self)))
+            keep = np.sort(rng.choice(len(features), self.max_tiles, replace=False))
+            features, coords = features[keep], coords[keep]
+        return {"features": features, "coords": coords, "label": int(self.labels[i]),
+                "slide": self.stores[i].name.removesuffix(".zarr")}
+
+
+def _features_digest(store: Path) -> str:
+    import json
+
+    try:
+        meta = json.loads((store / ".zattrs").read_text())["wsi_hcc"]
+    except (OSError, KeyError, json.JSONDecodeError):
+        raise WsiHccError(f"{store}: not a patch store; make one with `wsi-hcc tile`") from None
+    features = meta.get("features")
+    if not features or not (store / "features" / ".zarray").is_file():
+        raise WsiHccError(f"{store}: has no features yet; run `wsi-hcc features {store} --backbone NAME`")
+    return features["digest"]

@@ -19,7 +19,7 @@ import numpy as np
 
 from .atomic import atomic_write_json
 from .errors import WsiHccError
-from .models import ModelCard, to_model_input
+from .models import ModelCard, state_sha256, to_model_input
 from .records import SlideInfo, TileSpec
 from .store import TileReader
 from .versions import stack_versions
@@ -79,9 +79,9 @@ def check_store_fits_card(store: Path, meta: dict, card: ModelCard) -> None:
                            f"{card.target_mpp:g} um/px; re-tile with --mpp {card.target_mpp:g}")
 
 
-def feature_digest(card: ModelCard, dtype: str, normalised: bool) -> str:
-    """What identifies a set of features: the card (weights' sha256 included), dtype, normalisation."""
-    payload = json.dumps([card.to_dict(), dtype, normalised], sort_keys=True)
+def feature_digest(card: ModelCard, model_sha256: str, dtype: str, normalised: bool) -> str:
+    """What identifies a set of features: the card, the model's tensors, dtype, normalisation."""
+    payload = json.dumps([card.to_dict(), model_sha256, dtype, normalised], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -134,6 +134,7 @@ class FeatureExtractor:
         self.card: ModelCard = model.card
         self.device = torch.device(device)
         self.model = model.eval().to(self.device, memory_format=torch.channels_last)
+        self.model_sha256 = state_sha256(model)
 
     def __call__(self, tiles, normalizer=None) -> np.ndarray:
         """``tiles``: uint8 (N, H, W, 3) on any device -> float32 features (N, feature_dim) on the CPU.
@@ -178,7 +179,7 @@ def extract_store_features(store: str | Path, extractor: FeatureExtractor, *, no
     check_store_fits_card(store, meta, card)
     n_tiles = int(meta["n_tiles"])
     normalised = normalizer is not None
-    digest = feature_digest(card, dtype, normalised)
+    digest = feature_digest(card, extractor.model_sha256, dtype, normalised)
     existing = meta.get("features")
     if existing and existing.get("digest") == digest and (store / "features" / ".zarray").is_file() and not overwrite:
         return FeatureResult(store, n_tiles, card.feature_dim, skipped=True)
@@ -196,7 +197,7 @@ def extract_store_features(store: str | Path, extractor: FeatureExtractor, *, no
     starts = [s for c in todo for s in range(c * chunk_rows, min((c + 1) * chunk_rows, n_tiles), batch_size)]
     _run_batches(store, extractor, normalizer, array, starts, batch_size, n_tiles, chunk_rows, num_workers,
                  gpu_decode, on_tiles)
-    _publish(store, meta, card, dtype, digest, normalised, n_tiles)
+    _publish(store, meta, card, extractor.model_sha256, dtype, digest, normalised, n_tiles)
     return FeatureResult(store, n_tiles, card.feature_dim, resumed_rows=resumed)
 
 
@@ -254,8 +255,8 @@ def _run_batches(store, extractor, normalizer, array, starts, batch_size, n_tile
             rows = []
 
 
-def _publish(store: Path, meta: dict, card: ModelCard, dtype: str, digest: str, normalised: bool,
-             n_tiles: int) -> None:
+def _publish(store: Path, meta: dict, card: ModelCard, model_sha256: str, dtype: str, digest: str,
+             normalised: bool, n_tiles: int) -> None:
     """Move the finished array into the store, then record its provenance in the store attributes."""
     partial = partial_features_path(store)
     shutil.rmtree(partial / _PROGRESS_DIR)
@@ -267,6 +268,7 @@ def _publish(store: Path, meta: dict, card: ModelCard, dtype: str, digest: str, 
     attrs = json.loads(attrs_file.read_text())
     attrs["wsi_hcc"] = meta | {"features": {
         "digest": digest, "backbone": card.architecture, "feature_dim": card.feature_dim, "dtype": dtype,
+        "model_sha256": model_sha256,
         "n_tiles": n_tiles, "weights_sha256": card.weights_sha256, "stain_normalised_on_the_fly": normalised,
         "card": card.to_dict(), "versions": stack_versions(),
     }}

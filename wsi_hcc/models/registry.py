@@ -90,7 +90,7 @@ def create_backbone(name: str, num_classes: int | None = None, weights: str | Pa
         else:
             state = read_state_dict(path)
             card = card_from_weights(path) or card
-            weight_classes = _classes_in(state, entry, path)
+            weight_classes = _classes_in(state, entry)
         model = entry.build(num_classes=weight_classes, **kwargs)
         _load_strict(model, state, path, name)
         card = card.with_classes(weight_classes) if card.num_classes != weight_classes else card
@@ -106,11 +106,10 @@ def create_backbone(name: str, num_classes: int | None = None, weights: str | Pa
     return model
 
 
-def _classes_in(state: dict, entry: BackboneEntry, path: Path) -> int:
+def _classes_in(state: dict, entry: BackboneEntry) -> int:
+    """Outputs of the weights' classifier; 0 for weights saved from a feature extractor (no classifier)."""
     key = f"{entry.classifier}.weight"
-    if key not in state:
-        raise WeightsError(f"{path}: has no {key!r}; these weights are not a {entry.name} classifier")
-    return int(state[key].shape[0])
+    return int(state[key].shape[0]) if key in state else 0
 
 
 def _load_strict(model, state: dict, path: Path, name: str) -> None:
@@ -127,7 +126,7 @@ def _replace_classifier(model, classifier: str, num_classes: int) -> None:
     parent_path, _, attr = classifier.rpartition(".")
     parent = model.get_submodule(parent_path) if parent_path else model
     old = getattr(parent, attr)
-    in_features = old.in_features
+    in_features = getattr(old, "in_features", None) or model.num_features  # an Identity has no in_features
     setattr(parent, attr, nn.Linear(in_features, num_classes) if num_classes else nn.Identity())
     if hasattr(model, "num_classes"):
         model.num_classes = num_classes

@@ -15,7 +15,7 @@ from ..atomic import partial_path
 from ..errors import WsiHccError
 from .card import ModelCard
 
-__all__ = ["WeightsError", "file_sha256", "read_state_dict", "save_weights", "card_from_weights"]
+__all__ = ["WeightsError", "file_sha256", "state_sha256", "read_state_dict", "save_weights", "card_from_weights"]
 
 _CARD_KEY = "wsi_hcc_card"
 _TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
@@ -30,6 +30,15 @@ def file_sha256(path: str | Path) -> str:
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
+    return digest.hexdigest()
+
+
+def state_sha256(model) -> str:
+    """Digest of a model's tensors, so outputs of randomly initialised models are told apart too."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(dtype=__import__("torch").uint8).numpy())
     return digest.hexdigest()
 
 

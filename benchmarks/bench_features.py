@@ -1,0 +1,158 @@
+"""Feature extraction: model-only throughput against `wsi-hcc features` end to end, in one run.
+
+    python benchmarks/bench_features.py [--device cpu|cuda] [--repeats 3] [--results]
+    python benchmarks/bench_features.py --device cuda --save-section gpu.md   # on a lent GPU
+    python benchmarks/bench_features.py --publish gpu.md                       # back here
+
+Model-only: random float tensors already on the device, batch 64 at 224 px, inference mode,
+channels-last (bf16 autocast on CUDA). End to end: `extract_store_features` on a store of JPEG
+tiles: reading, decoding, preprocessing, the model and writing the features (the model is built
+once beforehand, as in a batch run). Stores: the real Aperio slide tiled at 0.5 um/px (about 100
+tiles, so only a CPU-sized sample) and a generated slide, cached in benchmarks/_data/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+from _common import publish, update_section
+
+HERE = Path(__file__).resolve().parent
+REAL_SVS = HERE.parents[1] / "shared" / "data" / "wsi" / "CMU-1-Small-Region.svs"
+CACHE = HERE / "_data" / "features"
+SECTION = {"cpu": "bench_features", "cuda": "bench_features_gpu"}
+
+
+def _store(slide: Path, out: Path) -> Path:
+    from wsi_hcc.config import TileConfig
+    from wsi_hcc.pipeline import run_tile
+
+    store = out / f"{slide.stem}.zarr"
+    if not store.exists():
+        run_tile([slide], out, TileConfig(target_mpp=0.5, tile_px=224, qc=False), workers=2)
+    return store
+
+
+def _synthetic_store(width_px: int) -> Path:
+    from wsi_hcc.synth import write_synthetic_slide
+
+    CACHE.mkdir(parents=True, exist_ok=True)
+    slide = CACHE / f"features_{width_px}.svs"
+    if not slide.exists():
+        write_synthetic_slide(slide, size_px=(width_px, width_px * 3 // 4), mpp=0.25, seed=5)
+    return _store(slide, CACHE)
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def model_only(model, device, batch: int, batches: int, repeats: int) -> float:
+    import torch
+
+    x = torch.rand(batch, 3, 224, 224, device=device).contiguous(memory_format=torch.channels_last)
+    model = model.eval().to(device, memory_format=torch.channels_last)
+    rates = []
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        model(x)
+        _sync(device)
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for _ in range(batches):
+                model(x)
+            _sync(device)
+            rates.append(batch * batches / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def end_to_end(extractor, store: Path, repeats: int, **kwargs) -> tuple[float, int]:
+    from wsi_hcc.features import extract_store_features
+
+    rates, n = [], 0
+    for _ in range(repeats):
+        _sync(extractor.device)
+        start = time.perf_counter()
+        n = extract_store_features(store, extractor, overwrite=True, **kwargs).n_tiles
+        rates.append(n / (time.perf_counter() - start))
+    return statistics.median(rates), n
+
+
+def main() -> None:
+    import torch
+
+    from wsi_hcc.feature_pipeline import default_workers
+    from wsi_hcc.features import FeatureExtractor, resolve_device
+    from wsi_hcc.models import create_backbone
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--backbones", default="resnet34,livernet")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--synthetic-px", type=int, default=16384, help="width of the generated slide")
+    parser.add_argument("--results", action="store_true", help="update benchmarks/RESULTS.md")
+    parser.add_argument("--save-section", type=Path, help="write the section to this file (for a remote run)")
+    parser.add_argument("--publish", type=Path, help="put a section saved by --save-section into RESULTS.md")
+    opts = parser.parse_args()
+    if opts.publish:
+        saved = json.loads(opts.publish.read_text())
+        update_section(saved["section"], saved["body"])
+        return
+    device = resolve_device(opts.device)
+    gpu = device.type == "cuda"
+    card_name = torch.cuda.get_device_name(device) if gpu else f"CPU, {torch.get_num_threads()} threads"
+    stores = {"synthetic": _synthetic_store(opts.synthetic_px)}
+    if REAL_SVS.exists():
+        stores["real CMU-1-Small-Region"] = _store(REAL_SVS, CACHE)
+    batches = 40 if gpu else 2
+    workers = default_workers(device)
+    lines = [f"Device: {card_name}. Model-only: batch 64, 224 px, median of {opts.repeats}. End to end: "
+             f"`extract_store_features`, {workers} decoding workers, median of {opts.repeats}; each end-to-end "
+             f"run is paired with a model-only run and the ratio is the median of the pairs' ratios.", "",
+             "| backbone | measure | tiles/s | x model-only |", "|---|---|---:|---:|"]
+    verdicts = []
+    for name in opts.backbones.split(","):
+        model = create_backbone(name, num_classes=0)
+        base = model_only(model, device, 64, batches, opts.repeats)
+        lines.append(f"| {name} | model only, batch 64 | {base:.0f} | 1.00 |")
+        if gpu:
+            lines.append(f"| {name} | model only, batch 256 | {model_only(model, device, 256, 10, opts.repeats):.0f} "
+                         f"| |")
+        extractor = FeatureExtractor(model, device)
+        runs = [(label, store, {"batch_size": 64, "num_workers": workers}) for label, store in stores.items()]
+        if gpu:
+            runs = [(f"{label}, batch 256, {how}", store, {"batch_size": 256, "num_workers": workers,
+                                                          "gpu_decode": how == "GPU decode"})
+                    for label, store in stores.items() for how in ("GPU decode", "CPU decode")]
+        for label, store, kwargs in runs:
+            # alternate with model-only runs so machine noise hits both sides of the ratio alike
+            pairs = [(end_to_end(extractor, store, 1, **kwargs), model_only(model, device, 64, batches, 1))
+                     for _ in range(opts.repeats)]
+            rate, n = statistics.median(p[0][0] for p in pairs), pairs[0][0][1]
+            ratio = statistics.median(p[0][0] / p[1] for p in pairs)
+            lines.append(f"| {name} | end to end, {label} ({n} tiles) | {rate:.0f} | {ratio:.2f} |")
+            if label.startswith("synthetic"):
+                verdicts.append((name, label, rate, ratio))
+    lines.append("")
+    for name, label, rate, ratio in verdicts:
+        target = 0.80 if gpu else 0.85
+        text = f"- {name}, {label}: end to end {ratio:.2f}x model-only (target >= {target:.2f}x): " \
+               f"{'met' if ratio >= target else 'NOT met'}"
+        if gpu and name == "resnet34":
+            text += f"; {rate:.0f} tiles/s (target >= 8000): {'met' if rate >= 8000 else 'NOT met'}"
+        lines.append(text)
+    title = f"Feature extraction ({'GPU' if gpu else 'CPU'}): `benchmarks/bench_features.py`"
+    publish(SECTION[device.type], title, lines, opts.results)
+    if opts.save_section:
+        opts.save_section.write_text(json.dumps({"section": SECTION[device.type],
+                                                 "body": f"## {title}\n\n" + "\n".join(lines)}))
+
+
+if __name__ == "__main__":
+    main()
