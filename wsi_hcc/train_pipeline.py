@@ -390,7 +390,9 @@ def _explain_model(weights: str | Path, backbone: str | None):
     from .models import card_from_weights
 
     weights = Path(weights)
-    card = card_from_weights(weights) if weights.suffix == ".safetensors" and weights.is_file() else None
+    if not weights.is_file():
+        raise TrainError(f"{weights}: weights file not found; pass a local .safetensors, .pt/.pth or .h5 file")
+    card = card_from_weights(weights)
     name = backbone or (card.architecture if card is not None else None)
     if name is None:
         raise TrainError(f"{weights}: carries no model card; pass --backbone NAME (resnet34, livernet, a timm name)")
