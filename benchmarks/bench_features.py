@@ -72,14 +72,27 @@ def model_only(model, device, batch: int, batches: int, repeats: int) -> float:
     return statistics.median(rates)
 
 
-def end_to_end(extractor, store: Path, repeats: int, **kwargs) -> tuple[float, int]:
+def _copies(store: Path, copies: int) -> list[Path]:
+    """``copies`` stores with the same tiles: a batch large enough to time a GPU on."""
+    import shutil
+
+    paths = [store]
+    for k in range(1, copies):
+        copy = store.with_name(f"{store.stem}-copy{k}.zarr")
+        if not copy.exists():
+            shutil.copytree(store, copy)
+        paths.append(copy)
+    return paths
+
+
+def end_to_end(extractor, stores: list[Path], repeats: int, **kwargs) -> tuple[float, int]:
     from wsi_hcc.features import extract_store_features
 
     rates, n = [], 0
     for _ in range(repeats):
         _sync(extractor.device)
         start = time.perf_counter()
-        n = extract_store_features(store, extractor, overwrite=True, **kwargs).n_tiles
+        n = sum(extract_store_features(store, extractor, overwrite=True, **kwargs).n_tiles for store in stores)
         rates.append(n / (time.perf_counter() - start))
     return statistics.median(rates), n
 
@@ -96,6 +109,7 @@ def main() -> None:
     parser.add_argument("--backbones", default="resnet34,livernet")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--synthetic-px", type=int, default=16384, help="width of the generated slide")
+    parser.add_argument("--copies", type=int, default=1, help="time the synthetic store as a batch of this many")
     parser.add_argument("--results", action="store_true", help="update benchmarks/RESULTS.md")
     parser.add_argument("--save-section", type=Path, help="write the section to this file (for a remote run)")
     parser.add_argument("--publish", type=Path, help="put a section saved by --save-section into RESULTS.md")
@@ -107,9 +121,10 @@ def main() -> None:
     device = resolve_device(opts.device)
     gpu = device.type == "cuda"
     card_name = torch.cuda.get_device_name(device) if gpu else f"CPU, {torch.get_num_threads()} threads"
-    stores = {"synthetic": _synthetic_store(opts.synthetic_px)}
+    synthetic = _copies(_synthetic_store(opts.synthetic_px), opts.copies)
+    stores = {"synthetic" if opts.copies == 1 else f"synthetic x{opts.copies} stores": synthetic}
     if REAL_SVS.exists():
-        stores["real CMU-1-Small-Region"] = _store(REAL_SVS, CACHE)
+        stores["real CMU-1-Small-Region"] = [_store(REAL_SVS, CACHE)]
     batches = 40 if gpu else 2
     workers = default_workers(device)
     lines = [f"Device: {card_name}. Model-only: batch 64, 224 px, median of {opts.repeats}. End to end: "

@@ -196,3 +196,34 @@ def test_bag_dataset_reads_features_per_slide(store, small_features, tmp_path):
                            overwrite=True)
     with pytest.raises(WsiHccError, match="features come from another model"):
         BagDataset([store, other], [0, 1])
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+
+
+@needs_cuda
+def test_gpu_decoding_matches_cpu_decoding(store):
+    from wsi_hcc.features import decode_on_device
+
+    reader = TileReader(store)
+    indices = range(min(16, len(reader)))
+    on_gpu = decode_on_device([reader.read_chunk(i) for i in indices], reader.shape[1:], torch.device("cuda"))
+    on_cpu = torch.from_numpy(np.stack([reader[i] for i in indices]))
+    difference = (on_gpu.cpu().int() - on_cpu.int()).abs()
+    # nvJPEG and libjpeg-turbo may round their IDCTs differently; a colour shift would be far larger
+    assert on_gpu.shape == on_cpu.shape and difference.float().mean() < 1.0 and difference.max() <= 8
+
+
+@needs_cuda
+@pytest.mark.parametrize("gpu_decode", [True, False])
+def test_cuda_features_agree_with_cpu_features(store, resnet_features, gpu_decode):
+    cpu = FeatureExtractor(resnet_features, "cpu")
+    extract_store_features(store, cpu, dtype="float32", batch_size=32)
+    on_cpu = np.asarray(open_store(store)["features"][:])
+    cuda = FeatureExtractor(resnet_features, "cuda")
+    extract_store_features(store, cuda, dtype="float32", batch_size=32, num_workers=2, gpu_decode=gpu_decode,
+                           overwrite=True)
+    on_cuda = np.asarray(open_store(store)["features"][:])
+    resnet_features.to("cpu")
+    cosine = (on_cpu * on_cuda).sum(1) / np.linalg.norm(on_cpu, axis=1) / np.linalg.norm(on_cuda, axis=1)
+    assert cosine.min() > 0.99  # bf16 autocast on CUDA, float32 on the CPU
