@@ -67,6 +67,7 @@ def _config(tiny: Path, **overrides) -> TrainConfig:
         "labels": {"annotations": str(tiny / "ann"), "slide_csv": str(tiny / "split.csv")},
         "batch_size": 16, "epochs": 2, "optimizer": {"name": "adam", "lr": 1e-3},
         "max_tiles_per_slide": 24, "early_stopping": {"metric": "val_loss"}, "checkpoint_minutes": 10,
+        "device": "cpu",  # bit-exact resume checks; CUDA has its own test
     }
     (tiny / "split.csv").write_text("slide,patient,split\nt0,p0,train\nt1,p1,train\nt2,p2,validation\nt3,p3,test\n")
     for key, value in overrides.items():
@@ -482,6 +483,27 @@ def test_cpu_trainer_runs_without_amp(tiny):
     assert trainer.amp is False and trainer.scaler is None
     loss = trainer.step(torch.randint(0, 255, (4, 32, 32, 3), dtype=torch.uint8), torch.tensor([0, 1, 0, 1]))
     assert math.isfinite(loss)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_amp_trains_checkpoints_the_scaler_and_resumes(tiny, tmp_path):
+    from wsi_hcc.train_pipeline import run_explain
+
+    config = _config(tiny, device="cuda", amp=True, checkpoint_minutes=0, num_workers=2)
+    out = tmp_path / "cuda"
+    with pytest.raises(KeyboardInterrupt):
+        run_training(config, out, progress=_StopAfter(4))  # 3 batches per epoch: dies in epoch 2, batch 1
+    payload = torch.load(out / "last-checkpoint.pt", weights_only=True)
+    assert payload["scaler"]["scale"] > 0 and "cuda" in payload["rng"]
+    assert (payload["state"]["epoch"], payload["state"]["batch"]) == (1, 0)
+    report = run_training(config, out)
+    assert report.resumed_from == {"epoch": 1, "batch": 0} and report.epochs_run == 2
+    assert all(math.isfinite(h["train_loss"]) and math.isfinite(h["val_loss"]) for h in report.metrics["history"])
+    provenance = report.metrics["provenance"]
+    assert provenance["amp"] is True and provenance["device"].startswith("cuda")
+    explained = run_explain(tiny / "stores" / "t0.zarr", out / "best.safetensors", tmp_path / "cams", tiles=[0, 1],
+                            device="cuda")
+    assert len(explained.pictures) == 2
 
 
 # -- command line -----------------------------------------------------------------------------------
