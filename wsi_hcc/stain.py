@@ -4,17 +4,28 @@ Both normalisers work on uint8 RGB, one image ``(H, W, 3)`` or a batch ``(N, H, 
 serialise their fitted reference to JSON, so that a model is always used with the normalisation
 it was trained with. Only tissue pixels inform a fit: glass and near-white pixels are left out,
 and a reference without tissue is an error.
+
+Numpy arrays are normalised with numpy and OpenCV, image by image. ``torch.Tensor`` input, also
+channels last, goes to :mod:`wsi_hcc.stain_torch`: the same computation in torch on the tensor's
+device (a GPU when the tensor is there), a batch in one vectorised pass, uint8 tensors out. Both
+paths share one fitted reference and agree to within a grey level. torch is imported only when a
+tensor arrives: tiling workers import this module, and loading torch would add seconds to each.
 """
 
 from __future__ import annotations
 
 import json
+import sys
+import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import WsiHccError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["StainError", "MacenkoNormalizer", "ReinhardNormalizer", "normalizer_from_dict"]
 
@@ -26,6 +37,55 @@ class StainError(WsiHccError):
     """A reference or image cannot be used for stain normalisation."""
 
 
+def _is_tensor(rgb: Any) -> bool:
+    # Without importing torch: a tensor can only exist once torch has been imported.
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(rgb, torch.Tensor)
+
+
+def _torch_backend():
+    """The torch implementation, imported on first use so that numpy users never load torch."""
+    from . import stain_torch
+
+    return stain_torch
+
+
+class _Scratch(threading.local):
+    """Work buffers reused from one image to the next, one set per thread.
+
+    On 256 px tiles, OpenCV allocating (and the kernel faulting in) a fresh output array cost
+    about as much as the arithmetic that fills it; reusing buffers removes that cost. Only
+    tile-sized images are cached, so a thread never holds more than a few megabytes.
+    """
+
+    MAX_CACHED_PIXELS = 1024 * 1024
+
+    def __init__(self):
+        self.buffers: dict[tuple, np.ndarray] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
+        if shape[0] * shape[1] > self.MAX_CACHED_PIXELS:
+            return np.empty(shape, dtype)
+        key = (name, shape, np.dtype(dtype))
+        buffer = self.buffers.get(key)
+        if buffer is None:
+            if len(self.buffers) > 16:  # many tile sizes in one thread: start over
+                self.buffers.clear()
+            buffer = self.buffers[key] = np.empty(shape, dtype)
+        return buffer
+
+
+_SCRATCH = _Scratch()
+
+
+def _lookup(values: np.ndarray, table: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``table[values]`` for uint8 ``values`` and a 256-entry float32 ``table``: OpenCV's LUT gives
+    the same numbers several times faster than numpy's fancy indexing."""
+    import cv2
+
+    return cv2.LUT(np.ascontiguousarray(values), table, dst=out)
+
+
 def _as_batch(rgb: np.ndarray) -> tuple[np.ndarray, bool]:
     rgb = np.asarray(rgb)
     if rgb.dtype != np.uint8 or rgb.ndim not in (3, 4) or rgb.shape[-1] != 3:
@@ -34,28 +94,37 @@ def _as_batch(rgb: np.ndarray) -> tuple[np.ndarray, bool]:
 
 
 class _Normalizer:
-    """What both normalisers share: batches, the fitted check, JSON."""
+    """What both normalisers share: batches, torch dispatch, the fitted check, JSON."""
 
     def _fitted(self) -> bool:
         raise NotImplementedError
 
-    def _transform_one(self, image: np.ndarray) -> np.ndarray:
+    def _transform_into(self, image: np.ndarray, out: np.ndarray) -> None:
+        """Write the normalised ``image`` (H, W, 3) into ``out``, a uint8 array of its shape."""
+        raise NotImplementedError
+
+    def _transform_tensor(self, rgb: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def to_dict(self) -> dict[str, Any]:
         raise NotImplementedError
 
-    def transform(self, rgb: np.ndarray) -> np.ndarray:
+    def transform(self, rgb: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
         """Normalise ``(H, W, 3)`` or ``(N, H, W, 3)`` uint8 RGB; same shape and dtype out.
 
-        An image without tissue is returned unchanged.
+        A numpy array is normalised with numpy and OpenCV. A ``torch.Tensor`` (channels last,
+        like the arrays) is normalised with torch on its own device, a batch in one vectorised
+        pass, and comes back as a uint8 tensor on that device. An image without tissue is
+        returned unchanged.
         """
         if not self._fitted():
             raise StainError(f"{type(self).__name__}.transform before fit; call fit(reference) first")
+        if _is_tensor(rgb):
+            return self._transform_tensor(rgb)
         batch, single = _as_batch(rgb)
         out = np.empty_like(batch)
-        for i, image in enumerate(batch):
-            out[i] = self._transform_one(image)
+        for image, normalized in zip(batch, out):
+            self._transform_into(image, normalized)
         return out[0] if single else out
 
     __call__ = transform
@@ -107,10 +176,17 @@ class MacenkoNormalizer(_Normalizer):
         # Optical density of each uint8 value: a table instead of a log per pixel.
         self._od_table = (-np.log((np.arange(256, dtype=np.float64) + 1) / self.io)).astype(np.float32)
 
-    def fit(self, reference: np.ndarray) -> MacenkoNormalizer:
-        """Estimate the reference stain vectors and concentrations from tissue pixels."""
-        rgb, _ = _as_batch(reference)
-        stains, concentrations = self._estimate(rgb.reshape(-1, 3), "reference")
+    def fit(self, reference: np.ndarray | torch.Tensor) -> MacenkoNormalizer:
+        """Estimate the reference stain vectors and concentrations from tissue pixels.
+
+        ``reference`` is uint8 RGB, one image or a batch fitted as a whole, as a numpy array or
+        a ``torch.Tensor`` (computed with torch on its device); either gives the same reference.
+        """
+        if _is_tensor(reference):
+            stains, concentrations = _torch_backend().macenko_fit(self, reference)
+        else:
+            rgb, _ = _as_batch(reference)
+            stains, concentrations = self._estimate(rgb.reshape(-1, 3), "reference")
         # float64, exactly as they come back from JSON, so a restored reference gives the same pixels.
         self.stain_matrix = np.asarray(stains, dtype=np.float64)
         self.max_concentrations = np.asarray(concentrations, dtype=np.float64)
@@ -127,7 +203,7 @@ class MacenkoNormalizer(_Normalizer):
         for an image without tissue.
         """
         pixels = _as_batch(image)[0][0].reshape(-1, 3)
-        od = self._od_table[pixels]
+        od = _lookup(pixels, self._od_table)
         stains, _ = self._estimate(pixels, "image", od, subsample=True)
         concentrations = od @ np.linalg.pinv(stains).T.astype(np.float32)
         residual = od - concentrations @ stains.T.astype(np.float32)
@@ -141,13 +217,13 @@ class MacenkoNormalizer(_Normalizer):
         np.clip(rebuilt + 0.5, 0, 255, out=rebuilt)
         return rebuilt.astype(np.uint8).reshape(shape)
 
-    def _transform_one(self, image: np.ndarray) -> np.ndarray:
-        pixels = image.reshape(-1, 3)
-        od = self._od_table[pixels]
+    def _transform_into(self, image: np.ndarray, out: np.ndarray) -> None:
+        od = _lookup(image, self._od_table, _SCRATCH.get("od", image.shape))
         try:
-            stains, max_c = self._estimate(pixels, "image", od, subsample=True)
+            stains, max_c = self._estimate(image.reshape(-1, 3), "image", od.reshape(-1, 3), subsample=True)
         except StainError:
-            return image.copy()  # a tile of glass has no stains to map: leave it as it is
+            out[...] = image  # a tile of glass has no stains to map: leave it as it is
+            return
         import cv2
 
         # Unmixing with the image's stains, rescaling and remixing with the reference's is one
@@ -155,9 +231,13 @@ class MacenkoNormalizer(_Normalizer):
         # map of OD, which OpenCV applies in one pass before one exp.
         unmix = np.linalg.pinv(stains) * (self.max_concentrations / max_c)[:, None]
         affine = np.hstack([-(self.stain_matrix @ unmix), np.full((3, 1), np.log(self.io))]).astype(np.float32)
-        rebuilt = cv2.exp(cv2.transform(od.reshape(image.shape), affine))
+        rebuilt = cv2.transform(od, affine, dst=_SCRATCH.get("rebuilt", image.shape))
+        cv2.exp(rebuilt, dst=rebuilt)
         np.minimum(rebuilt, 255, out=rebuilt)
-        return rebuilt.astype(np.uint8)
+        np.copyto(out, rebuilt, casting="unsafe")  # truncates, as astype(uint8) does
+
+    def _transform_tensor(self, rgb: torch.Tensor) -> torch.Tensor:
+        return _torch_backend().macenko_transform(self, rgb)
 
     def _estimate(self, pixels: np.ndarray, what: str, od: np.ndarray | None = None,
                   subsample: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -168,27 +248,34 @@ class MacenkoNormalizer(_Normalizer):
         if subsample and self.estimate_pixels and len(pixels) > self.estimate_pixels:
             stride = -(-len(pixels) // self.estimate_pixels)
             pixels = pixels[::stride]
-            od = None
+            od = None if od is None else od[::stride]
         if od is None:
-            od = self._od_table[pixels]
+            od = _lookup(pixels, self._od_table)
         # OD falls as the value rises: a pixel is tissue in every channel iff its brightest channel is.
         brightest = np.maximum(np.maximum(pixels[:, 0], pixels[:, 1]), pixels[:, 2])
         is_tissue = self._od_table[brightest] >= self.beta
-        tissue = od[is_tissue]
+        tissue = np.compress(is_tissue, od, axis=0)  # faster than od[is_tissue] on a strided view
         if len(tissue) < _MIN_TISSUE_PIXELS:
             raise StainError(f"the {what} has no tissue ({len(tissue)} pixels above optical density "
                              f"{self.beta}); use an image with stained tissue")
         _, vectors = np.linalg.eigh(np.cov(tissue.T.astype(np.float64)))
-        plane = vectors[:, 1:3]
+        # Eigenvectors come with either sign, and LAPACK builds and cuSOLVER choose differently.
+        # H&E gives the same stains either way, but where the projected angles wrap around +-pi
+        # (noise, pen, other stains) the sign would change them: point both axes towards the
+        # mean optical density, so that every library and device finds the same stains.
+        towards_mean = tissue.mean(axis=0, dtype=np.float64) @ vectors[:, 1:3]
+        plane = vectors[:, 1:3] * np.where(towards_mean < 0, -1.0, 1.0)
         projected = tissue @ plane.astype(np.float32)
         angles = np.arctan2(projected[:, 1], projected[:, 0])
-        low, high = np.percentile(angles, [self.alpha, 100 - self.alpha])
+        # Percentiles of sorted values are the same numbers, and numpy's SIMD sort followed by an
+        # easy partition beats partitioning unsorted values.
+        low, high = np.percentile(np.sort(angles), [self.alpha, 100 - self.alpha])
         v_low = plane @ np.array([np.cos(low), np.sin(low)])
         v_high = plane @ np.array([np.cos(high), np.sin(high)])
         # Hematoxylin absorbs red most: the vector with the larger red component comes first.
         stains = np.stack([v_low, v_high] if v_low[0] > v_high[0] else [v_high, v_low], axis=1)
         concentrations = (tissue if self.mask_background else od) @ np.linalg.pinv(stains).T.astype(np.float32)
-        max_c = np.percentile(concentrations, 99, axis=0)
+        max_c = np.percentile(np.sort(concentrations.T, axis=1), 99, axis=1)
         return stains, max_c
 
     def to_dict(self) -> dict[str, Any]:
@@ -230,7 +317,11 @@ class ReinhardNormalizer(_Normalizer):
     means: np.ndarray | None = field(default=None, repr=False)
     stds: np.ndarray | None = field(default=None, repr=False)
 
-    def fit(self, reference: np.ndarray) -> ReinhardNormalizer:
+    def fit(self, reference: np.ndarray | torch.Tensor) -> ReinhardNormalizer:
+        """Fit the reference L*a*b* statistics from tissue pixels (numpy array or torch.Tensor)."""
+        if _is_tensor(reference):
+            self.means, self.stds = _torch_backend().reinhard_fit(self, reference)
+            return self
         rgb, _ = _as_batch(reference)
         # One tall image, so that a batch of references is fitted as a whole.
         tall = np.ascontiguousarray(rgb.reshape(-1, rgb.shape[2], 3))
@@ -240,18 +331,23 @@ class ReinhardNormalizer(_Normalizer):
     def _fitted(self) -> bool:
         return self.means is not None
 
-    def _transform_one(self, image: np.ndarray) -> np.ndarray:
+    def _transform_into(self, image: np.ndarray, out: np.ndarray) -> None:
         import cv2
 
-        lab = _rgb_to_lab(image)
+        lab = _rgb_to_lab(image, _SCRATCH.get("linear", image.shape), _SCRATCH.get("lab", image.shape))
         try:
             means, stds = self._stats(image, lab, "image")
         except StainError:
-            return image.copy()  # a tile of glass has no colours to map: leave it as it is
+            out[...] = image  # a tile of glass has no colours to map: leave it as it is
+            return
         scale = self.stds / np.maximum(stds, 1e-6)
         # lab' = (lab - mean) * scale + reference mean, per channel, in one pass.
         affine = np.hstack([np.diag(scale), (self.means - means * scale)[:, None]]).astype(np.float32)
-        return _lab_to_rgb(cv2.transform(lab, affine))
+        mapped = cv2.transform(lab, affine, dst=_SCRATCH.get("mapped", image.shape))
+        _lab_to_rgb(mapped, out, work=_SCRATCH.get("linear", image.shape))
+
+    def _transform_tensor(self, rgb: torch.Tensor) -> torch.Tensor:
+        return _torch_backend().reinhard_transform(self, rgb)
 
     def _stats(self, image: np.ndarray, lab: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
         """Per-channel mean and standard deviation of ``lab`` over the tissue of ``image`` (H, W, 3)."""
@@ -259,8 +355,12 @@ class ReinhardNormalizer(_Normalizer):
 
         mask = None
         if self.mask_background:
-            darkest = np.minimum(np.minimum(image[..., 0], image[..., 1]), image[..., 2])
-            mask = (darkest < self.white_threshold).view(np.uint8)
+            # Glass is every channel at or above the threshold; tissue is the rest (its darkest
+            # channel is below). inRange finds glass in one pass over the interleaved pixels.
+            t = float(self.white_threshold)
+            glass = cv2.inRange(image, (t, t, t), (255.0, 255.0, 255.0),
+                                dst=_SCRATCH.get("mask", image.shape[:2], np.uint8))
+            mask = cv2.bitwise_not(glass, dst=glass)
             if int(cv2.countNonZero(mask)) < _MIN_TISSUE_PIXELS:
                 raise StainError(f"the {what} has no tissue (every pixel is brighter than "
                                  f"{self.white_threshold}); use an image with stained tissue")
@@ -296,25 +396,40 @@ def normalizer_from_dict(data: dict[str, Any]) -> MacenkoNormalizer | ReinhardNo
 
 
 # --- CIELAB (sRGB, D65) --------------------------------------------------------------------------
-# OpenCV's float conversions: standard CIELAB, about 10x faster than numpy formulas.
+# OpenCV's float conversions: standard CIELAB, about 10x faster than numpy formulas. Going to Lab,
+# the sRGB curve is applied first with an exact 256-entry table and OpenCV converts linear RGB
+# (COLOR_LRGB2Lab), which evaluates the CIELAB formulas: its sRGB conversion (COLOR_RGB2Lab)
+# interpolates a coarse table instead, off by up to 0.5 in a* and b*, and is no faster.
 
 
-_UNIT = (np.arange(256) / 255).astype(np.float32)
+def _srgb_to_linear_table() -> np.ndarray:
+    unit = np.arange(256) / 255
+    return np.where(unit <= 0.04045, unit / 12.92, ((unit + 0.055) / 1.055) ** 2.4).astype(np.float32)
 
 
-def _rgb_to_lab(image: np.ndarray) -> np.ndarray:
-    """``(H, W, 3)`` uint8 sRGB to ``(H, W, 3)`` float32 L* [0, 100], a*, b*."""
+_SRGB_TO_LINEAR = _srgb_to_linear_table()
+
+
+def _rgb_to_lab(image: np.ndarray, linear: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
+    """``(H, W, 3)`` uint8 sRGB to ``(H, W, 3)`` float32 L* [0, 100], a*, b*.
+
+    ``linear`` and ``out`` are optional float32 work and output buffers of the image's shape.
+    """
     import cv2
 
-    return cv2.cvtColor(_UNIT[image], cv2.COLOR_RGB2Lab)
+    return cv2.cvtColor(_lookup(image, _SRGB_TO_LINEAR, linear), cv2.COLOR_LRGB2Lab, dst=out)
 
 
-def _lab_to_rgb(lab: np.ndarray) -> np.ndarray:
-    """``(H, W, 3)`` float32 L*, a*, b* to ``(H, W, 3)`` uint8 sRGB (clipped)."""
+def _lab_to_rgb(lab: np.ndarray, out: np.ndarray, work: np.ndarray | None = None) -> np.ndarray:
+    """``(H, W, 3)`` float32 L*, a*, b* into ``out``, ``(H, W, 3)`` uint8 sRGB (clipped).
+
+    ``work`` is an optional float32 buffer of the image's shape.
+    """
     import cv2
 
-    rgb = cv2.cvtColor(lab, cv2.COLOR_Lab2RGB)
+    rgb = cv2.cvtColor(lab, cv2.COLOR_Lab2RGB, dst=work)
     rgb *= 255
     rgb += 0.5
     np.clip(rgb, 0, 255, out=rgb)
-    return rgb.astype(np.uint8)
+    np.copyto(out, rgb, casting="unsafe")  # truncates, as astype(uint8) does
+    return out
