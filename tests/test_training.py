@@ -485,6 +485,26 @@ def test_cpu_trainer_runs_without_amp(tiny):
     assert math.isfinite(loss)
 
 
+def test_an_unreadable_tile_is_one_line_even_from_a_worker_process(tiny, tmp_path):
+    import shutil
+
+    stores = tmp_path / "stores"
+    for i in range(4):
+        shutil.copytree(tiny / "stores" / f"t{i}.zarr", stores / f"t{i}.zarr")
+    for chunk in (stores / "t0.zarr" / "tiles").glob("*.0.0.0"):
+        chunk.write_bytes(chunk.read_bytes()[:100])  # truncated on disk
+    labels = tmp_path / "labels.csv"
+    labels.write_text("slide,patient,label,split\nt0,p0,HCC,train\nt1,p1,HCC,validation\nt2,p2,non-HCC,train\n"
+                      "t3,p3,non-HCC,validation\n")
+    config = _config(tiny, stores=[str(stores)], labels={"slide_csv": str(labels)}, class_names=["non-HCC", "HCC"],
+                     max_tiles_per_slide=None, num_workers=1)
+    with pytest.raises(TrainError) as err:
+        run_training(config, tmp_path / "out")
+    message = str(err.value)
+    assert message.startswith(f"{stores / 't0.zarr'}: tile ") and " cannot be read (" in message
+    assert message.endswith("; re-tile the slide") and "\n" not in message
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_amp_trains_checkpoints_the_scaler_and_resumes(tiny, tmp_path):
     from wsi_hcc.train_pipeline import run_explain
