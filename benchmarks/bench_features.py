@@ -33,7 +33,9 @@ def _store(slide: Path, out: Path) -> Path:
 
     store = out / f"{slide.stem}.zarr"
     if not store.exists():
-        run_tile([slide], out, TileConfig(target_mpp=0.5, tile_px=224, qc=False), workers=2)
+        report = run_tile([slide], out, TileConfig(target_mpp=0.5, tile_px=224, qc=False))
+        if report.failed:
+            raise SystemExit(f"tiling failed: {report.failed[0].reason}")
     return store
 
 

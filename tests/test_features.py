@@ -227,3 +227,18 @@ def test_cuda_features_agree_with_cpu_features(store, resnet_features, gpu_decod
     resnet_features.to("cpu")
     cosine = (on_cpu * on_cuda).sum(1) / np.linalg.norm(on_cpu, axis=1) / np.linalg.norm(on_cuda, axis=1)
     assert cosine.min() > 0.99  # bf16 autocast on CUDA, float32 on the CPU
+
+
+def test_a_corrupt_tile_fails_its_store_only(store, tmp_path):
+    stores = [store]
+    for name in ("b", "c"):
+        stores.append(tmp_path / name / "synthetic.zarr")
+        shutil.copytree(store, stores[-1])
+    stores[2] = stores[2].rename(stores[2].with_name("other.zarr"))
+    (stores[1] / "tiles" / "3.0.0.0").write_bytes(b"not a jpeg")
+    torch.manual_seed(0)
+    report = run_features(stores, tmp_path / "out", "test_resnet", device="cpu", num_workers=2, batch_size=8)
+    assert [o.status for o in report.outcomes] == ["done", "failed", "done"]
+    assert report.outcomes[1].reason.startswith(f"{stores[1]}: tiles 0-7 unreadable")
+    assert not (stores[1] / "features").exists() and (stores[2] / "features").exists()
+    np.testing.assert_array_equal(open_store(stores[0])["features"][:], open_store(stores[2])["features"][:])

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_write_json, partial_path
-from .features import (FeatureExtractor, extract_store_features, read_store_meta, resolve_device,
+from .features import (FeatureEvents, FeatureExtractor, extract_features, read_store_meta, resolve_device,
                        store_records)
 from .h5export import write_coords_h5
 from .inputs import SlideTask
@@ -56,9 +56,10 @@ def run_features(stores: list[str | Path], out_dir: str | Path | None, backbone:
                  num_workers: int | None = None, dtype: str = "float16", h5: bool = False,
                  overwrite: bool = False, gpu_decode: bool = True,
                  progress: BatchProgress | None = None) -> BatchReport:
-    """Embed every tile of every store with ``backbone``; features go into each store."""
-    import torch
+    """Embed every tile of every store with ``backbone``; features go into each store.
 
+    One DataLoader serves every store of the run, so decoding workers start once.
+    """
     progress = progress or silent_progress()
     store_paths = collect_stores(stores)
     out_dir = Path(out_dir) if out_dir is not None else (store_paths[0].parent if store_paths else Path("."))
@@ -68,14 +69,13 @@ def run_features(stores: list[str | Path], out_dir: str | Path | None, backbone:
     extractor = FeatureExtractor(model, torch_device)
     workers = default_workers(torch_device) if num_workers is None else num_workers
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    outcomes = []
-    for position, store in enumerate(store_paths):
-        task = SlideTask(path=store, stem=store.name.removesuffix(".zarr"))
-        progress.slide_started(task, position, len(store_paths))
-        outcome = _features_one(task, out_dir, extractor, batch_size, workers, dtype, h5, overwrite, gpu_decode,
-                                progress)
-        outcomes.append(outcome)
-        progress.slide_finished(outcome)
+    tasks = [SlideTask(path=store, stem=store.name.removesuffix(".zarr")) for store in store_paths]
+    events = _Events(tasks, out_dir, h5, overwrite, progress)
+    card = extractor.card
+    extract_features(store_paths, extractor, normalizer_for=lambda meta: _normalizer_for(meta, card),
+                     batch_size=batch_size, num_workers=workers, dtype=dtype, gpu_decode=gpu_decode,
+                     overwrite=overwrite, events=events)
+    outcomes = [events.outcomes[i] for i in range(len(tasks))]
     report = BatchReport(out_dir, tuple(outcomes))
     atomic_write_json(out_dir / "features-manifest.json", {
         "command": "features", "started": started,
@@ -88,37 +88,48 @@ def run_features(stores: list[str | Path], out_dir: str | Path | None, backbone:
     return report
 
 
-def _features_one(task: SlideTask, out_dir: Path, extractor: FeatureExtractor, batch_size: int, workers: int,
-                  dtype: str, h5: bool, overwrite: bool, gpu_decode: bool, progress: BatchProgress) -> SlideOutcome:
-    base = {"stem": task.stem, "path": str(task.path)}
-    started = time.perf_counter()
-    try:
-        normalizer = _normalizer_for(task.path, extractor.card)
-        result = extract_store_features(task.path, extractor, normalizer=normalizer, batch_size=batch_size,
-                                        num_workers=workers, dtype=dtype, gpu_decode=gpu_decode,
-                                        overwrite=overwrite, on_start=progress.tiles_planned,
-                                        on_tiles=progress.tiles_written)
-        h5_path = out_dir / f"{task.stem}.h5"
-        if h5 and (not result.skipped or overwrite or not h5_path.exists()):
-            _write_h5(task.path, h5_path)
-    except KeyboardInterrupt:
-        raise
-    except Exception as exc:  # one bad store never stops the batch
-        log.debug("%s failed", task.path, exc_info=True)
-        return SlideOutcome(**base, status="failed", reason=one_line_reason(task, exc),
-                            seconds={"total": time.perf_counter() - started})
-    status = "skipped" if result.skipped else "done"
-    return SlideOutcome(**base, status=status, reason="already done" if result.skipped else "",
-                        n_tiles=0 if result.skipped else result.n_tiles,
-                        seconds={"total": time.perf_counter() - started})
+class _Events(FeatureEvents):
+    """Turns the feature stage's events into batch outcomes, .h5 files and progress."""
+
+    def __init__(self, tasks: list[SlideTask], out_dir: Path, h5: bool, overwrite: bool, progress: BatchProgress):
+        self.tasks, self.out_dir, self.h5, self.overwrite, self.progress = tasks, out_dir, h5, overwrite, progress
+        self.outcomes: dict[int, SlideOutcome] = {}
+        self._started: dict[int, float] = {}
+
+    def store_started(self, index: int, n_tiles: int) -> None:
+        self._started[index] = time.perf_counter()
+        self.progress.slide_started(self.tasks[index], index, len(self.tasks))
+        self.progress.tiles_planned(n_tiles)
+
+    def tiles_done(self, n_tiles: int) -> None:
+        self.progress.tiles_written(n_tiles)
+
+    def store_finished(self, index: int, outcome) -> None:
+        task = self.tasks[index]
+        if not isinstance(outcome, BaseException):
+            h5_path = self.out_dir / f"{task.stem}.h5"
+            if self.h5 and (not outcome.skipped or self.overwrite or not h5_path.exists()):
+                try:
+                    _write_h5(task.path, h5_path)
+                except Exception as exc:
+                    outcome = exc
+        base = {"stem": task.stem, "path": str(task.path),
+                "seconds": {"total": time.perf_counter() - self._started.get(index, time.perf_counter())}}
+        if isinstance(outcome, BaseException):
+            log.debug("%s failed", task.path, exc_info=outcome)
+            result = SlideOutcome(**base, status="failed", reason=one_line_reason(task, outcome))
+        elif outcome.skipped:
+            result = SlideOutcome(**base, status="skipped", reason="already done")
+        else:
+            result = SlideOutcome(**base, status="done", n_tiles=outcome.n_tiles)
+        self.outcomes[index] = result
+        self.progress.slide_finished(result)
 
 
-def _normalizer_for(store: Path, card):
+def _normalizer_for(meta: dict, card):
     """Recolour on the fly only when the model was trained on normalised tiles and the store's tiles
     were not written with that same reference."""
-    if card.stain_reference is None:
-        return None
-    if read_store_meta(store).get("stain_reference") == card.stain_reference:
+    if card.stain_reference is None or meta.get("stain_reference") == card.stain_reference:
         return None
     return normalizer_from_dict(card.stain_reference)
 

@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +24,8 @@ from .records import SlideInfo, TileSpec
 from .store import TileReader
 from .versions import stack_versions
 
-__all__ = ["FeatureError", "FeatureResult", "FeatureExtractor", "TileBatches", "extract_store_features",
+__all__ = ["FeatureError", "FeatureResult", "FeatureExtractor", "FeatureEvents", "TileUnits", "extract_features",
+           "extract_store_features",
            "feature_digest", "partial_features_path", "read_store_meta", "resolve_device"]
 
 _PROGRESS_DIR = "_progress"
@@ -89,39 +90,6 @@ def partial_features_path(store: Path) -> Path:
     return store.with_name(f".{store.name}.features.partial")
 
 
-class TileBatches:
-    """A map-style dataset whose item ``i`` is a whole batch of a store's tiles.
-
-    Batches (not single tiles) cross the worker boundary, so each DataLoader worker decodes
-    ``batch_size`` tiles per message. ``encoded=True`` yields the JPEG bytes for decoding on a GPU.
-    Each worker opens its own reader.
-    """
-
-    def __init__(self, store: Path, starts: list[int], batch_size: int, n_tiles: int, encoded: bool = False):
-        self.store, self.starts, self.batch_size, self.n_tiles = Path(store), starts, batch_size, n_tiles
-        self.encoded = encoded
-        self._reader: TileReader | None = None
-
-    def __len__(self) -> int:
-        return len(self.starts)
-
-    def __getitem__(self, i: int):
-        import torch
-
-        if self._reader is None:
-            self._reader = TileReader(self.store)
-        start = self.starts[i]
-        stop = min(start + self.batch_size, self.n_tiles)
-        if self.encoded:
-            chunks = [self._reader.read_chunk(j) for j in range(start, stop)]
-            return start, [torch.frombuffer(bytearray(c), dtype=torch.uint8) if c is not None else None
-                           for c in chunks]
-        return start, torch.from_numpy(np.stack([self._reader[j] for j in range(start, stop)]))
-
-    def __getstate__(self):
-        return {**self.__dict__, "_reader": None}
-
-
 class FeatureExtractor:
     """Runs a feature model on uint8 tile batches on one device.
 
@@ -155,50 +123,268 @@ class FeatureExtractor:
 
 
 def decode_on_device(chunks: list, tile_shape: tuple[int, int, int], device):
-    """Decode JPEG chunks with nvJPEG on ``device``; unwritten tiles become black."""
+    """Decode JPEG chunks (bytes or uint8 tensors) with nvJPEG on ``device``; unwritten tiles are black."""
     import torch
     from torchvision.io import ImageReadMode, decode_jpeg
 
-    present = [c for c in chunks if c is not None]
+    present = [c if isinstance(c, torch.Tensor) else torch.frombuffer(bytearray(c), dtype=torch.uint8)
+               for c in chunks if c is not None]
     decoded = iter(decode_jpeg(present, mode=ImageReadMode.RGB, device=device)) if present else iter(())
     tiles = [next(decoded) if c is not None else torch.zeros(tile_shape[2], *tile_shape[:2], dtype=torch.uint8,
                                                                device=device) for c in chunks]
     return torch.stack(tiles).permute(0, 2, 3, 1)
 
 
+DECODE_UNIT = 32  # tiles per message from a decoding worker
+
+
+@dataclass
+class _StoreJob:
+    """One store's share of a run: where its rows go and how many are still owed."""
+
+    store: Path
+    meta: dict
+    n_tiles: int
+    digest: str
+    normalizer: object
+    array: object
+    chunk_rows: int
+    encoded: bool
+    resumed: int
+    units_left: int = 0
+    error: BaseException | None = None
+    pending: dict[int, dict[int, np.ndarray]] = field(default_factory=dict)
+
+    def add(self, start: int, rows: np.ndarray) -> None:
+        """Keep ``rows`` (tiles ``start`` onwards); write their chunk once it is complete."""
+        chunk = start // self.chunk_rows
+        parts = self.pending.setdefault(chunk, {})
+        parts[start] = rows
+        chunk_start, chunk_end = chunk * self.chunk_rows, min((chunk + 1) * self.chunk_rows, self.n_tiles)
+        if sum(len(p) for p in parts.values()) < chunk_end - chunk_start:
+            return
+        block = np.concatenate([parts[k] for k in sorted(parts)])
+        if block.shape[1] != self.array.shape[1]:
+            raise FeatureError(f"{self.store}: the model gives {block.shape[1]} features per tile but its card "
+                               f"says {self.array.shape[1]}; fix feature_dim in the card")
+        self.array[chunk_start:chunk_end] = block.astype(self.array.dtype)
+        (partial_features_path(self.store) / _PROGRESS_DIR / str(chunk)).touch()
+        del self.pending[chunk]
+
+
+class TileUnits:
+    """A map-style dataset whose item ``i`` is a run of up to ``DECODE_UNIT`` tiles of one store.
+
+    Units of every store of a run share one DataLoader, so its workers start once and stay busy
+    across store boundaries (small biopsy stores would otherwise pay the start-up each). A unit
+    that cannot be read comes back as an error for its store alone. ``encoded`` units carry JPEG
+    bytes for decoding on the GPU. Each worker opens its own readers.
+    """
+
+    def __init__(self, stores: list[Path], encoded: list[bool], units: list[tuple[int, int, int]]):
+        self.stores, self.encoded, self.units = stores, encoded, units
+        self._readers: dict[int, TileReader] = {}
+
+    def __len__(self) -> int:
+        return len(self.units)
+
+    def __getitem__(self, i: int):
+        import torch
+
+        job, start, stop = self.units[i]
+        try:
+            if job not in self._readers:
+                self._readers[job] = TileReader(self.stores[job])
+            reader = self._readers[job]
+            if self.encoded[job]:
+                chunks = [reader.read_chunk(j) for j in range(start, stop)]
+                return i, [torch.frombuffer(bytearray(c), dtype=torch.uint8) if c is not None else None
+                           for c in chunks], None
+            return i, torch.from_numpy(np.stack([reader[j] for j in range(start, stop)])), None
+        except Exception as exc:  # reported against this store; the run goes on
+            return i, None, f"{self.stores[job]}: tiles {start}-{stop - 1} unreadable ({exc}); re-tile the slide"
+
+    def __getstate__(self):
+        return {**self.__dict__, "_readers": {}}
+
+
+class FeatureEvents:
+    """What a front end hears while features are extracted; the default hears nothing."""
+
+    def store_started(self, index: int, n_tiles: int) -> None: ...
+
+    def tiles_done(self, n_tiles: int) -> None: ...
+
+    def store_finished(self, index: int, outcome: FeatureResult | BaseException) -> None: ...
+
+
+def extract_features(stores: list[str | Path], extractor: FeatureExtractor, *,
+                     normalizer_for: Callable[[dict], object] | None = None, batch_size: int = 64,
+                     num_workers: int = 0, dtype: str = "float16", chunk_rows: int = 4096,
+                     gpu_decode: bool = False, overwrite: bool = False,
+                     events: FeatureEvents | None = None) -> list[FeatureResult | BaseException]:
+    """Write ``features`` (N, D) into every store, row i belonging to ``coords[i]``.
+
+    Returns one outcome per store, in order: a ``FeatureResult``, or the error that stopped that
+    store (a bad store never stops the others). A killed run resumes from its finished chunks.
+    ``normalizer_for(store_meta)`` gives the stain normaliser a store's tiles need, or None.
+    """
+    events = events or FeatureEvents()
+    unit = min(DECODE_UNIT, batch_size)
+    chunk_rows = max(unit, chunk_rows // unit * unit)  # units never straddle chunks
+    outcomes: list = [None] * len(stores)
+    jobs: dict[int, _StoreJob] = {}
+    units: list[tuple[int, int, int]] = []
+    for index, store in enumerate(map(Path, stores)):
+        try:
+            job = _prepare(store, extractor, normalizer_for, dtype, chunk_rows, gpu_decode, overwrite)
+            if isinstance(job, _StoreJob):
+                todo = [(index, s, min(s + unit, job.n_tiles)) for c in _todo_chunks(job)
+                        for s in range(c * chunk_rows, min((c + 1) * chunk_rows, job.n_tiles), unit)]
+                job.units_left = len(todo)
+                if todo:
+                    jobs[index] = job
+                    units.extend(todo)
+                    continue
+                job = _finish(job, extractor, dtype)  # all rows were written before a kill
+            outcomes[index] = job
+        except Exception as exc:  # one bad store never stops the others
+            outcomes[index] = exc
+    _Run(stores, jobs, units, outcomes, extractor, batch_size, num_workers, dtype, events).go()
+    return outcomes
+
+
+class _Run:
+    """The loop of one ``extract_features`` call: units in, model batches across stores, rows out."""
+
+    def __init__(self, stores, jobs, units, outcomes, extractor, batch_size, num_workers, dtype, events):
+        self.stores, self.jobs, self.units, self.outcomes = stores, jobs, units, outcomes
+        self.extractor, self.batch_size, self.num_workers, self.dtype = extractor, batch_size, num_workers, dtype
+        self.events = events
+        self.reported = 0  # stores before this index have had their events
+        self.pending: list[tuple[int, int, object]] = []
+
+    def go(self) -> None:
+        from torch.utils.data import DataLoader
+
+        if self.units:
+            cuda = self.extractor.device.type == "cuda"
+            dataset = TileUnits([Path(s) for s in self.stores],
+                                [self.jobs[i].encoded if i in self.jobs else False for i in range(len(self.stores))],
+                                self.units)
+            loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=self.num_workers,
+                                pin_memory=cuda, prefetch_factor=4 if self.num_workers else None)
+            for i, payload, error in loader:
+                self._take(self.units[i], payload, error)
+            self._flush()
+        self._report_until(len(self.stores))
+
+    def _report_until(self, limit: int) -> None:
+        """Events for the stores decided without any tiles (skipped, failed early), in order."""
+        while self.reported < limit:
+            if self.reported not in self.jobs:
+                self.events.store_started(self.reported, 0)
+                self.events.store_finished(self.reported, self.outcomes[self.reported])
+            self.reported += 1
+
+    def _take(self, unit: tuple[int, int, int], payload, error: str | None) -> None:
+        index, start, stop = unit
+        job = self.jobs[index]
+        if self.reported <= index:
+            self._report_until(index)
+            self.events.store_started(index, job.n_tiles)
+            if job.resumed:
+                self.events.tiles_done(job.resumed)
+            self.reported = index + 1
+        if error and job.error is None:
+            job.error = FeatureError(error)
+        if job.error is not None:
+            self._unit_done(index)
+            return
+        device = self.extractor.device
+        if job.encoded:
+            tiles = decode_on_device(payload, TileReader(job.store).shape[1:], device)
+        else:
+            tiles = payload.to(device, non_blocking=True)
+        if job.normalizer is not None:
+            tiles = job.normalizer.transform(tiles)
+        self.pending.append((index, start, tiles))
+        if sum(len(t) for _, _, t in self.pending) >= self.batch_size:
+            self._flush()
+
+    def _flush(self) -> None:
+        import torch
+
+        if not self.pending:
+            return
+        rows = self.extractor(torch.cat([t for _, _, t in self.pending]))
+        offset = 0
+        for index, start, tiles in self.pending:
+            job = self.jobs[index]
+            if job.error is None:
+                try:
+                    job.add(start, rows[offset:offset + len(tiles)])
+                except Exception as exc:  # e.g. a full disk: this store fails, the others go on
+                    job.error = exc
+            offset += len(tiles)
+            self.events.tiles_done(len(tiles))
+            self._unit_done(index)
+        self.pending = []
+
+    def _unit_done(self, index: int) -> None:
+        job = self.jobs[index]
+        job.units_left -= 1
+        if job.units_left:
+            return
+        outcome = job.error
+        if outcome is None:
+            try:
+                outcome = _finish(job, self.extractor, self.dtype)
+            except Exception as exc:
+                outcome = exc
+        self.outcomes[index] = outcome
+        self.events.store_finished(index, outcome)
+
+
 def extract_store_features(store: str | Path, extractor: FeatureExtractor, *, normalizer=None,
-                           batch_size: int = 64,
-                           num_workers: int = 0, dtype: str = "float16", chunk_rows: int = 4096,
-                           gpu_decode: bool = False, overwrite: bool = False,
-                           on_start: Callable[[int], None] | None = None,
-                           on_tiles: Callable[[int], None] | None = None) -> FeatureResult:
-    """Write ``features`` (N, D) into ``store``, row i belonging to ``coords[i]``; resumes after a kill."""
-    store = Path(store)
+                           **kwargs) -> FeatureResult:
+    """``extract_features`` for one store; its error, if any, is raised."""
+    outcome = extract_features([store], extractor, normalizer_for=(lambda meta: normalizer) if normalizer else None,
+                               **kwargs)[0]
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
+
+
+def _prepare(store: Path, extractor: FeatureExtractor, normalizer_for, dtype: str, chunk_rows: int,
+             gpu_decode: bool, overwrite: bool) -> _StoreJob | FeatureResult:
     meta = read_store_meta(store)
     card = extractor.card
     check_store_fits_card(store, meta, card)
     n_tiles = int(meta["n_tiles"])
-    normalised = normalizer is not None
-    digest = feature_digest(card, extractor.model_sha256, dtype, normalised)
+    normalizer = normalizer_for(meta) if normalizer_for else None
+    digest = feature_digest(card, extractor.model_sha256, dtype, normalizer is not None)
     existing = meta.get("features")
     if existing and existing.get("digest") == digest and (store / "features" / ".zarray").is_file() and not overwrite:
         return FeatureResult(store, n_tiles, card.feature_dim, skipped=True)
     if existing and existing.get("digest") != digest and not overwrite:
         raise FeatureError(f"{store}: already has features from {existing.get('backbone')} "
                            f"(digest {existing.get('digest')}); pass --overwrite to replace them")
-    chunk_rows = max(batch_size, chunk_rows // batch_size * batch_size)  # batches never straddle chunks
     array, done = _open_partial(store, n_tiles, card.feature_dim, chunk_rows, dtype, digest)
-    if on_start:
-        on_start(n_tiles)
-    todo = [c for c in range((n_tiles + chunk_rows - 1) // chunk_rows) if c not in done]
-    resumed = n_tiles - sum(min(chunk_rows, n_tiles - c * chunk_rows) for c in todo)
-    if on_tiles and resumed:
-        on_tiles(resumed)
-    starts = [s for c in todo for s in range(c * chunk_rows, min((c + 1) * chunk_rows, n_tiles), batch_size)]
-    _run_batches(store, extractor, normalizer, array, starts, batch_size, n_tiles, chunk_rows, num_workers,
-                 gpu_decode, on_tiles)
-    _publish(store, meta, card, extractor.model_sha256, dtype, digest, normalised, n_tiles)
-    return FeatureResult(store, n_tiles, card.feature_dim, resumed_rows=resumed)
+    encoded = gpu_decode and extractor.device.type == "cuda" and TileReader(store).jpeg
+    resumed = sum(min(chunk_rows, n_tiles - c * chunk_rows) for c in done)
+    return _StoreJob(store, meta, n_tiles, digest, normalizer, array, chunk_rows, encoded, resumed)
+
+
+def _todo_chunks(job: _StoreJob) -> list[int]:
+    done = {int(p.name) for p in (partial_features_path(job.store) / _PROGRESS_DIR).iterdir()}
+    return [c for c in range((job.n_tiles + job.chunk_rows - 1) // job.chunk_rows) if c not in done]
+
+
+def _finish(job: _StoreJob, extractor: FeatureExtractor, dtype: str) -> FeatureResult:
+    _publish(job.store, job.meta, extractor.card, extractor.model_sha256, dtype, job.digest,
+             job.normalizer is not None, job.n_tiles)
+    return FeatureResult(job.store, job.n_tiles, extractor.card.feature_dim, resumed_rows=job.resumed)
 
 
 def _open_partial(store: Path, n_tiles: int, dim: int, chunk_rows: int, dtype: str, digest: str):
@@ -221,38 +407,6 @@ def _open_partial(store: Path, n_tiles: int, dim: int, chunk_rows: int, dtype: s
     array.attrs["digest"] = digest
     (partial / _PROGRESS_DIR).mkdir()
     return array, set()
-
-
-def _run_batches(store, extractor, normalizer, array, starts, batch_size, n_tiles, chunk_rows, num_workers,
-                 gpu_decode, on_tiles) -> None:
-    from torch.utils.data import DataLoader
-
-    if not starts:
-        return
-    encoded = gpu_decode and extractor.device.type == "cuda" and TileReader(store).jpeg
-    batches = TileBatches(store, starts, batch_size, n_tiles, encoded=encoded)
-    loader = DataLoader(batches, batch_size=None, shuffle=False, num_workers=num_workers,
-                        pin_memory=extractor.device.type == "cuda" and not encoded,
-                        prefetch_factor=4 if num_workers else None)
-    tile_shape = TileReader(store).shape[1:]
-    progress_dir = partial_features_path(store) / _PROGRESS_DIR
-    rows = []
-    for start, tiles in loader:
-        if encoded:
-            tiles = decode_on_device(tiles, tile_shape, extractor.device)
-        rows.append(extractor(tiles, normalizer))
-        if on_tiles:
-            on_tiles(len(rows[-1]))
-        chunk = start // chunk_rows
-        chunk_end = min((chunk + 1) * chunk_rows, n_tiles)
-        if start + len(rows[-1]) >= chunk_end:
-            block = np.concatenate(rows)
-            if block.shape[1] != array.shape[1]:
-                raise FeatureError(f"{store}: the model gives {block.shape[1]} features per tile but its card "
-                                   f"says {array.shape[1]}; fix feature_dim in the card")
-            array[chunk * chunk_rows:chunk_end] = block.astype(array.dtype)
-            (progress_dir / str(chunk)).touch()
-            rows = []
 
 
 def _publish(store: Path, meta: dict, card: ModelCard, model_sha256: str, dtype: str, digest: str,
