@@ -5,9 +5,9 @@
     python benchmarks/bench_features.py --publish gpu.md                       # back here
 
 Model-only: random float tensors already on the device, batch 64 at 224 px, inference mode,
-channels-last (bf16 autocast on CUDA). End to end: `extract_store_features` on a store of JPEG
-tiles: reading, decoding, preprocessing, the model and writing the features (the model is built
-once beforehand, as in a batch run). Stores: the real Aperio slide tiled at 0.5 um/px (about 100
+channels-last (bf16 autocast on CUDA). End to end: `extract_features` on stores of JPEG tiles
+(one run over all of them, as `wsi-hcc features` does): reading, decoding, preprocessing, the model
+and writing the features (the model is built once beforehand, as in a batch run). Stores: the real Aperio slide tiled at 0.5 um/px (about 100
 tiles, so only a CPU-sized sample) and a generated slide, cached in benchmarks/_data/.
 """
 
@@ -88,13 +88,13 @@ def _copies(store: Path, copies: int) -> list[Path]:
 
 
 def end_to_end(extractor, stores: list[Path], repeats: int, **kwargs) -> tuple[float, int]:
-    from wsi_hcc.features import extract_store_features
+    from wsi_hcc.features import extract_features
 
     rates, n = [], 0
     for _ in range(repeats):
         _sync(extractor.device)
         start = time.perf_counter()
-        n = sum(extract_store_features(store, extractor, overwrite=True, **kwargs).n_tiles for store in stores)
+        n = sum(outcome.n_tiles for outcome in extract_features(stores, extractor, overwrite=True, **kwargs))
         rates.append(n / (time.perf_counter() - start))
     return statistics.median(rates), n
 
@@ -130,7 +130,7 @@ def main() -> None:
     batches = 40 if gpu else 2
     workers = default_workers(device)
     lines = [f"Device: {card_name}. Model-only: batch 64, 224 px, median of {opts.repeats}. End to end: "
-             f"`extract_store_features`, {workers} decoding workers, median of {opts.repeats}; each end-to-end "
+             f"`extract_features`, {workers} decoding workers, median of {opts.repeats}; each end-to-end "
              f"run is paired with a model-only run and the ratio is the median of the pairs' ratios.", "",
              "| backbone | measure | tiles/s | x model-only |", "|---|---|---:|---:|"]
     verdicts = []

@@ -93,3 +93,14 @@ def test_augment_preview_writes_a_grid(tile, tmp_path):
     missing = CliRunner().invoke(main, ["augment-preview", str(tmp_path / "nope.png"), "--config",
                                         str(CONFIGS / "augment" / "stain.yaml"), "--out", str(out)])
     assert missing.exit_code == 2 and missing.output.startswith("error: ")
+
+
+def test_a_seeded_pipeline_draws_each_transform_independently():
+    """albumentations' own Compose(seed=...) gives both flips one stream, so they always fire together."""
+    from wsi_hcc.augment import build_augmentation
+
+    pipeline = build_augmentation([{"HorizontalFlip": {"p": 0.5}}, {"VerticalFlip": {"p": 0.5}}], seed=7)
+    image = np.zeros((4, 4, 3), dtype=np.uint8)
+    image[0, 0] = 255  # the marked corner tells which flips ran
+    corners = {tuple(np.argwhere(pipeline(image=image)["image"][..., 0] == 255)[0]) for _ in range(64)}
+    assert corners == {(0, 0), (0, 3), (3, 0), (3, 3)}

@@ -23,8 +23,8 @@ from wsi_hcc.store import open_store
 from wsi_hcc.train_pipeline import run_training
 from wsi_hcc.training.checkpoint import TrainState
 from wsi_hcc.training.config import TrainConfig, load_train_config
-from wsi_hcc.training.data import (EpochItems, class_loss_weights, epoch_order, load_training_data,
-                                   reseed_augmentation)
+from wsi_hcc.augment import reseed_augmentation
+from wsi_hcc.training.data import EpochItems, class_loss_weights, epoch_order, load_training_data
 from wsi_hcc.training.errors import TrainError, worker_error_line
 from wsi_hcc.training.loop import Trainer, lr_at
 from wsi_hcc.training.metrics import classification_metrics, confusion_png, curves_png

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os as _os
 from importlib.metadata import PackageNotFoundError, version as _version
+
+# albumentations checks PyPI for updates on import; hospital networks are often offline, and a
+# library must not phone home (the failed check also surfaces as a warning).
+_os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 try:
     __version__ = _version("wsi-hcc")

@@ -7,6 +7,7 @@ Every random draw comes from the transform's own generator, so a pipeline built 
 
 from __future__ import annotations
 
+import random
 import warnings
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import numpy as np
 from .errors import ConfigError
 from .stain import MacenkoNormalizer, StainError
 
-__all__ = ["MacenkoStainAugment", "build_augmentation", "load_augmentation", "preview_grid"]
+__all__ = ["MacenkoStainAugment", "build_augmentation", "load_augmentation", "preview_grid", "reseed_augmentation"]
 
 try:
     import albumentations as A
@@ -97,7 +98,24 @@ def build_augmentation(steps: list[dict[str, dict[str, Any] | None]], seed: int 
                 transforms.append(cls(**kwargs))
         except (TypeError, ValueError, UserWarning) as exc:
             raise ConfigError(f"{where}: {name}: {str(exc).splitlines()[0]}") from None
-    return A.Compose(transforms, seed=seed)
+    pipeline = A.Compose(transforms)
+    if seed is not None:
+        reseed_augmentation(pipeline, seed)
+    return pipeline
+
+
+def reseed_augmentation(transform, seed: int) -> None:
+    """Give an albumentations pipeline and each of its transforms its own stream from ``seed``.
+
+    ``A.Compose(seed=...)`` hands every child the same seed, so e.g. a horizontal and a vertical
+    flip with p=0.5 would always fire together; here each transform gets a distinct stream.
+    """
+    own, *children = np.random.SeedSequence(seed).spawn(1 + len(getattr(transform, "transforms", ()) or ()))
+    value = int(own.generate_state(1)[0])
+    transform.random_generator = np.random.default_rng(value)
+    transform.py_random = random.Random(value)
+    for child, child_seed in zip(getattr(transform, "transforms", ()) or (), children):
+        reseed_augmentation(child, int(child_seed.generate_state(1)[0]))
 
 
 def load_augmentation(path: str | Path, seed: int | None = None) -> A.Compose:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import random
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,13 +20,14 @@ from typing import Any
 import numpy as np
 
 from ..annotations import Annotation, label_tiles, read_qupath_geojson
+from ..augment import reseed_augmentation
 from ..datasets import PatchDataset, SlideLabel, class_balanced_weights, patient_splits, read_slide_labels
 from ..features import read_store_meta
 from .config import TrainConfig
 from .errors import TrainError
 
 __all__ = ["SPLITS", "LabelledSlide", "SplitIndex", "TrainingData", "find_stores", "load_training_data", "EpochItems",
-           "epoch_order", "collate_tiles", "reseed_augmentation", "class_loss_weights"]
+           "epoch_order", "collate_tiles", "class_loss_weights"]
 
 SPLITS = ("train", "validation", "test")
 _GEOJSON_SUFFIXES = (".geojson", ".geojson.gz", ".json")
@@ -353,20 +353,6 @@ def _mix(*values: int) -> int:
     """A 63-bit seed from integers (stable across runs and platforms)."""
     digest = hashlib.sha256(np.asarray(values, dtype=np.int64).tobytes()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
-
-
-def reseed_augmentation(transform, seed: int) -> None:
-    """Give an albumentations pipeline and each of its transforms its own stream from ``seed``.
-
-    ``A.Compose.set_random_seed`` hands every child the same seed, so e.g. a horizontal and a
-    vertical flip with p=0.5 always fire together; here each transform gets a distinct seed.
-    """
-    own, *children = np.random.SeedSequence(seed).spawn(1 + len(getattr(transform, "transforms", ()) or ()))
-    value = int(own.generate_state(1)[0])
-    transform.random_generator = np.random.default_rng(value)
-    transform.py_random = random.Random(value)
-    for child, child_seed in zip(getattr(transform, "transforms", ()) or (), children):
-        reseed_augmentation(child, int(child_seed.generate_state(1)[0]))
 
 
 class EpochItems:
