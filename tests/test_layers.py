@@ -12,11 +12,11 @@ LAYERS = [
     {"errors", "records", "versions", "atomic"},
     {"readers", "mpp", "slideinfo", "grid", "tissue", "thumbnail", "qc", "store", "jpeg_tiles", "h5export",
      "config", "inputs", "synth", "stain", "stain_torch", "annotations", "augment", "datasets", "models"},
-    {"extract", "features", "training"},
+    {"extract", "features", "training", "mil"},
     {"tiling"},
     {"pipeline", "progress"},
-    {"feature_pipeline", "train_pipeline"},
-    {"cli", "cli_train", "__main__"},
+    {"feature_pipeline", "train_pipeline", "mil_pipeline"},
+    {"cli", "cli_train", "cli_mil", "__main__"},
 ]
 LAYER_OF = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 
