@@ -106,20 +106,23 @@ def fit_temperature(logits: np.ndarray, labels: Sequence[int]) -> float:
     return float(np.clip(log_t.exp().item(), 0.05, 20.0))
 
 
-def binary_metrics(labels: Sequence[int], probs: np.ndarray, threshold: float, class_names: Sequence[str],
+def binary_metrics(labels: Sequence[int], probs: np.ndarray, threshold, class_names: Sequence[str],
                    bootstrap: int = 1000, seed: int = 0, bins: int = 10) -> dict[str, Any]:
-    """Metrics of ``P(positive) = probs[:, 1]`` against ``labels`` at ``threshold`` (predict positive at >=)."""
+    """Metrics of ``P(positive) = probs[:, 1]`` against ``labels`` at ``threshold`` (predict positive at >=).
+
+    ``threshold`` is one number, or one per slide (pooled folds, each with its own threshold)."""
     from sklearn.metrics import balanced_accuracy_score, confusion_matrix, recall_score, roc_auc_score
 
     labels = np.asarray(labels, dtype=np.int64)
     probs = np.asarray(probs, dtype=np.float64).reshape(len(labels), 2)
     scores = probs[:, 1]
-    predicted = (scores >= threshold).astype(np.int64)
+    thresholds = np.broadcast_to(np.asarray(threshold, dtype=np.float64), scores.shape)
+    predicted = (scores >= thresholds).astype(np.int64)
     both = len(np.unique(labels)) == 2
     low, high = bootstrap_auc(labels, scores, bootstrap, seed)
     return {
         "n_slides": int(len(labels)),
-        "threshold": float(threshold),
+        "threshold": float(threshold) if np.ndim(threshold) == 0 else "per fold",
         "roc_auc": float(roc_auc_score(labels, scores)) if both else None,
         "roc_auc_ci95": [low, high],
         "balanced_accuracy": float(balanced_accuracy_score(labels, predicted)) if len(labels) else None,

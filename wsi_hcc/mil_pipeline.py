@@ -1,0 +1,445 @@
+"""Attention-MIL training with patient-level cross-validation: ``wsi-hcc train-mil``.
+
+A run writes into one folder::
+
+    splits.json            the folds (patients never cross folds), per fold train/validation/test
+    folds/fold<k>/         result.json (the done-marker: history, best epoch, validation and test
+                           logits, temperature, threshold, seconds), weights.safetensors,
+                           attention.npz (per test slide, the attention of every tile, row-aligned
+                           with the store's coords)
+    metrics.json           per fold and pooled: ROC AUC with bootstrap 95% CI, balanced accuracy,
+                           sensitivity/specificity at the threshold, confusion matrix, ECE, and for
+                           grades quadratic-weighted kappa
+    predictions.csv        one row per slide, from the fold where it was the test set
+    roc.png, reliability.png, confusion.png (and grade_confusion.png)
+    model/                 the bundle (``wsi_hcc.mil.bundle``)
+    run-manifest.json      config, versions, stores with their feature provenance, timings
+
+Every file is written under a temporary name and renamed; the bundle folder is published whole. A
+rerun skips folds whose result matches the config and redoes only the rest (a fold interrupted
+mid-way starts over: folds are minutes, not hours).
+
+Honesty rules: the threshold and the temperature of a fold are fitted on its validation patients
+only; test patients are used once, for the reported numbers; the bundle's fold is chosen by
+validation loss, never by test metrics.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .atomic import atomic_write_bytes, atomic_write_json, partial_path, publish_dir
+from .datasets import BagDataset, SlideLabel, class_balanced_weights, read_slide_labels
+from .errors import WsiHccError
+from .feature_pipeline import collect_stores
+from .features import read_store_meta, resolve_device
+from .mil.bundle import BUNDLE_FORMAT, save_member, sha256_file
+from .mil.config import MilConfig
+from .mil.cv import patient_folds, split_validation
+from .mil.metrics import (binary_metrics, fit_temperature, grade_metrics, reliability_png, roc_png, softmax,
+                          youden_threshold)
+from .mil.models import build_mil_model
+from .pipeline import prepare_out_dir
+from .versions import stack_versions
+from .training.checkpoint import TrainState
+from .training.metrics import confusion_png
+from .training.stopping import record_epoch, should_stop
+
+__all__ = ["MilReport", "run_mil_training", "MilCohort", "load_cohort"]
+
+FOLD_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class MilReport:
+    out_dir: Path
+    folds_run: list[int]
+    folds_skipped: list[int]
+    metrics: dict[str, Any]
+    bundle_dir: Path
+    seconds_per_fold: dict[int, float]
+
+
+@dataclass(frozen=True)
+class MilCohort:
+    slides: list[SlideLabel]
+    stores: dict[str, Path]
+    labels: dict[str, int]
+    grades: dict[str, int]  # -1: no grade
+    features: dict[str, Any]  # the stores' shared feature provenance
+    feature_dim: int
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def load_cohort(config: MilConfig) -> MilCohort:
+    """The label CSV matched to feature stores, checked: one-line errors naming the file and the fix."""
+    csv_path = Path(config.labels_csv)
+    rows = read_slide_labels(csv_path)
+    if not rows:
+        raise WsiHccError(f"{csv_path}: the label CSV has no slides")
+    found = {}
+    for store in collect_stores(config.stores):
+        stem = store.name.removesuffix(".zarr")
+        if stem in found:
+            raise WsiHccError(f"{store}: two stores are named {stem!r} ({found[stem]}); keep one")
+        found[stem] = store
+    stores, labels, grades = {}, {}, {}
+    features = None
+    for line, row in enumerate(rows, start=2):
+        if row.label not in config.class_names:
+            raise WsiHccError(f"{csv_path}:{line}: label {row.label!r} is not one of class_names "
+                              f"{config.class_names}; fix the CSV or the config")
+        grade = -1
+        if row.grade is not None and config.grade_names is not None:
+            if row.grade not in config.grade_names:
+                raise WsiHccError(f"{csv_path}:{line}: grade {row.grade!r} is not one of grade_names "
+                                  f"{config.grade_names}; fix the CSV or the config")
+            grade = config.grade_names.index(row.grade)
+        store = found.get(row.slide)
+        if store is None:
+            raise WsiHccError(f"{csv_path}:{line}: slide {row.slide!r} has no store {row.slide}.zarr in "
+                              f"{', '.join(config.stores)}; tile it (wsi-hcc tile) or remove the row")
+        meta = read_store_meta(store)
+        prov = meta.get("features")
+        if not prov or not (store / "features" / ".zarray").is_file():
+            raise WsiHccError(f"{store}: has no features yet; run `wsi-hcc features {store} --backbone NAME`")
+        if features is not None and prov["digest"] != features["digest"]:
+            raise WsiHccError(f"{store}: features from {prov.get('backbone')} (digest {prov['digest']}) differ from "
+                              f"the other stores' ({features.get('backbone')}, {features['digest']}); "
+                              "extract all stores with the same backbone and weights")
+        features = features or prov
+        stores[row.slide], labels[row.slide], grades[row.slide] = store, config.class_names.index(row.label), grade
+    return MilCohort(rows, stores, labels, grades, features, int(features["feature_dim"]))
+
+
+def _heads(config: MilConfig) -> dict[str, int]:
+    heads = {"label": 2}
+    if config.grade_names:
+        heads["grade"] = len(config.grade_names)
+    return heads
+
+
+def _build(config: MilConfig, cohort: MilCohort):
+    m = config.model
+    return build_mil_model(m.name, cohort.feature_dim, _heads(config), hidden=m.hidden, dropout=m.dropout,
+                           k_sample=m.k_sample)
+
+
+def _model_args(config: MilConfig, cohort: MilCohort) -> dict[str, Any]:
+    m = config.model
+    return {"name": m.name, "in_dim": cohort.feature_dim, "heads": _heads(config), "hidden": m.hidden,
+            "dropout": m.dropout, "k_sample": m.k_sample}
+
+
+def _bag_loss(out, label: int, grade: int, config: MilConfig, with_instance: bool):
+    import torch
+    import torch.nn.functional as F
+
+    loss = F.cross_entropy(out.logits["label"][None], torch.tensor([label]))
+    if with_instance and out.instance_loss is not None:
+        loss = config.model.bag_weight * loss + (1 - config.model.bag_weight) * out.instance_loss
+    if "grade" in out.logits and grade >= 0:
+        loss = loss + config.grade_loss_weight * F.cross_entropy(out.logits["grade"][None], torch.tensor([grade]))
+    return loss
+
+
+class _Bags:
+    """Bags of a list of slides, read once (evaluation always uses every tile)."""
+
+    def __init__(self, cohort: MilCohort, slides: list[str]):
+        dataset = BagDataset([cohort.stores[s] for s in slides], [cohort.labels[s] for s in slides])
+        self.slides = slides
+        self.items = [dataset[i] for i in range(len(slides))]
+        self.labels = np.array([cohort.labels[s] for s in slides], dtype=np.int64)
+        self.grades = np.array([cohort.grades[s] for s in slides], dtype=np.int64)
+
+
+def _evaluate(model, bags: _Bags, config: MilConfig, device) -> dict[str, Any]:
+    import torch
+
+    model.eval()
+    logits: dict[str, list] = {}
+    attention, loss = [], 0.0
+    with torch.inference_mode():
+        for item, label, grade in zip(bags.items, bags.labels, bags.grades):
+            if len(item["features"]) == 0:
+                raise WsiHccError(f"slide {item['slide']}: its store has no tiles; leave it out of the label CSV")
+            out = model(torch.from_numpy(item["features"]).to(device))
+            loss += float(_bag_loss(out, int(label), int(grade), config, with_instance=False))
+            for head, value in out.logits.items():
+                logits.setdefault(head, []).append(value.float().cpu().numpy())
+            attention.append(out.attention.float().cpu().numpy())
+    return {"loss": loss / max(1, len(bags.items)), "logits": {h: np.stack(v) for h, v in logits.items()},
+            "attention": attention}
+
+
+def _train_fold(config: MilConfig, cohort: MilCohort, fold: int, train: list[str], validation: list[str],
+                device, say: Callable[[str], None]):
+    import torch
+
+    torch.manual_seed(config.seed * 1000 + fold)
+    model = _build(config, cohort).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    dataset = BagDataset([cohort.stores[s] for s in train], [cohort.labels[s] for s in train],
+                         max_tiles=config.max_tiles, seed=config.seed * 1000 + fold)
+    grades = [cohort.grades[s] for s in train]
+    val_bags = _Bags(cohort, validation)
+    generator = torch.Generator().manual_seed(config.seed * 1000 + fold)
+    weights = class_balanced_weights(dataset.labels) if config.class_balanced else np.ones(len(train))
+    state = TrainState(config_digest=config.fold_digest())
+    best = copy.deepcopy(model.state_dict())
+    for epoch in range(config.epochs):
+        dataset.set_epoch(epoch)
+        order = torch.multinomial(torch.as_tensor(weights, dtype=torch.float64), len(train), replacement=True,
+                                  generator=generator) if config.class_balanced else torch.randperm(
+            len(train), generator=generator)
+        model.train()
+        total = 0.0
+        for i in order.tolist():
+            item = dataset[i]
+            if len(item["features"]) == 0:
+                continue
+            out = model(torch.from_numpy(item["features"]).to(device), label=item["label"])
+            loss = _bag_loss(out, item["label"], grades[i], config, with_instance=True)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += float(loss)
+        val_loss = _evaluate(model, val_bags, config, device)["loss"]
+        state.history.append({"epoch": epoch, "train_loss": total / max(1, len(train)), "val_loss": val_loss})
+        if record_epoch(state, epoch, val_loss, "val_loss", config.min_delta):
+            best = copy.deepcopy(model.state_dict())
+        if should_stop(state, config.patience):
+            state.stop_reason = f"no better validation loss for {config.patience} epochs"
+            break
+    state.stop_reason = state.stop_reason or "reached the configured epochs"
+    say(f"fold {fold}: {len(state.history)} epochs, best {state.best_epoch + 1} (validation loss "
+        f"{state.best_value:.4f}); {state.stop_reason}")
+    model.load_state_dict(best)
+    return model, state
+
+
+def _fold_dir(out_dir: Path, fold: int) -> Path:
+    return out_dir / "folds" / f"fold{fold}"
+
+
+def _run_fold(config: MilConfig, cohort: MilCohort, fold: int, split: dict[str, list[str]], out_dir: Path,
+              device, say) -> dict[str, Any]:
+    started = time.perf_counter()
+    model, state = _train_fold(config, cohort, fold, split["train"], split["validation"], device, say)
+    val = _evaluate(model, _Bags(cohort, split["validation"]), config, device)
+    test_bags = _Bags(cohort, split["test"])
+    test = _evaluate(model, test_bags, config, device)
+    val_labels = [cohort.labels[s] for s in split["validation"]]
+    temperature = fit_temperature(val["logits"]["label"], val_labels) if config.temperature_scaling else 1.0
+    if config.threshold == "youden":
+        threshold = youden_threshold(val_labels, softmax(val["logits"]["label"], temperature)[:, 1])
+    else:
+        threshold = float(config.threshold)
+    folder = _fold_dir(out_dir, fold)
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = folder / "weights.safetensors"
+    tmp = partial_path(weights)
+    weights_sha = save_member(model, tmp)
+    tmp.replace(weights)
+    buffer = io.BytesIO()
+    np.savez(buffer, **{s: a for s, a in zip(split["test"], test["attention"])})
+    atomic_write_bytes(folder / "attention.npz", buffer.getvalue())
+    result = {
+        "format": FOLD_FORMAT, "fold": fold, "config_digest": config.fold_digest(), "split": split,
+        "best_epoch": state.best_epoch, "best_val_loss": state.best_value, "stop_reason": state.stop_reason,
+        "history": state.history, "temperature": temperature, "threshold": threshold,
+        "weights_sha256": weights_sha, "seconds": time.perf_counter() - started,
+        "validation": {"slides": split["validation"], "logits": {h: v.tolist() for h, v in val["logits"].items()}},
+        "test": {"slides": split["test"], "logits": {h: v.tolist() for h, v in test["logits"].items()}},
+        "finished": _now(),
+    }
+    atomic_write_json(folder / "result.json", result)  # last: the fold's done-marker
+    return result
+
+
+def _finished_fold(out_dir: Path, fold: int, config: MilConfig, split: dict[str, list[str]]) -> dict | None:
+    import json
+
+    folder = _fold_dir(out_dir, fold)
+    try:
+        result = json.loads((folder / "result.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if (result.get("format") != FOLD_FORMAT or result.get("config_digest") != config.fold_digest()
+            or result.get("split") != split or not (folder / "weights.safetensors").is_file()
+            or sha256_file(folder / "weights.safetensors") != result.get("weights_sha256")):
+        return None
+    return result
+
+
+def _fold_predictions(result: dict, cohort: MilCohort) -> dict[str, Any]:
+    slides = result["test"]["slides"]
+    logits = {h: np.asarray(v, dtype=np.float64).reshape(len(slides), -1) for h, v in result["test"]["logits"].items()}
+    probs = softmax(logits["label"], result["temperature"]) if slides else np.zeros((0, 2))
+    return {"slides": slides, "labels": np.array([cohort.labels[s] for s in slides], dtype=np.int64),
+            "grades": np.array([cohort.grades[s] for s in slides], dtype=np.int64), "probs": probs,
+            "grade_probs": softmax(logits["grade"]) if "grade" in logits and slides else None,
+            "threshold": np.full(len(slides), result["threshold"])}
+
+
+def _evaluation(config: MilConfig, cohort: MilCohort, results: list[dict]) -> tuple[dict, list[dict], dict]:
+    names = config.class_names
+    per_fold, pictures = {}, {}
+    preds = [_fold_predictions(r, cohort) for r in results]
+    for r, p in zip(results, preds):
+        entry = {"label": binary_metrics(p["labels"], p["probs"], r["threshold"], names, config.bootstrap,
+                                         config.seed, config.calibration_bins),
+                 "temperature": r["temperature"], "best_epoch": r["best_epoch"], "best_val_loss": r["best_val_loss"],
+                 "seconds": r["seconds"]}
+        if config.grade_names:
+            entry["grade"] = grade_metrics(p["grades"], p["grade_probs"], config.grade_names)
+        per_fold[f"fold{r['fold']}"] = entry
+    labels = np.concatenate([p["labels"] for p in preds])
+    probs = np.concatenate([p["probs"] for p in preds])
+    thresholds = np.concatenate([p["threshold"] for p in preds])
+    pooled = {"label": binary_metrics(labels, probs, thresholds, names, config.bootstrap, config.seed,
+                                      config.calibration_bins)}
+    if config.grade_names:
+        pooled["grade"] = grade_metrics(np.concatenate([p["grades"] for p in preds]),
+                                        np.concatenate([p["grade_probs"] for p in preds]), config.grade_names)
+    aucs = [f["label"]["roc_auc"] for f in per_fold.values() if f["label"]["roc_auc"] is not None]
+    metrics = {"per_fold": per_fold, "pooled": pooled,
+               "fold_auc_mean": float(np.mean(aucs)) if aucs else None,
+               "fold_auc_std": float(np.std(aucs)) if aucs else None,
+               "notes": "test slides of each fold, threshold and temperature fitted on that fold's validation "
+                        "patients only; pooled = every slide once, from the fold where it was held out"}
+    curves = {f"fold {r['fold']}": (p["labels"], p["probs"][:, 1]) for r, p in zip(results, preds)}
+    curves["pooled"] = (labels, probs[:, 1])
+    pictures["roc.png"] = roc_png(curves)
+    pictures["reliability.png"] = reliability_png(labels, probs, config.calibration_bins)
+    matrices = {k: v["label"]["confusion_matrix"] for k, v in per_fold.items()}
+    matrices["pooled"] = pooled["label"]["confusion_matrix"]
+    pictures["confusion.png"] = confusion_png(matrices, names)
+    if config.grade_names:
+        pictures["grade_confusion.png"] = confusion_png({"pooled": pooled["grade"]["confusion_matrix"]},
+                                                        config.grade_names)
+    rows = []
+    patient_of = {s.slide: s.patient for s in cohort.slides}
+    for r, p in zip(results, preds):
+        for i, slide in enumerate(p["slides"]):
+            row = {"slide": slide, "patient": patient_of[slide], "fold": r["fold"], "label": names[p["labels"][i]],
+                   "p_" + names[1]: float(p["probs"][i, 1]), "threshold": r["threshold"],
+                   "predicted": names[int(p["probs"][i, 1] >= r["threshold"])]}
+            if config.grade_names:
+                row["grade"] = config.grade_names[p["grades"][i]] if p["grades"][i] >= 0 else ""
+                row["predicted_grade"] = config.grade_names[int(p["grade_probs"][i].argmax())]
+            rows.append(row)
+    return metrics, rows, pictures
+
+
+def _write_bundle(out_dir: Path, config: MilConfig, cohort: MilCohort, results: list[dict],
+                  config_text: str) -> Path:
+    import shutil
+
+    final = out_dir / "model"
+    tmp = out_dir / ".model.partial"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    if config.bundle == "best_fold":
+        chosen = [min(results, key=lambda r: (r["best_val_loss"], r["fold"]))]
+        temperature, threshold = chosen[0]["temperature"], chosen[0]["threshold"]
+    else:
+        chosen = results
+        temperature = float(np.mean([r["temperature"] for r in results]))
+        threshold = float(np.median([r["threshold"] for r in results]))
+    members = []
+    for r in chosen:
+        name = f"fold{r['fold']}.safetensors"
+        shutil.copyfile(_fold_dir(out_dir, r["fold"]) / "weights.safetensors", tmp / name)
+        members.append({"file": name, "fold": r["fold"], "sha256": sha256_file(tmp / name),
+                        "best_val_loss": r["best_val_loss"]})
+    card = {
+        "format": BUNDLE_FORMAT, "created": _now(), "kind": config.bundle,
+        "class_names": config.class_names, "positive_class": config.class_names[1],
+        "grade_names": config.grade_names, "threshold": threshold, "temperature": temperature,
+        "threshold_rule": config.threshold if isinstance(config.threshold, str) else "fixed",
+        "model": _model_args(config, cohort), "members": members,
+        "input": "one bag: float32 (N, feature_dim) tile features from the backbone below, rows in any order",
+        "features": {k: cohort.features.get(k) for k in ("digest", "backbone", "feature_dim", "dtype", "model_sha256",
+                                                          "weights_sha256", "stain_normalised_on_the_fly", "card")},
+        "feature_versions": cohort.features.get("versions"),
+        "versions": stack_versions(), "config_digest": config.fold_digest(),
+        "selection": "lowest validation loss" if config.bundle == "best_fold" else "all folds, mean of probabilities",
+    }
+    atomic_write_json(tmp / "card.json", card)
+    atomic_write_bytes(tmp / "config.yaml", config_text.encode())
+    publish_dir(tmp, final)
+    return final
+
+
+def run_mil_training(config: MilConfig, out_dir: str | Path, *, config_path: str | None = None,
+                     progress: Callable[[str], None] | None = None) -> MilReport:
+    """Cross-validate an attention-MIL model on feature stores and write metrics, pictures and a bundle."""
+    import yaml
+
+    say = progress or (lambda message: None)
+    out_dir = Path(out_dir)
+    prepare_out_dir(out_dir)
+    device = resolve_device(config.device)
+    started = _now()
+    cohort = load_cohort(config)
+    folds = patient_folds(cohort.slides, config.folds, config.seed)
+    by_stem = {s.slide: s for s in cohort.slides}
+    splits = []
+    for k, test in enumerate(folds):
+        rest = [by_stem[s] for f, slides in enumerate(folds) if f != k for s in slides]
+        train, validation = split_validation(rest, config.validation_fraction, config.seed + k)
+        if len({cohort.labels[s] for s in train}) < 2:
+            raise WsiHccError(f"{config.labels_csv}: fold {k} has training slides of one class only; "
+                              "add slides of both classes or lower 'folds'")
+        splits.append({"train": train, "validation": validation, "test": test})
+    atomic_write_json(out_dir / "splits.json", {
+        "folds": [{"fold": k, **s, "patients": sorted({by_stem[x].patient for x in s["test"]})}
+                  for k, s in enumerate(splits)], "seed": config.seed})
+    results, ran, skipped, seconds = [], [], [], {}
+    for k, split in enumerate(splits):
+        result = _finished_fold(out_dir, k, config, split)
+        if result is not None:
+            say(f"fold {k}: already done, skipped")
+            skipped.append(k)
+        else:
+            say(f"fold {k}: training on {len(split['train'])} slides, validating on {len(split['validation'])}, "
+                f"testing on {len(split['test'])}")
+            result = _run_fold(config, cohort, k, split, out_dir, device, say)
+            ran.append(k)
+        seconds[k] = result["seconds"]
+        results.append(result)
+    metrics, rows, pictures = _evaluation(config, cohort, results)
+    atomic_write_json(out_dir / "metrics.json", metrics)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_bytes(out_dir / "predictions.csv", buffer.getvalue().encode())
+    for name, data in pictures.items():
+        atomic_write_bytes(out_dir / name, data)
+    config_text = yaml.safe_dump({"mil": config.model_dump(mode="json")}, sort_keys=False)
+    bundle = _write_bundle(out_dir, config, cohort, results, config_text)
+    atomic_write_json(out_dir / "run-manifest.json", {
+        "command": "train-mil", "config_path": config_path, "config": config.model_dump(mode="json"),
+        "started": started, "finished": _now(), "device": str(device), "versions": stack_versions(),
+        "features": cohort.features, "folds_run": ran, "folds_skipped": skipped,
+        "seconds_per_fold": seconds,
+        "stores": [{"slide": s, "path": str(p.resolve()),
+                    "attrs_sha256": sha256_file(p / ".zattrs")} for s, p in cohort.stores.items()],
+    })
+    return MilReport(out_dir, ran, skipped, metrics, bundle, seconds)
