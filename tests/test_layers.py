@@ -16,7 +16,7 @@ LAYERS = [
     {"tiling"},
     {"pipeline", "progress"},
     {"feature_pipeline", "train_pipeline", "mil_pipeline"},
-    {"cli", "cli_train", "cli_mil", "__main__"},
+    {"cli", "cli_errors", "cli_train", "cli_mil", "__main__"},
 ]
 LAYER_OF = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 

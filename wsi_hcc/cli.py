@@ -10,20 +10,9 @@ import sys
 
 import click
 
+from .cli_errors import OneLineErrors
+
 __all__ = ["main"]
-
-
-class _OneLineErrors(click.Group):
-    """Report library errors as one line and exit 2, never with a traceback."""
-
-    def invoke(self, ctx):
-        from .errors import WsiHccError
-
-        try:
-            return super().invoke(ctx)
-        except WsiHccError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
 
 
 def _print_versions(ctx, _param, value):
@@ -36,7 +25,7 @@ def _print_versions(ctx, _param, value):
     ctx.exit()
 
 
-@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_versions,
               help="Print the versions of wsi-hcc and its stack, then exit.")
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
@@ -217,10 +206,8 @@ def features(stores, backbone, weights, out_dir, h5, device, batch_size, workers
 
 def _add_training_commands() -> None:
     # Kept in their own module so this file stays about the tile/feature commands.
-    try:
-        from .cli_train import COMMANDS
-    except ImportError:  # during development, before the training commands exist
-        return
+    from .cli_train import COMMANDS
+
     for command in COMMANDS:
         main.add_command(command)
 

@@ -7,27 +7,11 @@ is invoked on its own.
 
 from __future__ import annotations
 
-import sys
-
 import click
 
+from .cli_errors import OneLineCommand
+
 __all__ = ["COMMANDS", "train_patches", "explain"]
-
-
-class _OneLineCommand(click.Command):
-    """Report library errors as one line and exit 2; an interrupt says how to resume."""
-
-    def invoke(self, ctx):
-        from .errors import WsiHccError
-
-        try:
-            return super().invoke(ctx)
-        except WsiHccError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
-        except KeyboardInterrupt:
-            click.echo("interrupted; run the same command again to resume from the last checkpoint", err=True)
-            sys.exit(130)
 
 
 def _parse_tiles(_ctx, _param, value):
@@ -42,7 +26,7 @@ def _parse_tiles(_ctx, _param, value):
     return list(dict.fromkeys(tiles))
 
 
-@click.command("train-patches", cls=_OneLineCommand, epilog="""\b
+@click.command("train-patches", cls=OneLineCommand, epilog="""\b
 Examples:
   wsi-hcc train-patches --config configs/train/resnet34_hcc.yaml --out runs/resnet34_hcc
   wsi-hcc train-patches --config configs/train/livernet_grading.yaml --out runs/livernet --device cuda
@@ -100,7 +84,7 @@ def train_patches(config_path, out_dir, stores, backbone, weights, epochs, batch
                f"{fmt(split.get('balanced_accuracy'))}, ROC AUC {fmt(split.get('roc_auc'))} -> {report.out_dir}")
 
 
-@click.command("explain", cls=_OneLineCommand, epilog="""\b
+@click.command("explain", cls=OneLineCommand, epilog="""\b
 Examples:
   wsi-hcc explain stores/a.zarr --weights runs/r34/best.safetensors --tiles 0,5,9 --out cams/
   wsi-hcc explain stores/a.zarr --weights runs/r34/best.safetensors --top 12 --class HCC --out cams/

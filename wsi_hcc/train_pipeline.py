@@ -16,7 +16,6 @@ import io
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -39,22 +38,11 @@ from .training.progress import TrainProgress, silent_train_progress
 from .training.stopping import record_epoch, should_stop
 from .versions import stack_versions
 
-__all__ = ["TrainReport", "run_training", "ExplainReport", "run_explain", "training_versions", "OUTPUTS"]
+__all__ = ["TrainReport", "run_training", "ExplainReport", "run_explain", "OUTPUTS"]
 
 OUTPUTS = ("best.safetensors", "last-checkpoint.pt", "metrics.json", "predictions.csv", "confusion.png",
            "curves.png", "splits.json", "run-manifest.json")
-_EXTRA_PACKAGES = ("scikit-learn", "albumentations", "matplotlib", "pydantic", "monai")
 _REACHED_EPOCHS = "reached the configured epochs"
-
-
-def training_versions() -> dict[str, str]:
-    found = dict(stack_versions())
-    for name in _EXTRA_PACKAGES:
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            found[name] = "not installed"
-    return found
 
 
 @dataclass(frozen=True)
@@ -187,7 +175,7 @@ class _Run:
             "best_weights_sha256": file_sha256(best) if best.is_file() else None,
             "stores": self.stores, "device": str(self.device), "amp": self.trainer.amp,
             "class_loss_weights": None if self.class_weights is None else [float(w) for w in self.class_weights],
-            "versions": training_versions(),
+            "versions": stack_versions(),
         }
 
     def write_manifest(self, status: str) -> None:
@@ -293,7 +281,7 @@ class _Run:
         card = replace(self.card, extra={**self.card.extra, "training": {
             "config_digest": self.digest, "best_epoch": epoch, "monitor": self.monitor,
             "monitor_value": self.state.best_value, "stores": [s["stem"] for s in self.stores],
-            "init_weights_sha256": self.init_weights_sha256, "versions": training_versions()}})
+            "init_weights_sha256": self.init_weights_sha256, "versions": stack_versions()}})
         save_weights(self.model, card, self.out_dir / "best.safetensors")
 
     # -- final outputs ------------------------------------------------------------------------
@@ -470,7 +458,7 @@ def run_explain(store: str | Path, weights: str | Path, out_dir: str | Path, *, 
         "slide_fingerprint": meta.get("slide", {}).get("fingerprint"), "weights": str(Path(weights).resolve()),
         "weights_sha256": card.weights_sha256, "card": card.to_dict(), "cam_layer": _cam_layer(model),
         "selection": {"tiles": None, "top": top} if top is not None else {"tiles": list(tiles), "top": None},
-        "stain_normalised_on_the_fly": normalizer is not None, "tiles": records, "versions": training_versions(),
+        "stain_normalised_on_the_fly": normalizer is not None, "tiles": records, "versions": stack_versions(),
     })
     return ExplainReport(out_dir, json_path, tuple(pictures), tuple(records))
 

@@ -10,7 +10,8 @@ __all__ = ["stack_versions"]
 
 _PACKAGES = ("wsi-hcc", "numpy", "zarr", "numcodecs", "imagecodecs", "tifffile", "tiffslide",
              "openslide-python", "openslide-bin", "scikit-image", "Pillow", "dask", "distributed", "h5py",
-             "torch", "torchvision", "timm", "safetensors")
+             "torch", "torchvision", "timm", "safetensors", "scikit-learn", "albumentations", "matplotlib",
+             "pydantic", "monai")
 
 
 @lru_cache(maxsize=1)
