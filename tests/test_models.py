@@ -122,3 +122,35 @@ def test_feature_extractor_weights_load_and_can_get_a_new_head(tmp_path):
     assert reloaded.card.num_classes == 0 and torch.equal(_eval_out(extractor, x), _eval_out(reloaded, x))
     finetune = create_backbone("resnet34", num_classes=3, weights=path)
     assert _eval_out(finetune, x).shape == (1, 3) and finetune.card.class_names == ("class_0", "class_1", "class_2")
+
+
+def test_inference_tiling_comes_from_the_card(tmp_path):
+    from wsi_hcc.errors import ConfigError
+    from wsi_hcc.models import card_for, tiling_from_card
+
+    assert tiling_from_card(card_for("livernet")) == (0.5, 224)
+    assert tiling_from_card(card_for("resnet34"), target_mpp=0.5, tile_px=224) == (0.5, 224)
+    with pytest.raises(ConfigError, match="--tile-px 256 contradicts resnet34's card"):
+        tiling_from_card(card_for("resnet34"), tile_px=256)
+    model = create_backbone("resnet34")
+    card = ModelCard.from_dict(model.card.to_dict() | {"target_mpp": 0.25, "tile_px": 512})
+    path = tmp_path / "m.safetensors"
+    save_weights(model, card, path)
+    assert tiling_from_card(card_for(path)) == (0.25, 512)
+
+
+def test_tile_for_model_from_the_command_line(synth_slide, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from wsi_hcc.cli import main
+
+    result = CliRunner().invoke(main, ["tile", str(synth_slide), "--out", str(tmp_path), "--for-model", "livernet",
+                                       "--no-qc"])
+    assert result.exit_code == 0, result.output
+    spec = json.loads((tmp_path / "synthetic.zarr" / ".zattrs").read_text())["wsi_hcc"]["tile_spec"]
+    assert (spec["target_mpp"], spec["tile_px"]) == (0.5, 224)
+    result = CliRunner().invoke(main, ["tile", str(synth_slide), "--out", str(tmp_path), "--for-model", "livernet",
+                                       "--mpp", "1"])
+    assert result.exit_code == 2 and "contradicts livernet's card" in result.output

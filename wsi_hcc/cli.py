@@ -51,6 +51,8 @@ def _tile_options(func):
                      help="YAML config (see configs/tile.yaml); flags override it."),
         click.option("--mpp", "target_mpp", type=float, help="Target microns per pixel of tiles [0.5]."),
         click.option("--tile-px", type=int, help="Tile edge in pixels [256]."),
+        click.option("--for-model", help="Take --mpp and --tile-px from a model's card: a backbone name "
+                                         "(resnet34, livernet) or one of our .safetensors weight files."),
         click.option("--overlap-px", type=int, help="Overlap between neighbouring tiles in pixels [0]."),
         click.option("--min-tissue", type=float, help="Fraction of a tile that must be tissue; 0 keeps all [0.5]."),
         click.option("--backend", type=click.Choice(["auto", "openslide", "tiffslide"]), help="Slide reader [auto]."),
@@ -82,11 +84,12 @@ Examples:
   wsi-hcc tile slides/ --out stores/
   wsi-hcc tile manifest.csv --out stores/ --mpp 0.5 --tile-px 224 --workers 2
   wsi-hcc tile a.svs --out stores/ --slide-mpp 0.25 --h5
+  wsi-hcc tile slides/ --out stores/ --for-model livernet
   wsi-hcc tile slides/ --out stores/ --normalize macenko --reference ref.png
   wsi-hcc tile slides/ --out stores/ --scheduler tcp://10.0.0.5:8786""")
 @click.argument("paths", nargs=-1, required=True)
 @_tile_options
-def tile(paths, out_dir, config_path, target_mpp, tile_px, overlap_px, min_tissue, backend, slide_mpp,
+def tile(paths, out_dir, config_path, target_mpp, tile_px, for_model, overlap_px, min_tissue, backend, slide_mpp,
          compression, jpeg_quality, direct_jpeg, pass_through, normalize, reference, h5, qc, recursive,
          overwrite, workers, scheduler):
     """Cut slides into tiles at an exact physical resolution and write Zarr patch stores.
@@ -98,6 +101,10 @@ def tile(paths, out_dir, config_path, target_mpp, tile_px, overlap_px, min_tissu
     from .pipeline import run_tile
     from .progress import RichBatchProgress
 
+    if for_model:
+        from .models import card_for, tiling_from_card
+
+        target_mpp, tile_px = tiling_from_card(card_for(for_model), target_mpp, tile_px)
     config = load_config(config_path).with_overrides(
         target_mpp=target_mpp, tile_px=tile_px, overlap_px=overlap_px, min_tissue=min_tissue, backend=backend,
         compression=compression, jpeg_quality=jpeg_quality, direct_jpeg=direct_jpeg, pass_through=pass_through,

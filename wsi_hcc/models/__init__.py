@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from .card import ModelCard
+from .card import ModelCard, tiling_from_card
 from .preprocess import to_model_input
 from .livernet_entry import LIVERNET
-from .registry import BackboneEntry, create_backbone, get_entry, list_backbones, register_backbone
+from .registry import BackboneEntry, card_for, create_backbone, get_entry, list_backbones, register_backbone
 from .resnet import RESNET34
 from .weights import WeightsError, card_from_weights, file_sha256, read_state_dict, save_weights, state_sha256
 
 __all__ = ["ModelCard", "BackboneEntry", "WeightsError", "create_backbone", "register_backbone", "list_backbones",
-           "get_entry", "to_model_input", "save_weights", "read_state_dict", "card_from_weights", "file_sha256",
+           "get_entry", "card_for", "tiling_from_card", "to_model_input", "save_weights", "read_state_dict", "card_from_weights", "file_sha256",
            "state_sha256"]
 
 register_backbone(RESNET34)

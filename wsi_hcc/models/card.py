@@ -10,7 +10,7 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-__all__ = ["ModelCard"]
+__all__ = ["ModelCard", "tiling_from_card"]
 
 
 @dataclass(frozen=True)
@@ -65,3 +65,14 @@ class ModelCard:
             if key in known:
                 known[key] = tuple(known[key])
         return cls(**known)
+
+
+def tiling_from_card(card: ModelCard, target_mpp: float | None = None, tile_px: int | None = None) -> tuple[float, int]:
+    """The ``(target_mpp, tile_px)`` to tile for ``card``; explicit values must agree with it."""
+    from ..errors import ConfigError
+
+    for flag, given, expected in (("--mpp", target_mpp, card.target_mpp), ("--tile-px", tile_px, card.tile_px)):
+        if given is not None and abs(given - expected) > 1e-9 * max(1.0, expected):
+            raise ConfigError(f"{flag} {given:g} contradicts {card.architecture}'s card ({expected:g}); "
+                              f"drop {flag} or --for-model")
+    return card.target_mpp, card.tile_px

@@ -13,7 +13,7 @@ from pathlib import Path
 from .card import ModelCard
 from .weights import WeightsError, card_from_weights, file_sha256, read_state_dict
 
-__all__ = ["BackboneEntry", "register_backbone", "create_backbone", "list_backbones", "get_entry"]
+__all__ = ["BackboneEntry", "register_backbone", "create_backbone", "list_backbones", "get_entry", "card_for"]
 
 # suffix -> reader returning (state dict, num_classes) for weights in another framework's format
 ForeignLoader = Callable[[Path], tuple[dict, int]]
@@ -51,6 +51,18 @@ def get_entry(name: str) -> BackboneEntry:
         return _timm_entry(name)
     raise WeightsError(f"unknown backbone {name!r}; choose one of {', '.join(list_backbones())} "
                        "or a timm model name (timm.list_models())")
+
+
+def card_for(model: str | Path) -> ModelCard:
+    """The card of a registered name or timm model, or of one of our safetensors weight files,
+    without building the model: what inference tiling is derived from."""
+    path = Path(model)
+    if path.suffix == ".safetensors":
+        card = card_from_weights(path)
+        if card is None:
+            raise WeightsError(f"{path}: carries no model card; name the backbone instead (e.g. resnet34)")
+        return card
+    return get_entry(str(model)).card
 
 
 def _timm_entry(name: str) -> BackboneEntry:
