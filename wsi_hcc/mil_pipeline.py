@@ -139,7 +139,8 @@ def _build(config: MilConfig, cohort: MilCohort):
 
 def _model_args(config: MilConfig, cohort: MilCohort) -> dict[str, Any]:
     m = config.model
-    return {"name": m.name, "in_dim": cohort.feature_dim, "heads": _heads(config), "hidden": m.hidden,
+    return {"name": m.name, "in_dim": cohort.feature_dim, "heads": [[h, c] for h, c in _heads(config).items()],
+            "hidden": m.hidden,
             "dropout": m.dropout, "k_sample": m.k_sample}
 
 
@@ -185,15 +186,59 @@ def _evaluate(model, bags: _Bags, config: MilConfig, device) -> dict[str, Any]:
             "attention": attention}
 
 
+CACHE_BYTES = 2 << 30  # training bags up to this size in all are read once and kept in memory
+
+
+class _TrainBags:
+    """Training bags, item ``i`` as ``BagDataset`` gives it (same ``max_tiles`` subsets for a seed and
+    epoch); cohorts that fit in ``CACHE_BYTES`` are read from the stores once instead of every epoch."""
+
+    def __init__(self, cohort: MilCohort, slides: list[str], max_tiles: int | None, seed: int):
+        self.dataset = BagDataset([cohort.stores[s] for s in slides], [cohort.labels[s] for s in slides],
+                                  max_tiles=max_tiles, seed=seed)
+        self.labels, self.max_tiles, self.seed, self.epoch = self.dataset.labels, max_tiles, seed, 0
+        size = sum(int(read_store_meta(cohort.stores[s])["n_tiles"]) for s in slides) * cohort.feature_dim * 4
+        self.cache = [BagDataset([cohort.stores[s]], [cohort.labels[s]])[0] for s in slides] \
+            if size <= CACHE_BYTES else None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.dataset.set_epoch(epoch)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if self.cache is None:
+            return self.dataset[i]
+        item = self.cache[i]
+        n = len(item["features"])
+        if self.max_tiles is None or n <= self.max_tiles:
+            return item
+        rng = np.random.default_rng((self.seed, self.epoch, i))  # BagDataset's rule
+        keep = np.sort(rng.choice(n, self.max_tiles, replace=False))
+        return {**item, "features": item["features"][keep], "coords": item["coords"][keep]}
+
+    def input_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and standard deviation of every training tile's features (streamed, float64)."""
+        total, sq, count = 0.0, 0.0, 0
+        for i in range(len(self)):
+            x = (self.cache[i] if self.cache is not None else BagDataset([self.dataset.stores[i]], [0])[0])["features"]
+            total, sq, count = total + x.sum(0, dtype=np.float64), sq + (x.astype(np.float64) ** 2).sum(0), count + len(x)
+        mean = total / max(1, count)
+        return mean, np.sqrt(np.maximum(sq / max(1, count) - mean ** 2, 0))
+
+
 def _train_fold(config: MilConfig, cohort: MilCohort, fold: int, train: list[str], validation: list[str],
                 device, say: Callable[[str], None]):
     import torch
 
     torch.manual_seed(config.seed * 1000 + fold)
-    model = _build(config, cohort).to(device)
+    model = _build(config, cohort)
+    dataset = _TrainBags(cohort, train, config.max_tiles, config.seed * 1000 + fold)
+    model.set_input_stats(*dataset.input_stats())
+    model = model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    dataset = BagDataset([cohort.stores[s] for s in train], [cohort.labels[s] for s in train],
-                         max_tiles=config.max_tiles, seed=config.seed * 1000 + fold)
     grades = [cohort.grades[s] for s in train]
     val_bags = _Bags(cohort, validation)
     generator = torch.Generator().manual_seed(config.seed * 1000 + fold)
@@ -216,7 +261,7 @@ def _train_fold(config: MilConfig, cohort: MilCohort, fold: int, train: list[str
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total += float(loss)
+            total += loss.item()
         val_loss = _evaluate(model, val_bags, config, device)["loss"]
         state.history.append({"epoch": epoch, "train_loss": total / max(1, len(train)), "val_loss": val_loss})
         if record_epoch(state, epoch, val_loss, "val_loss", config.min_delta):
@@ -410,19 +455,27 @@ def run_mil_training(config: MilConfig, out_dir: str | Path, *, config_path: str
     atomic_write_json(out_dir / "splits.json", {
         "folds": [{"fold": k, **s, "patients": sorted({by_stem[x].patient for x in s["test"]})}
                   for k, s in enumerate(splits)], "seed": config.seed})
+    import torch
+
     results, ran, skipped, seconds = [], [], [], {}
-    for k, split in enumerate(splits):
-        result = _finished_fold(out_dir, k, config, split)
-        if result is not None:
-            say(f"fold {k}: already done, skipped")
-            skipped.append(k)
-        else:
-            say(f"fold {k}: training on {len(split['train'])} slides, validating on {len(split['validation'])}, "
-                f"testing on {len(split['test'])}")
-            result = _run_fold(config, cohort, k, split, out_dir, device, say)
-            ran.append(k)
-        seconds[k] = result["seconds"]
-        results.append(result)
+    threads = torch.get_num_threads()
+    if config.cpu_threads:
+        torch.set_num_threads(config.cpu_threads)
+    try:
+        for k, split in enumerate(splits):
+            result = _finished_fold(out_dir, k, config, split)
+            if result is not None:
+                say(f"fold {k}: already done, skipped")
+                skipped.append(k)
+            else:
+                say(f"fold {k}: training on {len(split['train'])} slides, validating on "
+                    f"{len(split['validation'])}, testing on {len(split['test'])}")
+                result = _run_fold(config, cohort, k, split, out_dir, device, say)
+                ran.append(k)
+            seconds[k] = result["seconds"]
+            results.append(result)
+    finally:
+        torch.set_num_threads(threads)
     metrics, rows, pictures = _evaluation(config, cohort, results)
     atomic_write_json(out_dir / "metrics.json", metrics)
     buffer = io.StringIO()
@@ -443,3 +496,76 @@ def run_mil_training(config: MilConfig, out_dir: str | Path, *, config_path: str
                     "attrs_sha256": sha256_file(p / ".zattrs")} for s, p in cohort.stores.items()],
     })
     return MilReport(out_dir, ran, skipped, metrics, bundle, seconds)
+
+
+def synthetic_cohort(root: str | Path, n_slides: int = 40, size_px: tuple[int, int] = (1536, 1024),
+                     target_mpp: float = 1.0, tile_px: int = 32, seed: int = 0) -> dict[str, Any]:
+    """A cohort with a known answer: ``n_slides`` synthetic slides (even index: with tumour), tiled,
+    embedded with the fixed ``colour_texture`` descriptor, and a label CSV (one patient per slide).
+
+    Returns ``{"stores": folder, "labels_csv": path, "slides": {stem: SyntheticSlide}}``. Reuses
+    what is already in ``root`` (tiling and features skip finished stores).
+    """
+    from .config import TileConfig
+    from .feature_pipeline import run_features
+    from .mil.handcrafted import register_colour_texture
+    from .pipeline import run_tile
+    from .synth import write_synthetic_slide
+
+    root = Path(root)
+    backbone = register_colour_texture(f"colour_texture_{tile_px}px_{target_mpp:g}mpp", target_mpp, tile_px)
+    slides, rows = {}, []
+    for i in range(n_slides):
+        stem, tumour = f"syn{i:03d}", i % 2 == 0
+        slides[stem] = write_synthetic_slide(root / "slides" / f"{stem}.svs", size_px=size_px, mpp=target_mpp / 2,
+                                             seed=seed * 1000 + i, tumour=tumour, tissue_fraction=0.7)
+        rows.append(f"{stem},patient_{i:03d},{'tumour' if tumour else 'non_tumour'}\n")
+    report = run_tile([s.path for s in slides.values()], root / "stores", TileConfig(target_mpp=target_mpp,
+                                                                                      tile_px=tile_px, qc=False))
+    if report.count("failed"):
+        raise WsiHccError(f"synthetic cohort: tiling failed ({report.failed[0].reason})")
+    report = run_features([root / "stores"], root / "stores", backbone, device="cpu", batch_size=256,
+                          num_workers=0)
+    if report.count("failed"):
+        raise WsiHccError(f"synthetic cohort: features failed ({report.failed[0].reason})")
+    atomic_write_bytes(root / "slides.csv", ("slide,patient,label\n" + "".join(rows)).encode())
+    return {"stores": root / "stores", "labels_csv": root / "slides.csv", "slides": slides, "backbone": backbone}
+
+
+def tiles_in_mask(store: Path, slide, label: int = 2) -> np.ndarray:
+    """For each tile of ``store``, whether its centre lies in ground-truth ``label`` of a synthetic ``slide``."""
+    from PIL import Image
+
+    from .store import open_store
+
+    meta = read_store_meta(store)
+    coords = np.asarray(open_store(store)["coords"][:], dtype=np.int64)
+    spec = meta["tile_spec"]
+    level0_px = spec["tile_px"] * spec["target_mpp"] / slide.mpp
+    mask = np.asarray(Image.open(slide.mask_path))
+    centre = ((coords + level0_px / 2) // slide.mask_downsample).astype(np.int64)
+    cy = np.clip(centre[:, 1], 0, mask.shape[0] - 1)
+    cx = np.clip(centre[:, 0], 0, mask.shape[1] - 1)
+    return mask[cy, cx] == label
+
+
+def attention_in_mask(out_dir: str | Path, cohort: dict[str, Any], top_fraction: float = 0.1) -> dict[str, Any]:
+    """Over the held-out tumour slides of a run: the share of each slide's ``top_fraction`` most-attended
+    tiles whose centre lies in the ground-truth tumour mask (pooled over slides, and per slide)."""
+    out_dir = Path(out_dir)
+    hits = total = 0
+    per_slide = {}
+    for fold_dir in sorted((out_dir / "folds").glob("fold*")):
+        with np.load(fold_dir / "attention.npz", allow_pickle=False) as attention:
+            for stem in attention.files:
+                slide = cohort["slides"][stem]
+                in_mask = tiles_in_mask(cohort["stores"] / f"{stem}.zarr", slide)
+                if not in_mask.any():
+                    continue  # a slide without tumour tiles
+                a = attention[stem]
+                k = max(1, int(round(top_fraction * len(a))))
+                top = np.argsort(-a, kind="stable")[:k]
+                per_slide[stem] = float(in_mask[top].mean())
+                hits += int(in_mask[top].sum())
+                total += k
+    return {"fraction": hits / total if total else None, "tiles": total, "per_slide": per_slide}

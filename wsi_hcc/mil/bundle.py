@@ -108,7 +108,7 @@ def load_mil_bundle(path: str | Path, device: str = "cpu") -> MilBundle:
             state = load_file(str(weights), device=device)
         except (SafetensorError, OSError) as exc:
             raise WsiHccError(f"{weights}: unreadable safetensors ({exc})") from None
-        model = build_mil_model(args["name"], args["in_dim"], args["heads"], hidden=args["hidden"],
+        model = build_mil_model(args["name"], args["in_dim"], dict(args["heads"]), hidden=args["hidden"],
                                 dropout=args["dropout"], k_sample=args["k_sample"])
         model.load_state_dict(state, strict=True)
         models.append(model.eval().to(device))

@@ -27,28 +27,38 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def _auc_rows(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """ROC AUC of each row (Mann-Whitney U with mid-ranks for ties: the same number as
+    ``sklearn.metrics.roc_auc_score``); NaN for rows with one class only."""
+    from scipy.stats import rankdata
+
+    ranks = rankdata(scores, axis=1)
+    n_pos = labels.sum(axis=1)
+    n_neg = labels.shape[1] - n_pos
+    u = (ranks * labels).sum(axis=1) - n_pos * (n_pos + 1) / 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((n_pos > 0) & (n_neg > 0), u / (n_pos * n_neg), np.nan)
+
+
 def bootstrap_auc(labels: Sequence[int], scores: Sequence[float], n: int = 1000, seed: int = 0,
                   level: float = 0.95) -> tuple[float | None, float | None]:
-    """Percentile bootstrap CI of ROC AUC over slides (resamples that lack a class are redrawn-free skipped)."""
-    from sklearn.metrics import roc_auc_score
-
+    """Percentile bootstrap CI of ROC AUC over slides (resamples lacking a class are left out)."""
     labels, scores = np.asarray(labels), np.asarray(scores, dtype=np.float64)
     if len(np.unique(labels)) < 2 or n <= 0:
         return None, None
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(n):
-        idx = rng.integers(0, len(labels), len(labels))
-        if len(np.unique(labels[idx])) == 2:
-            values.append(roc_auc_score(labels[idx], scores[idx]))
-    if not values:
+    idx = np.random.default_rng(seed).integers(0, len(labels), (n, len(labels)))
+    values = _auc_rows((labels[idx] == 1).astype(np.float64), scores[idx])
+    values = values[~np.isnan(values)]
+    if not len(values):
         return None, None
     alpha = (1 - level) / 2
     return float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))
 
 
 def youden_threshold(labels: Sequence[int], scores: Sequence[float]) -> float:
-    """The score threshold maximising sensitivity + specificity - 1 (sklearn's ROC points); 0.5 if undefined."""
+    """The score threshold maximising sensitivity + specificity - 1 on sklearn's ROC points, placed midway
+    between the score at that point and the next lower score (not on a validation slide's own score, which
+    would make the decision brittle for confident models); 0.5 if undefined."""
     from sklearn.metrics import roc_curve
 
     labels = np.asarray(labels)
@@ -56,7 +66,9 @@ def youden_threshold(labels: Sequence[int], scores: Sequence[float]) -> float:
         return 0.5
     fpr, tpr, thresholds = roc_curve(labels, scores)
     best = int(np.argmax(tpr - fpr))
-    return float(min(1.0, thresholds[best]))
+    upper = min(1.0, float(thresholds[best]))
+    lower = float(thresholds[best + 1]) if best + 1 < len(thresholds) else 0.0
+    return (upper + lower) / 2
 
 
 def expected_calibration_error(labels: Sequence[int], probs: np.ndarray, bins: int = 10) -> float:

@@ -4,7 +4,9 @@ Input contract (every model)
 ----------------------------
 ``model(features)`` takes ONE bag: a float tensor ``(N, D)`` of the ``N`` tile features of a slide
 (``(1, N, D)`` is accepted and squeezed; ``N >= 1``; ``D`` = the model's ``in_dim``, the feature
-store's ``feature_dim``). Bags differ in size, so there is no batch dimension: train with
+store's ``feature_dim``). Features are standardised inside the model with the ``input_mean`` and
+``input_std`` buffers (set from the training tiles by the pipeline, saved with the weights), so raw
+store features go in. Bags differ in size, so there is no batch dimension: train with
 ``batch_size=1``. Tile order does not matter (every model is permutation invariant).
 
 Output contract
@@ -46,12 +48,26 @@ class MILOutput:
     instance_loss: torch.Tensor | None = None
 
 
-def _bag(features: torch.Tensor, in_dim: int) -> torch.Tensor:
-    if features.ndim == 3 and features.shape[0] == 1:
-        features = features[0]
-    if features.ndim != 2 or features.shape[1] != in_dim or features.shape[0] < 1:
-        raise ValueError(f"expected one bag of tile features (N, {in_dim}) with N >= 1, got {tuple(features.shape)}")
-    return features
+class _MILBase(nn.Module):
+    """Holds the input standardisation (``input_mean``/``input_std`` buffers, saved with the weights;
+    ``set_input_stats`` fills them from training tiles) and checks the bag shape."""
+
+    def _init_input(self, in_dim: int) -> None:
+        self.in_dim = in_dim
+        self.register_buffer("input_mean", torch.zeros(in_dim))
+        self.register_buffer("input_std", torch.ones(in_dim))
+
+    def set_input_stats(self, mean, std) -> None:
+        self.input_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.input_std.copy_(torch.as_tensor(std, dtype=torch.float32).clamp_min(1e-6))
+
+    def _bag(self, features: torch.Tensor) -> torch.Tensor:
+        if features.ndim == 3 and features.shape[0] == 1:
+            features = features[0]
+        if features.ndim != 2 or features.shape[1] != self.in_dim or features.shape[0] < 1:
+            raise ValueError(f"expected one bag of tile features (N, {self.in_dim}) with N >= 1, "
+                             f"got {tuple(features.shape)}")
+        return (features.float() - self.input_mean) / self.input_std
 
 
 class _GatedAttention(nn.Module):
@@ -68,26 +84,27 @@ class _GatedAttention(nn.Module):
         return torch.softmax(scores.T, dim=1)  # (B, N), softmax over tiles
 
 
-class GatedAttentionMIL(nn.Module):
+class GatedAttentionMIL(_MILBase):
     """Gated attention MIL: tiles -> fc embedding -> gated attention -> weighted mean -> one linear per head."""
 
     def __init__(self, in_dim: int, heads: dict[str, int], hidden: int = 256, attention_dim: int = 128,
                  dropout: float = 0.25):
         super().__init__()
-        self.in_dim, self.heads = in_dim, dict(heads)
+        self._init_input(in_dim)
+        self.heads = dict(heads)
         self.embed = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout))
         self.attention = _GatedAttention(hidden, attention_dim, 1, dropout)
         self.classifiers = nn.ModuleDict({name: nn.Linear(hidden, c) for name, c in self.heads.items()})
 
     def forward(self, features: torch.Tensor, label: int | None = None) -> MILOutput:
-        h = self.embed(_bag(features, self.in_dim))
+        h = self.embed(self._bag(features))
         a = self.attention(h)  # (1, N)
         bag = a @ h  # (1, hidden)
         logits = {name: head(bag)[0] for name, head in self.classifiers.items()}
         return MILOutput(logits, a[0], a)
 
 
-class CLAM(nn.Module):
+class CLAM(_MILBase):
     """CLAM (Lu et al. 2021), single-branch (``multi_branch=False``) or multi-branch.
 
     fc 512 -> gated attention (256) -> attention-pooled slide embedding. SB: one attention branch and
@@ -103,7 +120,8 @@ class CLAM(nn.Module):
     def __init__(self, in_dim: int, heads: dict[str, int], multi_branch: bool = False, hidden: int = 512,
                  attention_dim: int = 256, dropout: float = 0.25, k_sample: int = 8, subtyping: bool = False):
         super().__init__()
-        self.in_dim, self.heads, self.multi_branch = in_dim, dict(heads), multi_branch
+        self._init_input(in_dim)
+        self.heads, self.multi_branch = dict(heads), multi_branch
         self.k_sample, self.subtyping = k_sample, subtyping
         self.main = next(iter(self.heads))
         n_classes = self.heads[self.main]
@@ -136,7 +154,7 @@ class CLAM(nn.Module):
         return torch.stack(losses).mean()
 
     def forward(self, features: torch.Tensor, label: int | None = None) -> MILOutput:
-        h = self.embed(_bag(features, self.in_dim))
+        h = self.embed(self._bag(features))
         a = self.attention(h)  # (B, N)
         pooled = a @ h  # (B, hidden)
         logits = {}
@@ -153,7 +171,7 @@ class CLAM(nn.Module):
         return MILOutput(logits, a[branch], a, loss)
 
 
-class PoolingMIL(nn.Module):
+class PoolingMIL(_MILBase):
     """Baselines. ``mean``: average of the embedded tiles, then linear heads. ``max``: a per-tile
     classifier per head, bag logits = the maximum over tiles of each class' tile logit."""
 
@@ -162,12 +180,13 @@ class PoolingMIL(nn.Module):
         super().__init__()
         if pooling not in ("mean", "max"):
             raise ValueError(f"pooling must be mean or max, not {pooling!r}")
-        self.in_dim, self.heads, self.pooling = in_dim, dict(heads), pooling
+        self._init_input(in_dim)
+        self.heads, self.pooling = dict(heads), pooling
         self.embed = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout))
         self.classifiers = nn.ModuleDict({name: nn.Linear(hidden, c) for name, c in self.heads.items()})
 
     def forward(self, features: torch.Tensor, label: int | None = None) -> MILOutput:
-        h = self.embed(_bag(features, self.in_dim))
+        h = self.embed(self._bag(features))
         n = h.shape[0]
         if self.pooling == "mean":
             bag = h.mean(dim=0)
