@@ -11,7 +11,8 @@ PACKAGE = Path(wsi_hcc.__file__).parent
 LAYERS = [
     {"errors", "records", "versions", "atomic"},
     {"readers", "mpp", "slideinfo", "grid", "tissue", "thumbnail", "qc", "store", "jpeg_tiles", "h5export",
-     "config", "inputs", "synth", "stain", "stain_torch", "annotations", "augment", "datasets", "models"},
+     "config", "inputs", "synth", "stain", "stain_torch", "annotations", "augment", "datasets", "models",
+     "feature_store"},
     {"extract", "features", "training", "mil"},
     {"tiling"},
     {"pipeline", "progress"},

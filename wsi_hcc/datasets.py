@@ -225,13 +225,9 @@ class BagDataset:
 
 
 def _features_digest(store: Path) -> str:
-    import json
+    from .feature_store import read_store_meta
 
-    try:
-        meta = json.loads((store / ".zattrs").read_text())["wsi_hcc"]
-    except (OSError, KeyError, json.JSONDecodeError):
-        raise WsiHccError(f"{store}: not a patch store; make one with `wsi-hcc tile`") from None
-    features = meta.get("features")
+    features = read_store_meta(store).get("features")
     if not features or not (store / "features" / ".zarray").is_file():
         raise WsiHccError(f"{store}: has no features yet; run `wsi-hcc features {store} --backbone NAME`")
     return features["digest"]

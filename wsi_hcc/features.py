@@ -1,39 +1,25 @@
-"""The feature stage for one patch store: tiles -> backbone embeddings, aligned with ``coords``.
+"""The feature stage: tiles of patch stores -> backbone embeddings, row i for ``coords[i]``.
 
-Crash safety mirrors tiling: features are written into a hidden ``.<stem>.zarr.features.partial``
-array beside the store, one done-marker per chunk of rows; a rerun keeps finished chunks, and the
-array moves into the store as ``features`` only when every row is written.
+How features sit in a store (partial array, done-markers, publish) is ``feature_store``'s job;
+this module decodes tiles, runs the model and routes rows to their stores.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write_json
-from .errors import WsiHccError
+from .feature_store import (FeatureError, check_store_fits_card, done_chunks, feature_digest, mark_chunk_done,
+                            open_partial, partial_features_path, publish_features, read_store_meta, store_records)
 from .models import ModelCard, state_sha256, to_model_input
-from .records import SlideInfo, TileSpec
 from .store import TileReader
-from .versions import stack_versions
 
 __all__ = ["FeatureError", "FeatureResult", "FeatureExtractor", "FeatureEvents", "TileUnits", "extract_features",
-           "extract_store_features",
-           "feature_digest", "partial_features_path", "read_store_meta", "resolve_device"]
-
-_PROGRESS_DIR = "_progress"
-MPP_TOLERANCE = 0.01
-
-
-class FeatureError(WsiHccError):
-    """A store cannot be turned into features with the chosen model."""
+           "extract_store_features", "feature_digest", "partial_features_path", "read_store_meta", "resolve_device",
+           "decode_on_device", "store_records"]
 
 
 @dataclass(frozen=True)
@@ -57,37 +43,6 @@ def resolve_device(device: str):
         return torch.device(device)
     except RuntimeError:
         raise FeatureError(f"--device {device!r} is not a device; use auto, cpu or cuda") from None
-
-
-def read_store_meta(store: Path) -> dict:
-    """The store's ``wsi_hcc`` attributes, or a one-line error if ``store`` is not a finished store."""
-    attrs_file = store / ".zattrs"
-    if not store.is_dir() or not (store / "tiles" / ".zarray").is_file() or not attrs_file.is_file():
-        raise FeatureError(f"{store}: not a patch store (no tiles array); make one with `wsi-hcc tile`")
-    try:
-        meta = json.loads(attrs_file.read_text()).get("wsi_hcc")
-    except (OSError, json.JSONDecodeError) as exc:
-        raise FeatureError(f"{store}: unreadable store attributes ({exc}); re-tile the slide") from None
-    if not isinstance(meta, dict) or meta.get("kind") != "patch-store":
-        raise FeatureError(f"{store}: not a wsi_hcc patch store; make one with `wsi-hcc tile`")
-    return meta
-
-
-def check_store_fits_card(store: Path, meta: dict, card: ModelCard) -> None:
-    store_mpp = float(meta["tile_spec"]["target_mpp"])
-    if abs(store_mpp - card.target_mpp) > MPP_TOLERANCE * card.target_mpp:
-        raise FeatureError(f"{store}: tiles are at {store_mpp:g} um/px but {card.architecture} expects "
-                           f"{card.target_mpp:g} um/px; re-tile with --mpp {card.target_mpp:g}")
-
-
-def feature_digest(card: ModelCard, model_sha256: str, dtype: str, normalised: bool) -> str:
-    """What identifies a set of features: the card, the model's tensors, dtype, normalisation."""
-    payload = json.dumps([card.to_dict(), model_sha256, dtype, normalised], sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def partial_features_path(store: Path) -> Path:
-    return store.with_name(f".{store.name}.features.partial")
 
 
 class FeatureExtractor:
@@ -168,7 +123,7 @@ class _StoreJob:
             raise FeatureError(f"{self.store}: the model gives {block.shape[1]} features per tile but its card "
                                f"says {self.array.shape[1]}; fix feature_dim in the card")
         self.array[chunk_start:chunk_end] = block.astype(self.array.dtype)
-        (partial_features_path(self.store) / _PROGRESS_DIR / str(chunk)).touch()
+        mark_chunk_done(self.store, chunk)
         del self.pending[chunk]
 
 
@@ -370,64 +325,20 @@ def _prepare(store: Path, extractor: FeatureExtractor, normalizer_for, dtype: st
     if existing and existing.get("digest") != digest and not overwrite:
         raise FeatureError(f"{store}: already has features from {existing.get('backbone')} "
                            f"(digest {existing.get('digest')}); pass --overwrite to replace them")
-    array, done = _open_partial(store, n_tiles, card.feature_dim, chunk_rows, dtype, digest)
+    array, done = open_partial(store, n_tiles, card.feature_dim, chunk_rows, dtype, digest)
     encoded = gpu_decode and extractor.device.type == "cuda" and TileReader(store).jpeg
     resumed = sum(min(chunk_rows, n_tiles - c * chunk_rows) for c in done)
     return _StoreJob(store, meta, n_tiles, digest, normalizer, array, chunk_rows, encoded, resumed)
 
 
 def _todo_chunks(job: _StoreJob) -> list[int]:
-    done = {int(p.name) for p in (partial_features_path(job.store) / _PROGRESS_DIR).iterdir()}
+    done = done_chunks(job.store)
     return [c for c in range((job.n_tiles + job.chunk_rows - 1) // job.chunk_rows) if c not in done]
 
 
 def _finish(job: _StoreJob, extractor: FeatureExtractor, dtype: str) -> FeatureResult:
-    _publish(job.store, job.meta, extractor.card, extractor.model_sha256, dtype, job.digest,
+    publish_features(job.store, job.meta, extractor.card, extractor.model_sha256, dtype, job.digest,
              job.normalizer is not None, job.n_tiles)
     return FeatureResult(job.store, job.n_tiles, extractor.card.feature_dim, resumed_rows=job.resumed)
 
 
-def _open_partial(store: Path, n_tiles: int, dim: int, chunk_rows: int, dtype: str, digest: str):
-    """The partial features array and the chunk indices already done (kept only for the same digest)."""
-    import zarr
-
-    partial = partial_features_path(store)
-    if partial.exists():
-        try:
-            array = zarr.open_array(str(partial), mode="r+", zarr_format=2)
-            if (array.attrs.get("digest") == digest and array.shape == (n_tiles, dim)
-                    and array.chunks[0] == chunk_rows):
-                done = {int(p.name) for p in (partial / _PROGRESS_DIR).iterdir()}
-                return array, done
-        except (OSError, ValueError, KeyError, FileNotFoundError):
-            pass
-        shutil.rmtree(partial)
-    array = zarr.create_array(str(partial), shape=(n_tiles, dim), chunks=(chunk_rows, dim), dtype=dtype,
-                              compressors=None, fill_value=0, zarr_format=2)
-    array.attrs["digest"] = digest
-    (partial / _PROGRESS_DIR).mkdir()
-    return array, set()
-
-
-def _publish(store: Path, meta: dict, card: ModelCard, model_sha256: str, dtype: str, digest: str,
-             normalised: bool, n_tiles: int) -> None:
-    """Move the finished array into the store, then record its provenance in the store attributes."""
-    partial = partial_features_path(store)
-    shutil.rmtree(partial / _PROGRESS_DIR)
-    final = store / "features"
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(partial, final)
-    attrs_file = store / ".zattrs"
-    attrs = json.loads(attrs_file.read_text())
-    attrs["wsi_hcc"] = meta | {"features": {
-        "digest": digest, "backbone": card.architecture, "feature_dim": card.feature_dim, "dtype": dtype,
-        "model_sha256": model_sha256,
-        "n_tiles": n_tiles, "weights_sha256": card.weights_sha256, "stain_normalised_on_the_fly": normalised,
-        "card": card.to_dict(), "versions": stack_versions(),
-    }}
-    atomic_write_json(attrs_file, attrs)
-
-
-def store_records(meta: dict) -> tuple[SlideInfo, TileSpec]:
-    return SlideInfo.from_dict(meta["slide"]), TileSpec.from_dict(meta["tile_spec"])
