@@ -12,7 +12,7 @@ LAYERS = [
     {"errors", "records", "versions", "atomic"},
     {"readers", "mpp", "slideinfo", "grid", "tissue", "thumbnail", "qc", "store", "jpeg_tiles", "h5export",
      "config", "inputs", "synth", "stain", "stain_torch", "annotations", "augment", "datasets", "models",
-     "feature_store"},
+     "feature_store", "qupath_export", "heatmap"},
     {"extract", "features", "training", "mil"},
     {"tiling"},
     {"pipeline", "progress"},
