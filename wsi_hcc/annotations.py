@@ -63,7 +63,7 @@ def read_qupath_geojson(path: str | Path, origin_xy: tuple[float, float] = (0.0,
     """Polygonal annotations of a QuPath GeoJSON export (``.geojson``/``.json``, optionally ``.gz``).
 
     Accepts a FeatureCollection, a bare list of features or a single feature, as QuPath does.
-    Points and lines are skipped; invalid polygons are repaired with ``shapely.make_valid`` and
+    Tiles, detections and cells (predictions) are skipped, and so are points and lines; invalid polygons are repaired with ``shapely.make_valid`` and
     only their polygonal parts kept.
 
     Raises
@@ -90,7 +90,7 @@ def read_qupath_geojson(path: str | Path, origin_xy: tuple[float, float] = (0.0,
     annotations = []
     for feature in features:
         geometry = feature.get("geometry") if isinstance(feature, dict) else None
-        if not isinstance(geometry, dict) or geometry.get("type") not in _POLYGONAL:
+        if not isinstance(geometry, dict) or geometry.get("type") not in _POLYGONAL or _is_detection(feature):
             continue
         try:
             polygon = shape(geometry)
@@ -115,6 +115,19 @@ def _features(document) -> list | None:
         if document.get("type") == "Feature":
             return [document]
     return None
+
+
+def _is_detection(feature: dict) -> bool:
+    """Tiles, detections and cells are predictions (a model's or QuPath's), never a pathologist's labels.
+
+    QuPath's "Export objects" writes them beside the annotations; ``objectType`` tells them apart
+    (QuPath also reads ``type``/``object_type`` when it is missing).
+    """
+    properties = feature.get("properties")
+    if not isinstance(properties, dict):
+        return False
+    object_type = properties.get("objectType", properties.get("type", properties.get("object_type")))
+    return object_type in ("detection", "tile", "cell")
 
 
 def _class_name(properties) -> str | None:
