@@ -146,7 +146,8 @@ def region_features(geometry, class_name: str, color: Sequence[int] = DEFAULT_CL
         return []
     if offset_xy != (0, 0):
         geometry = shapely.transform(geometry, lambda xy: xy - np.asarray(offset_xy, dtype=np.float64))
-    geometry = _valid_polygonal(shapely.set_precision(geometry, 0.01))
+    # Repair before snapping to QuPath's 0.01 px grid (GEOS cannot snap invalid input), and after.
+    geometry = _valid_polygonal(shapely.set_precision(_valid_polygonal(geometry), 0.01))
     features = []
     for polygon in getattr(geometry, "geoms", [geometry]):
         if polygon.is_empty or polygon.area <= 0:
