@@ -28,6 +28,8 @@ _GEOMETRY_TYPES = {"Point": 0, "MultiPoint": 1, "LineString": 1, "MultiLineStrin
 _OBJECT_TYPES = {"annotation", "detection", "tile", "cell"}
 _NULL_TOLERATED = {"classification", "color", "isLocked", "measurements", "metadata", "childObjects", "children"}
 _UNCOMPRESSED_LIMIT = 300 * 2**20
+_QUPATH_BUILT_IN_CLASSES = {"Tumor", "Stroma", "Immune cells", "Necrosis", "Other", "Region*", "Ignore*",
+                            "Positive", "Negative", "1+", "2+", "3+"}
 
 
 @dataclass(frozen=True)
@@ -273,10 +275,13 @@ def _properties(p: dict, ptr: str, report: Report, state: _FileState, image_size
         _measurements(p["measurements"], ptr + "/measurements", report)
     if "isLocked" in p and p["isLocked"] is not None and not isinstance(p["isLocked"], bool):
         report.add("D13", "WARN", ptr + "/isLocked", "isLocked is not a boolean")
-    if p.get("metadata") is not None and otype in ("detection", "tile", "cell"):
-        report.add("D14", "LOSS", ptr + "/metadata", "metadata on a detection/tile/cell is dropped by QuPath <= 0.5")
+    if p.get("metadata") is not None:
+        # 0.4 drops metadata on everything but TMA cores; 0.5 still drops it on detections/tiles/cells.
+        report.add("D14", "LOSS", ptr + "/metadata", "metadata is dropped by QuPath 0.4 (and 0.5 for non-annotations)")
     for key in ("childObjects", "children"):
         children = p.get(key)
+        if children is not None and not isinstance(children, list):
+            report.add("D15", "LOSS", f"{ptr}/{key}", f"{key} is not an array: QuPath ignores the children")
         if isinstance(children, list):
             for j, child in enumerate(children):
                 _feature(child, f"{ptr}/{key}/{j}", report, state, image_size)
@@ -300,6 +305,8 @@ def _classification(c, ptr: str, report: Report) -> None:
         report.add("D06", "ERROR", ptr, "classification has no non-blank name/names")
     elif any(":" in n for n in names):
         report.add("D08", "LOSS", ptr, "':' in a class name makes a derived class")
+    elif any(n in _QUPATH_BUILT_IN_CLASSES for n in names):
+        report.add("D09", "WARN", ptr, f"built-in QuPath class {names}: the file's colour is ignored")
     color = c.get("color")
     if not isinstance(color, list) or len(color) not in (3, 4):
         report.add("D06", "ERROR", ptr + "/color", f"classification color {color!r} is not an array of 3 or 4")
