@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -89,8 +88,9 @@ def tile_features(coords: np.ndarray, tile_size_level0: float, measurements: Map
                                     f"{int(np.flatnonzero(bad)[0])}); QuPath rejects NaN/inf, fix the values first")
         columns.append(_round_significant(values))
     classifications = _classifications(class_names, class_index, class_colors, n)
-    x0, y0 = _positions(coords - np.asarray(offset_xy, dtype=np.float64))
-    x1, y1 = _positions(coords - np.asarray(offset_xy, dtype=np.float64) + float(tile_size_level0))
+    corners = coords - np.asarray(offset_xy, dtype=np.float64)
+    x0, y0 = _positions(corners)
+    x1, y1 = _positions(corners + float(tile_size_level0))
     features = []
     for i, (row, classification) in enumerate(zip(zip(*columns) if columns else [()] * n, classifications)):
         properties = {"objectType": "tile", "measurements": dict(zip(names, row))}
