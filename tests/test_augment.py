@@ -12,6 +12,7 @@ from wsi_hcc.augment import MacenkoStainAugment, build_augmentation, load_augmen
 from wsi_hcc.cli import main
 from wsi_hcc.config import load_config
 from wsi_hcc.errors import ConfigError
+from wsi_hcc.mil.config import load_mil_config
 from wsi_hcc.training.config import load_train_config
 
 from conftest import SHARED_DATA
@@ -67,6 +68,8 @@ def test_every_config_file_loads():
             assert isinstance(pipeline, A.Compose) and len(pipeline.transforms) > 0
         elif path.parent.name == "train":
             load_train_config(path)
+        elif path.parent.name == "mil":
+            load_mil_config(path)
         else:
             load_config(path)
 

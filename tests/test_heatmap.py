@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from wsi_hcc.heatmap import HeatmapPanel, blend_heatmap, figure_png, heatmap_figure, render_heatmaps_png, value_grid
+from wsi_hcc.figures import figure_png
+from wsi_hcc.heatmap import HeatmapPanel, blend_heatmap, heatmap_figure, render_heatmaps_png, value_grid
 
 # 512 px tiles on a slide seen at downsample 32: each tile is a 16 x 16 block of the thumbnail.
 TILE, DS = 512, 32.0

@@ -212,10 +212,10 @@ def features(stores, backbone, weights, out_dir, h5, device, batch_size, workers
 
 
 def _add_training_commands() -> None:
-    # Kept in their own module so this file stays about the tile/feature commands.
-    from .cli_train import COMMANDS
+    # Kept in their own modules so this file stays about the tile/feature commands.
+    from . import cli_mil, cli_train
 
-    for command in COMMANDS:
+    for command in cli_train.COMMANDS + cli_mil.COMMANDS:
         main.add_command(command)
 
 

@@ -82,6 +82,30 @@ def _validate(data: dict[str, Any], where: str) -> TileConfig:
     return config
 
 
+def read_config_section(path: str | Path, key: str, kind: str, example: str) -> Any:
+    """The ``key:`` section of a YAML config file, or a one-line error naming the file and the fix.
+
+    ``kind`` names the config in messages ("training"); ``example`` is a file to point users to.
+    """
+    import yaml
+
+    path = Path(path)
+    folder = str(Path(example).parent)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {kind} config not found; see {folder}/ for examples") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder; pass a YAML file such as {example}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the {kind} config ({exc})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict) or key not in data:
+        raise ConfigError(f"{path}: expected a top-level '{key}:' mapping (see {folder}/)")
+    return data[key]
+
+
 def load_config(path: str | Path | None) -> TileConfig:
     """Load and validate a tile config from YAML; None gives the defaults."""
     import yaml

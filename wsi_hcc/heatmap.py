@@ -1,19 +1,20 @@
 """Slide heatmaps: per-tile values rasterised at thumbnail scale and drawn over the thumbnail.
 
 Pure functions: ``value_grid`` and ``blend_heatmap`` work on arrays; ``heatmap_figure`` builds a
-matplotlib ``Figure`` (no pyplot, so no global state or GUI backend) and ``figure_png`` returns its
+matplotlib ``Figure`` (no pyplot, so no global state or GUI backend) and ``wsi_hcc.figures.figure_png`` returns its
 PNG bytes for the caller to write atomically.
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["HeatmapPanel", "value_grid", "blend_heatmap", "heatmap_figure", "figure_png", "render_heatmaps_png"]
+from .figures import figure_png
+
+__all__ = ["HeatmapPanel", "value_grid", "blend_heatmap", "heatmap_figure", "render_heatmaps_png"]
 
 
 @dataclass(frozen=True)
@@ -121,16 +122,6 @@ def heatmap_figure(thumbnail: np.ndarray, panels: Sequence[HeatmapPanel], alpha:
     if title:
         figure.suptitle(title)
     return figure
-
-
-def figure_png(figure) -> bytes:
-    """PNG bytes of a ``Figure`` (Agg canvas; no file is written)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(figure)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=figure.dpi)
-    return buffer.getvalue()
 
 
 def render_heatmaps_png(thumbnail: np.ndarray, panels: Sequence[HeatmapPanel], alpha: float = 0.5,

@@ -372,10 +372,10 @@ def _evaluation(config: MilConfig, cohort: MilCohort, results: list[dict]) -> tu
     pictures["reliability.png"] = reliability_png(labels, probs, config.calibration_bins)
     matrices = {k: v["label"]["confusion_matrix"] for k, v in per_fold.items()}
     matrices["pooled"] = pooled["label"]["confusion_matrix"]
-    pictures["confusion.png"] = confusion_png(matrices, names)
+    pictures["confusion.png"] = confusion_png(matrices, names, unit="slides")
     if config.grade_names:
         pictures["grade_confusion.png"] = confusion_png({"pooled": pooled["grade"]["confusion_matrix"]},
-                                                        config.grade_names)
+                                                        config.grade_names, unit="slides")
     rows = []
     patient_of = {s.slide: s.patient for s in cohort.slides}
     for r, p in zip(results, preds):

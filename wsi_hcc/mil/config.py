@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ..config import read_config_section
 from ..errors import ConfigError
 
 __all__ = ["MilConfig", "MilModelConfig", "load_mil_config", "validate_mil_config"]
@@ -150,19 +151,4 @@ def validate_mil_config(data: Any, where: str) -> MilConfig:
 
 def load_mil_config(path: str | Path) -> MilConfig:
     """Load and validate a MIL config (top-level key ``mil``) from YAML."""
-    import yaml
-
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: MIL config not found; see configs/mil/ for examples") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a folder; pass a YAML file such as configs/mil/gated_hcc.yaml") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the MIL config ({exc})") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(data, dict) or "mil" not in data:
-        raise ConfigError(f"{path}: expected a top-level 'mil:' mapping (see configs/mil/)")
-    return validate_mil_config(data["mil"], str(path))
+    return validate_mil_config(read_config_section(path, "mil", "MIL", "configs/mil/gated_hcc.yaml"), str(path))

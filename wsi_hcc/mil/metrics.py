@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from ..training.metrics import _png, classification_metrics
+from ..figures import figure_png
+from ..training.metrics import classification_metrics
 
 __all__ = ["bootstrap_auc", "youden_threshold", "binary_metrics", "grade_metrics", "expected_calibration_error",
            "reliability_bins", "fit_temperature", "softmax", "roc_png", "reliability_png"]
@@ -185,7 +186,7 @@ def roc_png(curves: dict[str, tuple[Sequence[int], Sequence[float]]]) -> bytes:
     ax.set_ylabel("sensitivity")
     ax.set_title("ROC (held-out slides)")
     ax.legend(fontsize=7, loc="lower right")
-    return _png(figure)
+    return figure_png(figure)
 
 
 def reliability_png(labels: Sequence[int], probs: np.ndarray, bins: int = 10, title: str = "pooled") -> bytes:
@@ -209,4 +210,4 @@ def reliability_png(labels: Sequence[int], probs: np.ndarray, bins: int = 10, ti
     ax.set_ylabel("accuracy")
     ax.set_title(f"reliability, {title} (ECE {expected_calibration_error(labels, probs, bins):.3f})")
     ax.legend(fontsize=7, loc="upper left")
-    return _png(figure)
+    return figure_png(figure)

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ..config import read_config_section
 from ..errors import ConfigError
 
 __all__ = ["TrainConfig", "LabelConfig", "SplitConfig", "OptimizerConfig", "ScheduleConfig",
@@ -234,19 +235,5 @@ def validate_train_config(data: Any, where: str) -> TrainConfig:
 
 def load_train_config(path: str | Path) -> TrainConfig:
     """Load and validate a training config (top-level key ``train``) from YAML."""
-    import yaml
-
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: training config not found; see configs/train/ for examples") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a folder; pass a YAML file such as configs/train/resnet34_hcc.yaml") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read the training config ({exc})") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(data, dict) or "train" not in data:
-        raise ConfigError(f"{path}: expected a top-level 'train:' mapping (see configs/train/)")
-    return validate_train_config(data["train"], str(path))
+    section = read_config_section(path, "train", "training", "configs/train/resnet34_hcc.yaml")
+    return validate_train_config(section, str(path))

@@ -8,12 +8,13 @@ matrix (rows: truth, columns: prediction).
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from ..figures import figure_png
 
 __all__ = ["classification_metrics", "confusion_png", "curves_png"]
 
@@ -72,17 +73,9 @@ def classification_metrics(labels: Sequence[int], probs: np.ndarray, class_names
     return result
 
 
-def _png(figure) -> bytes:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(figure)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
-    return buffer.getvalue()
-
-
-def confusion_png(matrices: dict[str, Sequence[Sequence[int]]], class_names: Sequence[str]) -> bytes:
-    """One confusion-matrix panel per split: counts in the cells, colour by row (recall) fraction."""
+def confusion_png(matrices: dict[str, Sequence[Sequence[int]]], class_names: Sequence[str],
+                  unit: str = "tiles") -> bytes:
+    """One confusion-matrix panel per split: counts (of ``unit``) in the cells, colour by row (recall) fraction."""
     from matplotlib.figure import Figure
 
     k = len(class_names)
@@ -103,8 +96,8 @@ def confusion_png(matrices: dict[str, Sequence[Sequence[int]]], class_names: Seq
         ax.set_yticks(range(k), class_names)
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
-        ax.set_title(f"{split} ({int(cm.sum())} tiles)")
-    return _png(figure)
+        ax.set_title(f"{split} ({int(cm.sum())} {unit})")
+    return figure_png(figure)
 
 
 def curves_png(history: Sequence[dict[str, Any]], monitor: str, best_epoch: int | None = None) -> bytes:
@@ -135,4 +128,4 @@ def curves_png(history: Sequence[dict[str, Any]], monitor: str, best_epoch: int 
             ax.axvline(best_epoch + 1, color="grey", linestyle=":", label=f"best ({monitor})")
     loss_ax.legend(fontsize=8)
     metric_ax.legend(fontsize=8)
-    return _png(figure)
+    return figure_png(figure)

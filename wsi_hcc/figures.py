@@ -1,0 +1,20 @@
+"""Matplotlib figures as PNG bytes, for every picture the library writes (callers write atomically)."""
+
+from __future__ import annotations
+
+import io
+
+__all__ = ["figure_png"]
+
+
+def figure_png(figure, dpi: float | None = None) -> bytes:
+    """PNG bytes of a ``matplotlib.figure.Figure`` drawn on an Agg canvas (no pyplot, no GUI backend).
+
+    The "Software" tag is left out so the bytes depend only on the picture.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(figure)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi or figure.dpi, metadata={"Software": None})
+    return buffer.getvalue()
