@@ -106,6 +106,23 @@ def read_config_section(path: str | Path, key: str, kind: str, example: str) -> 
     return data[key]
 
 
+def validate_section(model: type[BaseModel], data: Any, where: str, key: str, kind: str, folder: str):
+    """``model`` validated from a config section, or a one-line error naming the setting and the fix."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of {kind} settings under '{key}:'")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or key
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            message = f"unknown setting (check the spelling against {folder}/)"
+        elif first["type"] == "missing":
+            message = "required setting is missing"
+        raise ConfigError(f"{where}: {field}: {message}") from None
+
+
 def load_config(path: str | Path | None) -> TileConfig:
     """Load and validate a tile config from YAML; None gives the defaults."""
     import yaml

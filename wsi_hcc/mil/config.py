@@ -10,10 +10,9 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..config import read_config_section
-from ..errors import ConfigError
+from ..config import read_config_section, validate_section
 
 __all__ = ["MilConfig", "MilModelConfig", "load_mil_config", "validate_mil_config"]
 
@@ -134,19 +133,7 @@ class MilConfig(_Strict):
 
 
 def validate_mil_config(data: Any, where: str) -> MilConfig:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping of MIL settings under 'mil:'")
-    try:
-        return MilConfig.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "mil"
-        message = first["msg"].removeprefix("Value error, ")
-        if first["type"] == "extra_forbidden":
-            message = "unknown setting (check the spelling against configs/mil/)"
-        elif first["type"] == "missing":
-            message = "required setting is missing"
-        raise ConfigError(f"{where}: {field}: {message}") from None
+    return validate_section(MilConfig, data, where, "mil", "MIL", "configs/mil")
 
 
 def load_mil_config(path: str | Path) -> MilConfig:

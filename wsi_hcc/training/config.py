@@ -11,9 +11,9 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..config import read_config_section
+from ..config import read_config_section, validate_section
 from ..errors import ConfigError
 
 __all__ = ["TrainConfig", "LabelConfig", "SplitConfig", "OptimizerConfig", "ScheduleConfig",
@@ -218,19 +218,7 @@ class TrainConfig(_Strict):
 
 
 def validate_train_config(data: Any, where: str) -> TrainConfig:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping of training settings under 'train:'")
-    try:
-        return TrainConfig.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "train"
-        message = first["msg"].removeprefix("Value error, ")
-        if first["type"] == "extra_forbidden":
-            message = "unknown setting (check the spelling against configs/train/)"
-        elif first["type"] == "missing":
-            message = "required setting is missing"
-        raise ConfigError(f"{where}: {field}: {message}") from None
+    return validate_section(TrainConfig, data, where, "train", "training", "configs/train")
 
 
 def load_train_config(path: str | Path) -> TrainConfig:
