@@ -28,8 +28,6 @@ from sklearn.metrics import roc_auc_score
 from wsi_hcc.cli import main
 from wsi_hcc.config import TileConfig
 from wsi_hcc.pipeline import run_tile
-from wsi_hcc.train_pipeline import run_training
-from wsi_hcc.training.config import TrainConfig
 from wsi_hcc.training.synth_labels import write_mask_geojson
 
 pytestmark = pytest.mark.slow
@@ -103,11 +101,17 @@ def test_a_killed_training_process_resumes_to_the_uninterrupted_result(synthetic
     data.update(epochs=2, checkpoint_minutes=0, early_stopping={"metric": "val_loss"})
     config_path = tmp_path / "kill.yaml"
     config_path.write_text(yaml.safe_dump({"train": data}))
-    straight = run_training(TrainConfig.model_validate(data), tmp_path / "straight")
+    # Both runs in fresh processes with the same thread settings: an in-process run would inherit
+    # whatever earlier tests did to torch's global state, and bit-identity needs identical setups.
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "2",
+           "MKL_NUM_THREADS": "2"}
+    straight_dir = tmp_path / "straight"
+    subprocess.run([sys.executable, "-m", "wsi_hcc", "train-patches", "--config", str(config_path), "--out",
+                    str(straight_dir)], env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    straight = json.loads((straight_dir / "metrics.json").read_text())
 
     out = tmp_path / "killed"
     checkpoint = out / "last-checkpoint.pt"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     process = subprocess.Popen([sys.executable, "-m", "wsi_hcc", "train-patches", "--config", str(config_path),
                                 "--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -124,12 +128,16 @@ def test_a_killed_training_process_resumes_to_the_uninterrupted_result(synthetic
         process.wait(timeout=30)
         process.stderr.close()
     assert not (out / "metrics.json").exists()
-    resumed = run_training(TrainConfig.model_validate(data), out)
-    assert resumed.resumed_from["epoch"] == 1 and resumed.resumed_from["batch"] >= 2
-    a = torch.load(straight.out_dir / "last-checkpoint.pt", weights_only=True)["model"]
+    killed_at = torch.load(checkpoint, weights_only=True)["state"]
+    assert killed_at["epoch"] == 1 and killed_at["batch"] >= 2
+    subprocess.run([sys.executable, "-m", "wsi_hcc", "train-patches", "--config", str(config_path), "--out",
+                    str(out)], env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    resumed = json.loads((out / "metrics.json").read_text())
+    resumed_from = json.loads((out / "run-manifest.json").read_text())["resumed_from"]
+    assert resumed_from == {"epoch": 1, "batch": killed_at["batch"]}  # it continued; it did not start over
+    a = torch.load(straight_dir / "last-checkpoint.pt", weights_only=True)["model"]
     b = torch.load(checkpoint, weights_only=True)["model"]
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=0, atol=0)
-    assert resumed.metrics["splits"]["test"]["roc_auc"] == straight.metrics["splits"]["test"]["roc_auc"]
-    np.testing.assert_equal([h["val_loss"] for h in resumed.metrics["history"]],
-                            [h["val_loss"] for h in straight.metrics["history"]])
+    assert resumed["splits"]["test"]["roc_auc"] == straight["splits"]["test"]["roc_auc"]
+    np.testing.assert_equal([h["val_loss"] for h in resumed["history"]], [h["val_loss"] for h in straight["history"]])
