@@ -106,6 +106,19 @@ def read_config_section(path: str | Path, key: str, kind: str, example: str) -> 
     return data[key]
 
 
+def with_dotted_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with each non-None override set; dotted names (``optimizer.lr``) reach nested settings."""
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        target = data
+        *parents, leaf = key.split(".")
+        for part in parents:
+            target = target[part]
+        target[leaf] = value
+    return data
+
+
 def validate_section(model: type[BaseModel], data: Any, where: str, key: str, kind: str, folder: str):
     """``model`` validated from a config section, or a one-line error naming the setting and the fix."""
     if not isinstance(data, dict):

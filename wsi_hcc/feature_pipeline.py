@@ -15,13 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_write_json, partial_path
-from .features import (FeatureEvents, FeatureExtractor, extract_features, read_store_meta, resolve_device,
-                       store_records)
+from .feature_store import read_store_meta, stain_normalizer_for, store_records
+from .features import FeatureEvents, FeatureExtractor, extract_features, resolve_device
 from .h5export import write_coords_h5
 from .inputs import SlideTask
 from .models import create_backbone
 from .pipeline import BatchProgress, BatchReport, SlideOutcome, one_line_reason, prepare_out_dir, silent_progress
-from .stain import normalizer_from_dict
 from .store import open_store
 from .versions import stack_versions
 
@@ -72,7 +71,7 @@ def run_features(stores: list[str | Path], out_dir: str | Path | None, backbone:
     tasks = [SlideTask(path=store, stem=store.name.removesuffix(".zarr")) for store in store_paths]
     events = _Events(tasks, out_dir, h5, overwrite, progress)
     card = extractor.card
-    extract_features(store_paths, extractor, normalizer_for=lambda meta: _normalizer_for(meta, card),
+    extract_features(store_paths, extractor, normalizer_for=lambda meta: stain_normalizer_for(meta, card),
                      batch_size=batch_size, num_workers=workers, dtype=dtype, gpu_decode=gpu_decode,
                      overwrite=overwrite, events=events)
     outcomes = [events.outcomes[i] for i in range(len(tasks))]
@@ -124,14 +123,6 @@ class _Events(FeatureEvents):
             result = SlideOutcome(**base, status="done", n_tiles=outcome.n_tiles)
         self.outcomes[index] = result
         self.progress.slide_finished(result)
-
-
-def _normalizer_for(meta: dict, card):
-    """Recolour on the fly only when the model was trained on normalised tiles and the store's tiles
-    were not written with that same reference."""
-    if card.stain_reference is None or meta.get("stain_reference") == card.stain_reference:
-        return None
-    return normalizer_from_dict(card.stain_reference)
 
 
 def _write_h5(store: Path, h5_path: Path) -> None:

@@ -20,7 +20,8 @@ from .records import SlideInfo, TileSpec
 from .versions import stack_versions
 
 __all__ = ["FeatureError", "read_store_meta", "check_store_fits_card", "feature_digest", "partial_features_path",
-           "open_partial", "done_chunks", "mark_chunk_done", "publish_features", "store_records"]
+           "open_partial", "done_chunks", "mark_chunk_done", "publish_features", "store_records",
+           "stain_normalizer_for"]
 
 _PROGRESS_DIR = "_progress"
 MPP_TOLERANCE = 0.01
@@ -60,6 +61,16 @@ def feature_digest(card: ModelCard, model_sha256: str, dtype: str, normalised: b
 
 def partial_features_path(store: Path) -> Path:
     return store.with_name(f".{store.name}.features.partial")
+
+
+def stain_normalizer_for(meta: dict, card: ModelCard):
+    """The normaliser a store's tiles need for ``card``: only when the model was trained on
+    normalised tiles and the store's tiles were not written with that same reference."""
+    if card.stain_reference is None or meta.get("stain_reference") == card.stain_reference:
+        return None
+    from .stain import normalizer_from_dict
+
+    return normalizer_from_dict(card.stain_reference)
 
 
 def done_chunks(store: Path) -> set[int]:

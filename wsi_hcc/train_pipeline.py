@@ -23,7 +23,8 @@ import numpy as np
 
 from .atomic import atomic_write_bytes, atomic_write_json
 from .errors import WsiHccError
-from .features import check_store_fits_card, read_store_meta, resolve_device
+from .feature_store import check_store_fits_card, read_store_meta, stain_normalizer_for
+from .features import resolve_device
 from .models import ModelCard, create_backbone, file_sha256, read_state_dict, save_weights
 from .pipeline import prepare_out_dir
 from .store import TileReader, open_store
@@ -422,7 +423,7 @@ def run_explain(store: str | Path, weights: str | Path, out_dir: str | Path, *, 
             raise TrainError(f"class {class_name!r} is not one of the model's classes {list(card.class_names)}; "
                              "fix --class")
         target = card.class_names.index(class_name)
-    normalizer = _normalizer(meta, card)
+    normalizer = stain_normalizer_for(meta, card)
     if top is not None:
         target = card.num_classes - 1 if target is None else target
         tiles = _top_tiles(model, reader, target, top, batch_size, torch_device, normalizer, progress)
@@ -471,15 +472,6 @@ def _cam_layer(model) -> str:
 
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
-
-
-def _normalizer(meta: dict, card: ModelCard):
-    """Recolour tiles only when the model was trained on normalised tiles and these were not."""
-    if card.stain_reference is None or meta.get("stain_reference") == card.stain_reference:
-        return None
-    from .stain import normalizer_from_dict
-
-    return normalizer_from_dict(card.stain_reference)
 
 
 def _probabilities(model, batch, device) -> np.ndarray:

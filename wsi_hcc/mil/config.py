@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..config import read_config_section, validate_section
+from ..config import read_config_section, validate_section, with_dotted_overrides
 
 __all__ = ["MilConfig", "MilModelConfig", "load_mil_config", "validate_mil_config"]
 
@@ -113,16 +113,7 @@ class MilConfig(_Strict):
         return self
 
     def with_overrides(self, **overrides: Any) -> MilConfig:
-        data = self.model_dump()
-        for key, value in overrides.items():
-            if value is None:
-                continue
-            target = data
-            *parents, leaf = key.split(".")
-            for part in parents:
-                target = target[part]
-            target[leaf] = value
-        return validate_mil_config(data, "command-line options")
+        return validate_mil_config(with_dotted_overrides(self.model_dump(), overrides), "command-line options")
 
     def fold_digest(self) -> str:
         """What a finished fold must match to be reused: everything but the device and reporting."""

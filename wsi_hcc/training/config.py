@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..config import read_config_section, validate_section
+from ..config import read_config_section, validate_section, with_dotted_overrides
 from ..errors import ConfigError
 
 __all__ = ["TrainConfig", "LabelConfig", "SplitConfig", "OptimizerConfig", "ScheduleConfig",
@@ -196,16 +196,7 @@ class TrainConfig(_Strict):
 
     def with_overrides(self, **overrides: Any) -> TrainConfig:
         """A copy with the given non-None fields replaced (dotted names reach nested settings)."""
-        data = self.model_dump()
-        for key, value in overrides.items():
-            if value is None:
-                continue
-            target = data
-            *parents, leaf = key.split(".")
-            for part in parents:
-                target = target[part]
-            target[leaf] = value
-        return validate_train_config(data, "command-line options")
+        return validate_train_config(with_dotted_overrides(self.model_dump(), overrides), "command-line options")
 
     def resume_digest(self) -> str:
         """What a checkpoint must match to be resumed: everything except how long and where it runs."""
