@@ -242,3 +242,15 @@ def test_a_corrupt_tile_fails_its_store_only(store, tmp_path):
     assert report.outcomes[1].reason.startswith(f"{stores[1]}: tiles 0-7 unreadable")
     assert not (stores[1] / "features").exists() and (stores[2] / "features").exists()
     np.testing.assert_array_equal(open_store(stores[0])["features"][:], open_store(stores[2])["features"][:])
+
+
+@pytest.mark.parametrize("codec, on_gpu", [(("jpeg", None), True), (("jpeg", "RGB"), False), (("zstd", None), False)])
+def test_only_plain_jpeg_stores_are_decoded_on_the_gpu(tmp_path, codec, on_gpu):
+    """Pass-through stores hold a scanner's RGB-coded JPEG; a GPU decoder would take it for YCbCr."""
+    from wsi_hcc.store import create_store, make_codec
+
+    compression, colorspace = codec
+    path = tmp_path / "s.zarr"
+    create_store(path, 16, np.zeros((1, 2), np.int64), np.ones(1, np.float32),
+                 make_codec(compression, jpeg_colorspace=colorspace) if compression == "jpeg" else make_codec(compression))
+    assert TileReader(path).jpeg is on_gpu

@@ -106,6 +106,7 @@ class _StoreJob:
     chunk_rows: int
     encoded: bool
     resumed: int
+    tile_shape: tuple[int, int, int]
     units_left: int = 0
     error: BaseException | None = None
     pending: dict[int, dict[int, np.ndarray]] = field(default_factory=dict)
@@ -258,7 +259,7 @@ class _Run:
             return
         device = self.extractor.device
         if job.encoded:
-            tiles = decode_on_device(payload, TileReader(job.store).shape[1:], device)
+            tiles = decode_on_device(payload, job.tile_shape, device)
         else:
             tiles = payload.to(device, non_blocking=True)
         if job.normalizer is not None:
@@ -326,9 +327,10 @@ def _prepare(store: Path, extractor: FeatureExtractor, normalizer_for, dtype: st
         raise FeatureError(f"{store}: already has features from {existing.get('backbone')} "
                            f"(digest {existing.get('digest')}); pass --overwrite to replace them")
     array, done = open_partial(store, n_tiles, card.feature_dim, chunk_rows, dtype, digest)
-    encoded = gpu_decode and extractor.device.type == "cuda" and TileReader(store).jpeg
+    reader = TileReader(store)
+    encoded = gpu_decode and extractor.device.type == "cuda" and reader.jpeg
     resumed = sum(min(chunk_rows, n_tiles - c * chunk_rows) for c in done)
-    return _StoreJob(store, meta, n_tiles, digest, normalizer, array, chunk_rows, encoded, resumed)
+    return _StoreJob(store, meta, n_tiles, digest, normalizer, array, chunk_rows, encoded, resumed, reader.shape[1:])
 
 
 def _todo_chunks(job: _StoreJob) -> list[int]:

@@ -116,8 +116,15 @@ class TileReader:
 
     @property
     def jpeg(self) -> bool:
-        """Chunks are plain JPEG streams (a GPU can decode them itself)."""
-        return self._codec is not None and self._codec.codec_id == "imagecodecs_jpeg"
+        """Chunks are self-contained YCbCr JPEG streams, which a GPU decoder reads as any JPEG.
+
+        Pass-through stores keep a scanner's RGB-coded JPEG tiles (Aperio); those need the codec's
+        colour-space setting, so they are decoded on the CPU.
+        """
+        if self._codec is None or self._codec.codec_id != "imagecodecs_jpeg":
+            return False
+        config = self._codec.get_config()
+        return not config.get("tables") and config.get("colorspace_jpeg") in (None, "YCbCr", "YCBCR")
 
     def read_chunk(self, index: int) -> bytes | None:
         """The tile's encoded bytes, or None for a tile zarr left unwritten (all fill value)."""
