@@ -20,6 +20,7 @@ import numpy as np
 from .jpeg_tiles import JpegTileLevel, ReducedJpegLevel, misaligned_empty, open_jpeg_levels
 from .readers import open_slide
 from .readers.base import SlideReader
+from .thumbnail import reduce_by
 from .records import TileSpec
 from .stain import normalizer_from_dict
 from .store import chunk_path, codec_from_config
@@ -232,15 +233,16 @@ def _cut_tiles(job: TileJob, read, level_size: tuple[int, int], level_origins: n
         else:
             from PIL import Image
 
-            image = Image.fromarray(region)
             factor = int(scale)
-            # An integer factor on integer origins is a plain block mean: PIL's reduce() does it
-            # about 4x faster than a general box resize, with the same result.
+            # An integer factor on integer origins is a plain block mean (reduce_by), about 4x
+            # faster than a general box resize, with the same result.
             integral = factor == scale and np.all(origins == np.floor(origins))
+            image = None if integral else Image.fromarray(region)
             for k, (ox, oy) in enumerate(origins.tolist()):
-                box = (ox - x0, oy - y0, ox - x0 + tile_l, oy - y0 + tile_l)
                 if integral:
-                    tile = image.reduce(factor, box=tuple(int(v) for v in box))
+                    x, y = int(ox) - x0, int(oy) - y0
+                    tile = reduce_by(region[y:y + int(tile_l), x:x + int(tile_l)], factor)
                 else:
-                    tile = image.resize((tile_px, tile_px), Image.Resampling.BOX, box=box)
-                yield job.first_index + start + k, np.asarray(tile)
+                    box = (ox - x0, oy - y0, ox - x0 + tile_l, oy - y0 + tile_l)
+                    tile = np.asarray(image.resize((tile_px, tile_px), Image.Resampling.BOX, box=box))
+                yield job.first_index + start + k, tile

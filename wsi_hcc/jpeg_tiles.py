@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import SlideError
+from .thumbnail import reduce_by
 
 __all__ = ["JpegTileLevel", "ReducedJpegLevel", "open_jpeg_levels", "misaligned_empty"]
 
@@ -186,11 +187,9 @@ class ReducedJpegLevel:
         level.cache.set_rows(1)  # each source tile is reduced once; only the reduced one is kept
 
     def decode(self, col: int, row: int) -> np.ndarray:
-        from PIL import Image
-
         tile = self.cache.get((col, row))
         if tile is None:
-            tile = np.asarray(Image.fromarray(self._level.decode(col, row)).reduce(self._factor))
+            tile = reduce_by(self._level.decode(col, row), self._factor)
             self.cache.put((col, row), tile)
         return tile
 

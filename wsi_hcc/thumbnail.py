@@ -8,19 +8,33 @@ import numpy as np
 
 from .readers.base import SlideReader
 
-__all__ = ["read_thumbnail", "block_mean"]
+__all__ = ["read_thumbnail", "block_mean", "reduce_by"]
 
 _BAND_BYTES = 64 * 2**20
 
 
-def block_mean(image: np.ndarray, factor: int) -> np.ndarray:
-    """Area-downsample ``(H, W, 3)`` uint8 RGB by an integer ``factor``, dropping the ragged edge."""
+def reduce_by(image: np.ndarray, factor: int) -> np.ndarray:
+    """Pillow's ``Image.reduce(factor)`` of ``(H, W, 3)`` uint8 RGB: the rounded mean of each block.
+
+    Halving, the common case (0.25 -> 0.5 um/px), goes through OpenCV's 2x area path, which rounds
+    exactly as Pillow does ((a + b + c + d + 2) >> 2) and is several times faster; other factors
+    (and odd sizes, whose ragged edge Pillow averages over the partial block) use Pillow.
+    """
     if factor == 1:
         return image
+    if factor == 2 and image.shape[0] % 2 == 0 and image.shape[1] % 2 == 0:
+        import cv2
+
+        return cv2.resize(image, (image.shape[1] // 2, image.shape[0] // 2), interpolation=cv2.INTER_AREA)
     from PIL import Image
 
+    return np.asarray(Image.fromarray(np.ascontiguousarray(image)).reduce(factor))
+
+
+def block_mean(image: np.ndarray, factor: int) -> np.ndarray:
+    """Area-downsample ``(H, W, 3)`` uint8 RGB by an integer ``factor``, dropping the ragged edge."""
     h, w = (image.shape[0] // factor) * factor, (image.shape[1] // factor) * factor
-    return np.asarray(Image.fromarray(np.ascontiguousarray(image[:h, :w])).reduce(factor))
+    return reduce_by(image[:h, :w], factor)
 
 
 def read_thumbnail(reader: SlideReader, slide_mpp: float, thumbnail_mpp: float) -> tuple[np.ndarray, float]:
