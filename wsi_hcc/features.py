@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .feature_store import (FeatureError, check_store_fits_card, done_chunks, feature_digest, mark_chunk_done,
+from .feature_store import (FeatureError, check_store_fits_card, feature_digest, mark_chunk_done,
                             open_partial, partial_features_path, publish_features, read_store_meta, store_records)
 from .models import ModelCard, state_sha256, to_model_input
 from .store import TileReader
@@ -105,11 +105,16 @@ class _StoreJob:
     array: object
     chunk_rows: int
     encoded: bool
-    resumed: int
+    done: set[int]  # chunks a previous run finished
     tile_shape: tuple[int, int, int]
     units_left: int = 0
     error: BaseException | None = None
     pending: dict[int, dict[int, np.ndarray]] = field(default_factory=dict)
+
+    @property
+    def resumed(self) -> int:
+        """Rows a previous run already wrote."""
+        return sum(min(self.chunk_rows, self.n_tiles - c * self.chunk_rows) for c in self.done)
 
     def add(self, start: int, rows: np.ndarray) -> None:
         """Keep ``rows`` (tiles ``start`` onwards); write their chunk once it is complete."""
@@ -329,13 +334,11 @@ def _prepare(store: Path, extractor: FeatureExtractor, normalizer_for, dtype: st
     array, done = open_partial(store, n_tiles, card.feature_dim, chunk_rows, dtype, digest)
     reader = TileReader(store)
     encoded = gpu_decode and extractor.device.type == "cuda" and reader.jpeg
-    resumed = sum(min(chunk_rows, n_tiles - c * chunk_rows) for c in done)
-    return _StoreJob(store, meta, n_tiles, digest, normalizer, array, chunk_rows, encoded, resumed, reader.shape[1:])
+    return _StoreJob(store, meta, n_tiles, digest, normalizer, array, chunk_rows, encoded, done, reader.shape[1:])
 
 
 def _todo_chunks(job: _StoreJob) -> list[int]:
-    done = done_chunks(job.store)
-    return [c for c in range((job.n_tiles + job.chunk_rows - 1) // job.chunk_rows) if c not in done]
+    return [c for c in range((job.n_tiles + job.chunk_rows - 1) // job.chunk_rows) if c not in job.done]
 
 
 def _finish(job: _StoreJob, extractor: FeatureExtractor, dtype: str) -> FeatureResult:
