@@ -254,3 +254,19 @@ def test_only_plain_jpeg_stores_are_decoded_on_the_gpu(tmp_path, codec, on_gpu):
     create_store(path, 16, np.zeros((1, 2), np.int64), np.ones(1, np.float32),
                  make_codec(compression, jpeg_colorspace=colorspace) if compression == "jpeg" else make_codec(compression))
     assert TileReader(path).jpeg is on_gpu
+
+
+def test_random_weights_are_kept_so_features_can_be_reproduced(store, tmp_path):
+    from wsi_hcc.models import file_sha256
+
+    out = tmp_path / "out"
+    torch.manual_seed(5)
+    report = run_features([store], out, "test_resnet", device="cpu")
+    assert report.count("done") == 1
+    saved = list(out.glob("test_resnet-random-*.safetensors"))
+    assert len(saved) == 1
+    assert read_store_meta(store)["features"]["weights_sha256"] == file_sha256(saved[0])
+    manifest = json.loads((out / "features-manifest.json").read_text())
+    assert manifest["weights"] == str(saved[0])
+    again = run_features([store], out, "test_resnet", weights=saved[0], device="cpu")
+    assert again.count("skipped") == 1  # the same weights: nothing to redo

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from .feature_store import read_store_meta, stain_normalizer_for, store_records
 from .features import FeatureEvents, FeatureExtractor, extract_features, resolve_device
 from .h5export import write_coords_h5
 from .inputs import SlideTask
-from .models import create_backbone
+from .models import create_backbone, file_sha256, save_weights, state_sha256
 from .pipeline import BatchProgress, BatchReport, SlideOutcome, one_line_reason, prepare_out_dir, silent_progress
 from .store import open_store
 from .versions import stack_versions
@@ -65,6 +66,8 @@ def run_features(stores: list[str | Path], out_dir: str | Path | None, backbone:
     prepare_out_dir(out_dir)
     torch_device = resolve_device(device)
     model = create_backbone(backbone, num_classes=0, weights=weights)
+    if weights is None:
+        weights = _keep_random_weights(model, backbone, out_dir)
     extractor = FeatureExtractor(model, torch_device)
     workers = default_workers(torch_device) if num_workers is None else num_workers
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -85,6 +88,18 @@ def run_features(stores: list[str | Path], out_dir: str | Path | None, backbone:
         "slides": [{"stem": o.stem, "path": o.path, "status": o.status, "reason": o.reason} for o in outcomes],
     })
     return report
+
+
+def _keep_random_weights(model, backbone: str, out_dir: Path) -> Path:
+    """Save randomly initialised weights beside the run: features are only reproducible, and a
+    later slide only comparable, with the very same weights (pass them back with --weights)."""
+    digest = state_sha256(model)[:12]
+    path = out_dir / f"{backbone}-random-{digest}.safetensors"
+    if not path.exists():
+        save_weights(model, model.card, path)
+    model.card = replace(model.card, weights_sha256=file_sha256(path))
+    log.info("random %s weights saved to %s; pass --weights %s to reuse them", backbone, path, path)
+    return path
 
 
 class _Events(FeatureEvents):
