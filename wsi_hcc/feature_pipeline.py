@@ -10,7 +10,6 @@ import logging
 import os
 import time
 from dataclasses import replace
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ from .inputs import SlideTask
 from .models import create_backbone, file_sha256, save_weights, state_sha256
 from .pipeline import BatchProgress, BatchReport, SlideOutcome, one_line_reason, prepare_out_dir, silent_progress
 from .store import open_store
-from .versions import stack_versions
+from .versions import stack_versions, utc_now
 
 __all__ = ["collect_stores", "run_features", "default_workers"]
 
@@ -70,7 +69,7 @@ def run_features(stores: list[str | Path], out_dir: str | Path | None, backbone:
         weights = _keep_random_weights(model, backbone, out_dir)
     extractor = FeatureExtractor(model, torch_device)
     workers = default_workers(torch_device) if num_workers is None else num_workers
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    started = utc_now()
     tasks = [SlideTask(path=store, stem=store.name.removesuffix(".zarr")) for store in store_paths]
     events = _Events(tasks, out_dir, h5, overwrite, progress)
     card = extractor.card
@@ -81,7 +80,7 @@ def run_features(stores: list[str | Path], out_dir: str | Path | None, backbone:
     report = BatchReport(out_dir, tuple(outcomes))
     atomic_write_json(out_dir / "features-manifest.json", {
         "command": "features", "started": started,
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "finished": utc_now(),
         "backbone": backbone, "weights": str(weights) if weights else None, "card": model.card.to_dict(),
         "device": str(torch_device), "batch_size": batch_size, "workers": workers, "dtype": dtype,
         "versions": stack_versions(), "summary": {s: report.count(s) for s in ("done", "skipped", "failed")},

@@ -31,7 +31,6 @@ import csv
 import io
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -42,14 +41,15 @@ from .datasets import BagDataset, SlideLabel, class_balanced_weights, read_slide
 from .errors import WsiHccError
 from .feature_pipeline import collect_stores
 from .features import read_store_meta, resolve_device
-from .mil.bundle import BUNDLE_FORMAT, save_member, sha256_file
+from .mil.bundle import BUNDLE_FORMAT, save_member
+from .models import file_sha256
 from .mil.config import MilConfig
 from .mil.cv import patient_folds, split_validation
 from .mil.metrics import (binary_metrics, fit_temperature, grade_metrics, reliability_png, roc_png, softmax,
                           youden_threshold)
 from .mil.models import build_mil_model
 from .pipeline import prepare_out_dir
-from .versions import stack_versions
+from .versions import stack_versions, utc_now
 from .training.checkpoint import TrainState
 from .training.metrics import confusion_png
 from .training.stopping import record_epoch, should_stop
@@ -79,8 +79,6 @@ class MilCohort:
     feature_dim: int
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def load_cohort(config: MilConfig) -> MilCohort:
@@ -309,7 +307,7 @@ def _run_fold(config: MilConfig, cohort: MilCohort, fold: int, split: dict[str, 
         "weights_sha256": weights_sha, "seconds": time.perf_counter() - started,
         "validation": {"slides": split["validation"], "logits": {h: v.tolist() for h, v in val["logits"].items()}},
         "test": {"slides": split["test"], "logits": {h: v.tolist() for h, v in test["logits"].items()}},
-        "finished": _now(),
+        "finished": utc_now(),
     }
     atomic_write_json(folder / "result.json", result)  # last: the fold's done-marker
     return result
@@ -325,7 +323,7 @@ def _finished_fold(out_dir: Path, fold: int, config: MilConfig, split: dict[str,
         return None
     if (result.get("format") != FOLD_FORMAT or result.get("config_digest") != config.fold_digest()
             or result.get("split") != split or not (folder / "weights.safetensors").is_file()
-            or sha256_file(folder / "weights.safetensors") != result.get("weights_sha256")):
+            or file_sha256(folder / "weights.safetensors") != result.get("weights_sha256")):
         return None
     return result
 
@@ -410,10 +408,10 @@ def _write_bundle(out_dir: Path, config: MilConfig, cohort: MilCohort, results: 
     for r in chosen:
         name = f"fold{r['fold']}.safetensors"
         shutil.copyfile(_fold_dir(out_dir, r["fold"]) / "weights.safetensors", tmp / name)
-        members.append({"file": name, "fold": r["fold"], "sha256": sha256_file(tmp / name),
+        members.append({"file": name, "fold": r["fold"], "sha256": file_sha256(tmp / name),
                         "best_val_loss": r["best_val_loss"]})
     card = {
-        "format": BUNDLE_FORMAT, "created": _now(), "kind": config.bundle,
+        "format": BUNDLE_FORMAT, "created": utc_now(), "kind": config.bundle,
         "class_names": config.class_names, "positive_class": config.class_names[1],
         "grade_names": config.grade_names, "threshold": threshold, "temperature": temperature,
         "threshold_rule": config.threshold if isinstance(config.threshold, str) else "fixed",
@@ -440,7 +438,7 @@ def run_mil_training(config: MilConfig, out_dir: str | Path, *, config_path: str
     out_dir = Path(out_dir)
     prepare_out_dir(out_dir)
     device = resolve_device(config.device)
-    started = _now()
+    started = utc_now()
     cohort = load_cohort(config)
     folds = patient_folds(cohort.slides, config.folds, config.seed)
     by_stem = {s.slide: s for s in cohort.slides}
@@ -489,11 +487,11 @@ def run_mil_training(config: MilConfig, out_dir: str | Path, *, config_path: str
     bundle = _write_bundle(out_dir, config, cohort, results, config_text)
     atomic_write_json(out_dir / "run-manifest.json", {
         "command": "train-mil", "config_path": config_path, "config": config.model_dump(mode="json"),
-        "started": started, "finished": _now(), "device": str(device), "versions": stack_versions(),
+        "started": started, "finished": utc_now(), "device": str(device), "versions": stack_versions(),
         "features": cohort.features, "folds_run": ran, "folds_skipped": skipped,
         "seconds_per_fold": seconds,
         "stores": [{"slide": s, "path": str(p.resolve()),
-                    "attrs_sha256": sha256_file(p / ".zattrs")} for s, p in cohort.stores.items()],
+                    "attrs_sha256": file_sha256(p / ".zattrs")} for s, p in cohort.stores.items()],
     })
     return MilReport(out_dir, ran, skipped, metrics, bundle, seconds)
 

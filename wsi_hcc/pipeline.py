@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
@@ -27,7 +26,7 @@ from .errors import OutputError, WsiHccError
 from .inputs import SlideTask, collect_slides, find_stem_collisions
 from .slideinfo import slide_fingerprint
 from .tiling import store_path_for, tile_slide
-from .versions import stack_versions
+from .versions import stack_versions, utc_now
 
 __all__ = ["SlideOutcome", "BatchReport", "BatchProgress", "run_tile", "make_executor", "prepare_out_dir",
            "fit_stain_reference", "one_line_reason", "silent_progress"]
@@ -198,7 +197,7 @@ def run_tile(inputs: list[str | Path], out_dir: str | Path, config: TileConfig, 
     tasks = collect_slides(inputs, recursive=recursive, slide_mpp=slide_mpp)
     collisions = find_stem_collisions(tasks)
     digest = _config_digest(config, stain)
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    started = utc_now()
     outcomes: list[SlideOutcome] = []
     with make_executor(workers, scheduler) as executor:
         for position, task in enumerate(tasks):
@@ -209,7 +208,7 @@ def run_tile(inputs: list[str | Path], out_dir: str | Path, config: TileConfig, 
     report = BatchReport(out_dir, tuple(outcomes))
     atomic_write_json(out_dir / "run-manifest.json", {
         "command": "tile", "started": started,
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "finished": utc_now(),
         "config": config.model_dump(mode="json"), "config_digest": digest, "versions": stack_versions(),
         "workers": workers, "scheduler": scheduler,
         "summary": {s: report.count(s) for s in ("done", "skipped", "failed")},
@@ -255,7 +254,7 @@ def _record(out_dir: Path, outcome: SlideOutcome, digest: str, fingerprint: str 
     state = asdict(outcome) | {
         "path": str(Path(outcome.path).resolve()), "config_digest": digest, "fingerprint": fingerprint,
         "store": str(store_path_for(out_dir, outcome.stem)) if outcome.status == "done" else None,
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "finished": utc_now(),
     }
     atomic_write_json(_state_path(out_dir, outcome.stem), state)
     return outcome

@@ -15,7 +15,6 @@ import hashlib
 import io
 import time
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,7 @@ from .training.loop import Trainer, build_optimizer, lr_at
 from .training.metrics import classification_metrics, confusion_png, curves_png
 from .training.progress import TrainProgress, silent_train_progress
 from .training.stopping import record_epoch, should_stop
-from .versions import stack_versions
+from .versions import stack_versions, utc_now
 
 __all__ = ["TrainReport", "run_training", "ExplainReport", "run_explain", "OUTPUTS"]
 
@@ -57,8 +56,6 @@ class TrainReport:
     resumed_from: dict[str, int] | None = None
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _store_record(slide) -> dict[str, Any]:
@@ -120,7 +117,7 @@ class _Run:
         import torch
 
         self.config, self.out_dir, self.config_path, self.progress = config, out_dir, config_path, progress
-        self.started = _now()
+        self.started = utc_now()
         self.digest = config.resume_digest()
         prepare_out_dir(out_dir)
         self.checkpoint_path = out_dir / "last-checkpoint.pt"
@@ -181,7 +178,7 @@ class _Run:
 
     def write_manifest(self, status: str) -> None:
         atomic_write_json(self.out_dir / "run-manifest.json", {
-            "command": "train-patches", "status": status, "started": self.started, "updated": _now(),
+            "command": "train-patches", "status": status, "started": self.started, "updated": utc_now(),
             "resumed_from": self.resumed_from, "epochs_run": self.state.epoch, "best_epoch": self.state.best_epoch,
             "stop_reason": self.state.stop_reason, "splits": self.data.record()["splits"],
             "left_out": list(self.data.left_out), **self.provenance(),
@@ -455,7 +452,7 @@ def run_explain(store: str | Path, weights: str | Path, out_dir: str | Path, *, 
         progress.tiles_evaluated(len(chosen))
     json_path = out_dir / f"{stem}.explain.json"
     atomic_write_json(json_path, {
-        "command": "explain", "created": _now(), "store": str(store.resolve()),
+        "command": "explain", "created": utc_now(), "store": str(store.resolve()),
         "slide_fingerprint": meta.get("slide", {}).get("fingerprint"), "weights": str(Path(weights).resolve()),
         "weights_sha256": card.weights_sha256, "card": card.to_dict(), "cam_layer": _cam_layer(model),
         "selection": {"tiles": None, "top": top} if top is not None else {"tiles": list(tiles), "top": None},

@@ -6,7 +6,7 @@ import platform
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 
-__all__ = ["stack_versions"]
+__all__ = ["stack_versions", "utc_now"]
 
 _PACKAGES = ("wsi-hcc", "numpy", "zarr", "numcodecs", "imagecodecs", "tifffile", "tiffslide",
              "openslide-python", "openslide-bin", "scikit-image", "Pillow", "dask", "distributed", "h5py",
@@ -23,3 +23,10 @@ def stack_versions() -> dict[str, str]:
         except PackageNotFoundError:
             found[name] = "not installed"
     return found
+
+
+def utc_now() -> str:
+    """The current time as outputs record it: UTC, ISO 8601, to the second."""
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -15,7 +15,6 @@ another model than the one it was trained on (the feature digest must match).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,18 +23,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import WsiHccError
+from ..models import file_sha256
 
-__all__ = ["BUNDLE_FORMAT", "MilBundle", "load_mil_bundle", "save_member", "sha256_file"]
+__all__ = ["BUNDLE_FORMAT", "MilBundle", "load_mil_bundle", "save_member"]
 
 BUNDLE_FORMAT = "wsi-hcc-mil-bundle/1"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save_member(model, path: Path) -> str:
@@ -44,7 +36,7 @@ def save_member(model, path: Path) -> str:
 
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(path),
               metadata={"format": BUNDLE_FORMAT})
-    return sha256_file(path)
+    return file_sha256(path)
 
 
 @dataclass
@@ -101,7 +93,7 @@ def load_mil_bundle(path: str | Path, device: str = "cpu") -> MilBundle:
     models = []
     for member in card["members"]:
         weights = path / member["file"]
-        if not weights.is_file() or sha256_file(weights) != member["sha256"]:
+        if not weights.is_file() or file_sha256(weights) != member["sha256"]:
             raise WsiHccError(f"{weights}: missing or not the file the card names (sha256 differs); "
                               "copy the whole bundle folder again")
         try:
