@@ -44,6 +44,20 @@ def test_every_model_returns_logits_per_head_and_attention_per_tile(name):
         model(torch.randn(4, 16))
 
 
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_tile_logits_score_each_tile_as_a_bag_of_one(name):
+    torch.manual_seed(0)
+    model = build_mil_model(name, 6, {"label": 2, "grade": 3}, hidden=8).eval()
+    x = torch.randn(5, 6)
+    with torch.no_grad():
+        per_tile = model.tile_logits(x)
+        for i in range(5):
+            alone = model(x[i:i + 1]).logits
+            for head in ("label", "grade"):
+                assert per_tile[head].shape == (5, model.heads[head])
+                torch.testing.assert_close(per_tile[head][i], alone[head])
+
+
 @pytest.mark.parametrize("name", ["clam_sb", "clam_mb"])
 def test_clam_instance_loss_in_training_only(name):
     torch.manual_seed(0)
@@ -199,7 +213,9 @@ def tiny_cohort(tmp_path_factory):
     config = {"stores": [str(root / "stores")], "labels_csv": str(root / "slides.csv"),
               "class_names": ["non-HCC", "HCC"], "grade_names": ["G1", "G2", "G3"],
               "model": {"name": "gated", "hidden": 16, "dropout": 0.0}, "folds": 3, "epochs": 4, "patience": 2,
-              "lr": 3e-3, "bootstrap": 50, "device": "cpu", "max_tiles": 30, "cpu_threads": 1}
+              "lr": 3e-3, "bootstrap": 50, "device": "cpu", "max_tiles": 30, "cpu_threads": 1,
+              # the stores were copied away from the random weights wsi-hcc features kept beside "base"
+              "backbone_weights": str(next((root / "base").glob("colour_texture_test-random-*.safetensors")))}
     path = root / "mil.yaml"
     path.write_text(yaml.safe_dump({"mil": config}))
     return root, path
@@ -236,6 +252,8 @@ def test_train_mil_writes_metrics_pictures_and_a_bundle_and_skips_finished_folds
     assert card["class_names"] == ["non-HCC", "HCC"] and card["grade_names"] == ["G1", "G2", "G3"]
     assert 0 < card["threshold"] <= 1 and card["temperature"] > 0 and card["versions"]["torch"]
     assert len(card["members"]) == 1 and len(card["members"][0]["sha256"]) == 64
+    assert card["backbone"]["name"] == "colour_texture_test" and (out / "model" / "backbone.safetensors").is_file()
+    assert card["backbone"]["tiling"]["target_mpp"] == 1.0 and card["backbone"]["tiling"]["tile_px"] == 32
 
     # loading never unpickles
     def no_pickle(*args, **kwargs):
@@ -249,6 +267,9 @@ def test_train_mil_writes_metrics_pictures_and_a_bundle_and_skips_finished_folds
     prediction = bundle.predict(features)
     assert prediction["label"] in ("non-HCC", "HCC") and prediction["attention"].shape == (len(features),)
     assert prediction["grade"] in ("G1", "G2", "G3")
+    assert prediction["tile_probs"]["label"].shape == (len(features), 2)
+    backbone = bundle.create_backbone()
+    assert backbone.card.weights_sha256 == card["backbone"]["sha256"]
     monkeypatch.undo()
 
     first = (out / "folds" / "fold1" / "result.json").read_bytes()
@@ -307,6 +328,14 @@ def test_one_line_errors_name_the_file_and_the_fix(tiny_cohort, tmp_path):
     csv.write_text((root / "slides.csv").read_text().replace("non-HCC", "normal"))
     result = run({**data["mil"], "labels_csv": str(csv)})
     assert result.exit_code == 2 and "label 'normal' is not one of class_names" in result.output
+
+    no_weights = {k: v for k, v in data["mil"].items() if k != "backbone_weights"}
+    result = run(no_weights)
+    assert result.exit_code == 2 and "are not beside the stores; pass --backbone-weights PATH" in result.output
+    other = tmp_path / "other.safetensors"
+    other.write_bytes(b"not these weights")
+    result = run({**no_weights, "backbone_weights": str(other)})
+    assert result.exit_code == 2 and "not the weights the features were made with" in result.output
 
     result = run({**data["mil"], "modle": {}})
     assert result.exit_code == 2 and "modle: unknown setting" in result.output

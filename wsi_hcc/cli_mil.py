@@ -39,8 +39,11 @@ wsi_hcc.mil.load_mil_bundle (JSON + safetensors, nothing unpickled).""")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Learning rate.")
 @click.option("--seed", type=click.IntRange(min=0), help="Seed for folds, initialisation and sampling.")
 @click.option("--bootstrap", type=click.IntRange(min=0), help="Bootstrap resamples for the AUC CI (0: none).")
+@click.option("--backbone-weights", type=click.Path(dir_okay=False), help="The weights wsi-hcc features used "
+              "(copied into the bundle); found beside the stores when omitted.")
 @click.option("--device", help="cpu, auto, cuda or cuda:N.")
-def train_mil(config_path, out_dir, stores, labels_csv, model, folds, epochs, patience, lr, seed, bootstrap, device):
+def train_mil(config_path, out_dir, stores, labels_csv, model, folds, epochs, patience, lr, seed, bootstrap,
+              backbone_weights, device):
     """Cross-validate an attention-MIL slide classifier (HCC vs non-HCC, and grade) on tile features.
 
     Patient-level folds, class-balanced sampling, early stopping on validation loss, threshold and
@@ -52,7 +55,8 @@ def train_mil(config_path, out_dir, stores, labels_csv, model, folds, epochs, pa
 
     config = load_mil_config(config_path).with_overrides(
         stores=list(stores) or None, labels_csv=labels_csv, **{"model.name": model}, folds=folds, epochs=epochs,
-        patience=patience, lr=lr, seed=seed, bootstrap=bootstrap, device=device)
+        patience=patience, lr=lr, seed=seed, bootstrap=bootstrap, device=device,
+        backbone_weights=backbone_weights)
     report = run_mil_training(config, out_dir, config_path=str(config_path), progress=click.echo)
     pooled = report.metrics["pooled"]["label"]
     low, high = pooled["roc_auc_ci95"]

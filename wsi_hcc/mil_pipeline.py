@@ -41,7 +41,7 @@ from .datasets import BagDataset, SlideLabel, class_balanced_weights, read_slide
 from .errors import WsiHccError
 from .feature_pipeline import collect_stores
 from .features import read_store_meta, resolve_device
-from .mil.bundle import BUNDLE_FORMAT, save_member
+from .mil.bundle import BUNDLE_FORMAT, bundle_backbone, save_member
 from .models import file_sha256
 from .mil.config import MilConfig
 from .mil.cv import patient_folds, split_validation
@@ -388,8 +388,44 @@ def _evaluation(config: MilConfig, cohort: MilCohort, results: list[dict]) -> tu
     return metrics, rows, pictures
 
 
+_WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".h5")
+
+
+def locate_backbone_weights(config: MilConfig, cohort: MilCohort) -> Path:
+    """The weights file the cohort's features were made with: ``config.backbone_weights`` (checked),
+    else the file with the recorded sha256 beside the stores or named by their features manifest."""
+    import json
+
+    sha = cohort.features.get("weights_sha256")
+    name = cohort.features.get("backbone")
+    if config.backbone_weights:
+        path = Path(config.backbone_weights)
+        if not path.is_file():
+            raise WsiHccError(f"{path}: backbone weights not found; check --backbone-weights")
+        if sha and file_sha256(path) != sha:
+            raise WsiHccError(f"{path}: not the weights the features were made with (sha256 differs from "
+                              f"{sha[:12]}); pass the file given to wsi-hcc features --weights")
+        return path
+    folders = list(dict.fromkeys(p.parent for p in cohort.stores.values()))
+    if sha:
+        candidates: list[Path] = []
+        for folder in folders:
+            try:
+                recorded = json.loads((folder / "features-manifest.json").read_text()).get("weights")
+            except (OSError, json.JSONDecodeError):
+                recorded = None
+            if recorded:
+                candidates += [Path(recorded), folder / recorded]
+            candidates += sorted(p for p in folder.iterdir() if p.suffix in _WEIGHT_SUFFIXES)
+        for candidate in dict.fromkeys(candidates):
+            if candidate.is_file() and file_sha256(candidate) == sha:
+                return candidate
+    raise WsiHccError(f"{folders[0]}: the weights of the feature backbone {name} (sha256 {str(sha)[:12]}) are not "
+                      "beside the stores; pass --backbone-weights PATH (the file wsi-hcc features used)")
+
+
 def _write_bundle(out_dir: Path, config: MilConfig, cohort: MilCohort, results: list[dict],
-                  config_text: str) -> Path:
+                  config_text: str, backbone_weights: Path) -> Path:
     import shutil
 
     final = out_dir / "model"
@@ -410,12 +446,15 @@ def _write_bundle(out_dir: Path, config: MilConfig, cohort: MilCohort, results: 
         shutil.copyfile(_fold_dir(out_dir, r["fold"]) / "weights.safetensors", tmp / name)
         members.append({"file": name, "fold": r["fold"], "sha256": file_sha256(tmp / name),
                         "best_val_loss": r["best_val_loss"]})
+    first_store = read_store_meta(next(iter(cohort.stores.values())))
+    backbone = bundle_backbone(backbone_weights, tmp, cohort.features["backbone"], first_store["config"],
+                               cohort.features["dtype"])
     card = {
         "format": BUNDLE_FORMAT, "created": utc_now(), "kind": config.bundle,
         "class_names": config.class_names, "positive_class": config.class_names[1],
         "grade_names": config.grade_names, "threshold": threshold, "temperature": temperature,
         "threshold_rule": config.threshold if isinstance(config.threshold, str) else "fixed",
-        "model": _model_args(config, cohort), "members": members,
+        "model": _model_args(config, cohort), "members": members, "backbone": backbone,
         "input": "one bag: float32 (N, feature_dim) tile features from the backbone below, rows in any order",
         "features": {k: cohort.features.get(k) for k in ("digest", "backbone", "feature_dim", "dtype", "model_sha256",
                                                           "weights_sha256", "stain_normalised_on_the_fly", "card")},
@@ -440,6 +479,7 @@ def run_mil_training(config: MilConfig, out_dir: str | Path, *, config_path: str
     device = resolve_device(config.device)
     started = utc_now()
     cohort = load_cohort(config)
+    backbone_weights = locate_backbone_weights(config, cohort)
     folds = patient_folds(cohort.slides, config.folds, config.seed)
     by_stem = {s.slide: s for s in cohort.slides}
     splits = []
@@ -484,7 +524,7 @@ def run_mil_training(config: MilConfig, out_dir: str | Path, *, config_path: str
     for name, data in pictures.items():
         atomic_write_bytes(out_dir / name, data)
     config_text = yaml.safe_dump({"mil": config.model_dump(mode="json")}, sort_keys=False)
-    bundle = _write_bundle(out_dir, config, cohort, results, config_text)
+    bundle = _write_bundle(out_dir, config, cohort, results, config_text, backbone_weights)
     atomic_write_json(out_dir / "run-manifest.json", {
         "command": "train-mil", "config_path": config_path, "config": config.model_dump(mode="json"),
         "started": started, "finished": utc_now(), "device": str(device), "versions": stack_versions(),

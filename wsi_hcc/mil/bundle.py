@@ -3,14 +3,15 @@
 Layout::
 
     model/
-      card.json          classes, grades, threshold, temperature, model arguments, the feature
-                         provenance of the training stores (digest, backbone and its card),
-                         versions and the sha256 of every weights file
+      card.json            classes, grades, threshold, temperature, model arguments, the feature
+                           provenance of the training stores (digest, backbone and its card), the
+                           tiling the stores were made with, versions and the sha256 of every file
+      backbone.safetensors the feature backbone's weights (with its model card inside)
       fold<k>.safetensors  one per member (the best fold, or every fold for an ensemble)
-      config.yaml        the training config
+      config.yaml          the training config
 
-Loading reads JSON and safetensors only: nothing is ever unpickled. A bundle refuses features from
-another model than the one it was trained on (the feature digest must match).
+Everything ``wsi-hcc classify`` needs to go from a slide to a prediction is in the folder. Loading
+reads JSON and safetensors only: nothing is ever unpickled, and every file's sha256 is checked.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ import numpy as np
 from ..errors import WsiHccError
 from ..models import file_sha256
 
-__all__ = ["BUNDLE_FORMAT", "MilBundle", "load_mil_bundle", "save_member"]
+__all__ = ["BUNDLE_FORMAT", "BACKBONE_FILE", "MilBundle", "load_mil_bundle", "save_member", "bundle_backbone"]
 
-BUNDLE_FORMAT = "wsi-hcc-mil-bundle/1"
+BUNDLE_FORMAT = "wsi-hcc-mil-bundle/2"
+BACKBONE_FILE = "backbone.safetensors"
 
 
 def save_member(model, path: Path) -> str:
@@ -39,14 +41,63 @@ def save_member(model, path: Path) -> str:
     return file_sha256(path)
 
 
+def bundle_backbone(weights: Path, dest_dir: Path, backbone: str, tiling: dict[str, Any],
+                    feature_dtype: str) -> dict[str, Any]:
+    """Put the feature backbone's weights into a bundle folder as safetensors and describe them.
+
+    Our own safetensors are copied byte for byte, so features already extracted with them are
+    recognised (same digest) and reused by ``classify``; other formats are converted once.
+    """
+    import shutil
+
+    from ..models import create_backbone, save_weights, state_sha256
+
+    dest = dest_dir / BACKBONE_FILE
+    model = create_backbone(backbone, num_classes=0, weights=weights)
+    if weights.suffix == ".safetensors":
+        shutil.copyfile(weights, dest)
+    else:
+        save_weights(model, model.card, dest)
+    return {"name": backbone, "file": BACKBONE_FILE, "sha256": file_sha256(dest),
+            "model_sha256": state_sha256(model), "source": str(weights), "feature_dtype": feature_dtype,
+            "tiling": tiling}
+
+
 @dataclass
 class MilBundle:
     card: dict[str, Any]
     models: list
+    path: Path | None = None
+
+    @property
+    def has_backbone(self) -> bool:
+        return bool(self.card.get("backbone"))
+
+    def tile_config(self) -> dict[str, Any]:
+        """The tiling of the training stores (a ``TileConfig`` dump): slides are tiled the same way."""
+        self._need_backbone()
+        return dict(self.card["backbone"]["tiling"])
+
+    def create_backbone(self):
+        """The feature backbone with the bundle's weights (a feature extractor: no classifier)."""
+        from ..models import create_backbone
+
+        from .handcrafted import ensure_registered
+
+        entry = self._need_backbone()
+        ensure_registered(self.card["features"]["card"])
+        return create_backbone(entry["name"], num_classes=0, weights=self.path / entry["file"])
+
+    def _need_backbone(self) -> dict[str, Any]:
+        if not self.has_backbone:
+            raise WsiHccError(f"{self.path}: this bundle has no feature backbone (made by an older wsi-hcc "
+                              "train-mil); retrain it with this version")
+        return self.card["backbone"]
 
     def predict(self, features: np.ndarray) -> dict[str, Any]:
         """One bag ``(N, D)`` -> calibrated probabilities per head (mean over members), the decision
-        at the card's threshold and the (member-averaged) attention ``(N,)``."""
+        at the card's threshold, the (member-averaged) attention ``(N,)`` and per-tile
+        probabilities ``tile_probs`` ``{head: (N, C)}`` (each tile scored as a bag of one)."""
         import torch
 
         from .metrics import softmax
@@ -54,17 +105,21 @@ class MilBundle:
         x = torch.as_tensor(np.asarray(features, dtype=np.float32))
         temperature = float(self.card.get("temperature") or 1.0)
         probs: dict[str, list[np.ndarray]] = {}
+        tile_probs: dict[str, list[np.ndarray]] = {}
         attention = []
         with torch.inference_mode():
             for model in self.models:
                 out = model(x)
+                per_tile = model.tile_logits(x)
                 for head, logits in out.logits.items():
                     t = temperature if head == "label" else 1.0
                     probs.setdefault(head, []).append(softmax(logits.numpy()[None], t)[0])
+                    tile_probs.setdefault(head, []).append(softmax(per_tile[head].numpy(), t))
                 attention.append(out.attention.numpy())
         mean = {head: np.mean(p, axis=0) for head, p in probs.items()}
         positive = float(mean["label"][1])
         result = {"probs": mean, "attention": np.mean(attention, axis=0),
+                  "tile_probs": {head: np.mean(p, axis=0) for head, p in tile_probs.items()},
                   "label": self.card["class_names"][int(positive >= self.card["threshold"])]}
         if "grade" in mean:
             result["grade"] = self.card["grade_names"][int(mean["grade"].argmax())]
@@ -87,15 +142,14 @@ def load_mil_bundle(path: str | Path, device: str = "cpu") -> MilBundle:
                           "wsi-hcc train-mil run") from None
     except (OSError, json.JSONDecodeError) as exc:
         raise WsiHccError(f"{card_path}: unreadable bundle card ({exc}); rerun wsi-hcc train-mil") from None
-    if card.get("format") != BUNDLE_FORMAT:
+    if card.get("format") not in (BUNDLE_FORMAT, "wsi-hcc-mil-bundle/1"):
         raise WsiHccError(f"{card_path}: not a {BUNDLE_FORMAT} card; rerun wsi-hcc train-mil")
     args = card["model"]
     models = []
+    for entry in card.get("members", []) + ([card["backbone"]] if card.get("backbone") else []):
+        _check_file(path / entry["file"], entry["sha256"])
     for member in card["members"]:
         weights = path / member["file"]
-        if not weights.is_file() or file_sha256(weights) != member["sha256"]:
-            raise WsiHccError(f"{weights}: missing or not the file the card names (sha256 differs); "
-                              "copy the whole bundle folder again")
         try:
             state = load_file(str(weights), device=device)
         except (SafetensorError, OSError) as exc:
@@ -104,4 +158,10 @@ def load_mil_bundle(path: str | Path, device: str = "cpu") -> MilBundle:
                                 dropout=args["dropout"], k_sample=args["k_sample"])
         model.load_state_dict(state, strict=True)
         models.append(model.eval().to(device))
-    return MilBundle(card, models)
+    return MilBundle(card, models, path)
+
+
+def _check_file(path: Path, sha256: str) -> None:
+    if not path.is_file() or file_sha256(path) != sha256:
+        raise WsiHccError(f"{path}: missing or not the file the card names (sha256 differs); "
+                          "copy the whole bundle folder again")

@@ -70,6 +70,10 @@ class MilConfig(_Strict):
     bundle : "best_fold" or "ensemble"
         The model bundle: the fold with the lowest validation loss, or every fold's weights (mean of
         probabilities).
+    backbone_weights : str, optional
+        The feature backbone's weights file (what ``wsi-hcc features --weights`` was given), copied
+        into the bundle. None: found by its sha256 beside the stores (where ``wsi-hcc features``
+        keeps randomly initialised weights and its manifest).
     seed, device
     cpu_threads : int, optional
         torch CPU threads while training (None: torch's default). Bags of a few hundred small
@@ -96,6 +100,7 @@ class MilConfig(_Strict):
     bootstrap: int = Field(1000, ge=0)
     calibration_bins: int = Field(10, ge=2, le=100)
     bundle: Literal["best_fold", "ensemble"] = "best_fold"
+    backbone_weights: str | None = None
     seed: int = Field(0, ge=0)
     device: str = "cpu"
     cpu_threads: int | None = Field(None, ge=1, le=512)
@@ -118,7 +123,7 @@ class MilConfig(_Strict):
     def fold_digest(self) -> str:
         """What a finished fold must match to be reused: everything but the device and reporting."""
         data = self.model_dump(mode="json")
-        for key in ("device", "bootstrap", "bundle", "cpu_threads"):
+        for key in ("device", "bootstrap", "bundle", "cpu_threads", "backbone_weights"):
             data.pop(key)
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 

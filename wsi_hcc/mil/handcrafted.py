@@ -18,7 +18,7 @@ from torch import nn
 
 from ..models import BackboneEntry, ModelCard, get_entry, register_backbone
 
-__all__ = ["ColourTextureFeatures", "register_colour_texture", "FEATURE_DIM"]
+__all__ = ["ColourTextureFeatures", "register_colour_texture", "ensure_registered", "FEATURE_DIM"]
 
 FEATURE_DIM = 15
 
@@ -62,3 +62,11 @@ def register_colour_texture(name: str = "colour_texture", target_mpp: float = 1.
     register_backbone(BackboneEntry(name=name, build=lambda num_classes=0, **kw: ColourTextureFeatures(num_classes),
                                     card=card, classifier="head"))
     return name
+
+
+def ensure_registered(card: dict) -> None:
+    """Register the descriptor a saved backbone card names, in a fresh process (a bundle's backbone
+    may be this descriptor; its name is only registered by the code that made the features)."""
+    name = str(card.get("architecture", ""))
+    if name.startswith("colour_texture"):
+        register_colour_texture(name, float(card["target_mpp"]), int(card["tile_px"]))

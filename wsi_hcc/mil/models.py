@@ -61,6 +61,15 @@ class _MILBase(nn.Module):
         self.input_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
         self.input_std.copy_(torch.as_tensor(std, dtype=torch.float32).clamp_min(1e-6))
 
+    def tile_logits(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-tile class scores ``{head: (N, C_head)}``: each tile scored as a bag of one, through the
+        same embedding and heads, so tile maps and the slide decision speak one language."""
+        h = self.embed(self._bag(features))
+        return {name: self._head_logits(name, h) for name in self.heads}
+
+    def _head_logits(self, name: str, h: torch.Tensor) -> torch.Tensor:
+        return self.classifiers[name](h)
+
     def _bag(self, features: torch.Tensor) -> torch.Tensor:
         if features.ndim == 3 and features.shape[0] == 1:
             features = features[0]
@@ -152,6 +161,11 @@ class CLAM(_MILBase):
                 continue
             losses.append(F.cross_entropy(classifier(x), y))
         return torch.stack(losses).mean()
+
+    def _head_logits(self, name: str, h: torch.Tensor) -> torch.Tensor:
+        if self.multi_branch and name == self.main:
+            return torch.cat([clf(h) for clf in self.branch_classifiers], dim=1)
+        return self.classifiers[name](h)
 
     def forward(self, features: torch.Tensor, label: int | None = None) -> MILOutput:
         h = self.embed(self._bag(features))
