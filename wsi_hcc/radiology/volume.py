@@ -1,0 +1,210 @@
+"""The ``Volume`` record and its file edges: read NIfTI / DICOM / DICOM SEG, write NIfTI.
+
+Conventions (the same everywhere in ``wsi_hcc.radiology``):
+
+- ``array`` is indexed ``(z, y, x)``: slice, row, column, as SimpleITK's ``GetArrayFromImage``.
+- ``spacing_mm`` follows the array axes: ``(z, y, x)`` in millimetres.
+- ``origin_mm`` is the physical position of the centre of voxel ``array[0, 0, 0]`` in the DICOM
+  patient frame, LPS (x towards the patient's Left, y Posterior, z Superior), as SimpleITK and
+  DICOM use. It is a point, so it is ordered (L, P, S), not by array axis.
+- ``direction`` is a 3x3 matrix whose column ``k`` is the unit LPS vector of array axis ``k``,
+  again in array order ``(z, y, x)``. SimpleITK's ``GetDirection()`` is the same matrix with its
+  columns reversed (SimpleITK orders axes x, y, z); ``to_sitk``/``from_sitk`` do the conversion.
+  So the LPS position of index ``(k, j, i)`` is ``origin_mm + direction @ ((k, j, i) * spacing_mm)``
+  (see ``Volume.affine_lps``).
+
+NIfTI files store RAS; reading and writing convert, so a NIfTI written here opens in ITK-SNAP, 3D
+Slicer and nibabel with the same geometry.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import WsiHccError
+
+__all__ = ["Volume", "load_volume", "save_nifti", "to_sitk", "from_sitk"]
+
+_NIFTI_SUFFIXES = (".nii", ".nii.gz")
+_ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+@dataclass(frozen=True, eq=False)
+class Volume:
+    """A 3D image or label map with its geometry.
+
+    Attributes
+    ----------
+    array : np.ndarray
+        Shape ``(z, y, x)``; any numeric or bool dtype (labels are integers).
+    spacing_mm : tuple of float
+        Voxel size along ``(z, y, x)`` in mm.
+    origin_mm : tuple of float
+        LPS position (mm) of the centre of voxel ``[0, 0, 0]``.
+    direction : np.ndarray
+        ``(3, 3)``; column ``k`` is the LPS unit vector of array axis ``k`` (order z, y, x).
+    modality : str
+        ``"CT"``, ``"MR"``, ``"SEG"`` (label map) or ``""`` when unknown.
+    label_names : Mapping[int, str]
+        For label maps: value -> name (e.g. the segment labels of a DICOM SEG); empty otherwise.
+    """
+
+    array: np.ndarray
+    spacing_mm: tuple[float, float, float]
+    origin_mm: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    direction: np.ndarray = field(default_factory=lambda: np.eye(3))
+    modality: str = ""
+    label_names: Mapping[int, str] = field(default_factory=dict)
+
+    def __post_init__(self):
+        array = np.asarray(self.array)
+        if array.ndim != 3:
+            raise ValueError(f"Volume.array must be 3D (z, y, x), got shape {array.shape}")
+        spacing = tuple(float(s) for s in self.spacing_mm)
+        if len(spacing) != 3 or min(spacing) <= 0:
+            raise ValueError(f"spacing_mm must be three positive numbers (z, y, x), got {self.spacing_mm}")
+        direction = np.asarray(self.direction, dtype=float).reshape(3, 3)
+        if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-4):
+            raise ValueError(f"direction must be orthonormal, got {direction.tolist()}")
+        object.__setattr__(self, "array", array)
+        object.__setattr__(self, "spacing_mm", spacing)
+        object.__setattr__(self, "origin_mm", tuple(float(o) for o in self.origin_mm))
+        object.__setattr__(self, "direction", direction)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.array.shape)
+
+    @property
+    def voxel_volume_ml(self) -> float:
+        return float(np.prod(self.spacing_mm)) / 1000.0
+
+    @property
+    def affine_lps(self) -> np.ndarray:
+        """4x4 matrix from array index ``(z, y, x, 1)`` to LPS millimetres ``(L, P, S, 1)``."""
+        affine = np.eye(4)
+        affine[:3, :3] = self.direction * np.asarray(self.spacing_mm)
+        affine[:3, 3] = self.origin_mm
+        return affine
+
+    def with_array(self, array: np.ndarray, modality: str | None = None) -> "Volume":
+        """The same geometry with other voxel values (a mask, a filtered image)."""
+        if np.shape(array) != self.shape:
+            raise ValueError(f"array shape {np.shape(array)} differs from the volume's {self.shape}")
+        return replace(self, array=array, modality=self.modality if modality is None else modality,
+                       label_names={} if modality is not None else self.label_names)
+
+    def same_grid(self, other: "Volume", atol_mm: float = 1e-3) -> bool:
+        """Whether ``other`` has the same shape and voxel positions (within ``atol_mm``)."""
+        return self.shape == other.shape and np.allclose(self.affine_lps, other.affine_lps, atol=atol_mm)
+
+
+def to_sitk(volume: Volume):
+    """A ``SimpleITK.Image`` with the volume's voxels and geometry (bool becomes uint8)."""
+    import SimpleITK as sitk
+
+    array = volume.array.astype(np.uint8) if volume.array.dtype == bool else volume.array
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array))
+    image.SetSpacing(tuple(reversed(volume.spacing_mm)))
+    image.SetOrigin(volume.origin_mm)
+    image.SetDirection(tuple(volume.direction[:, ::-1].ravel()))
+    return image
+
+
+def from_sitk(image, modality: str = "", label_names: Mapping[int, str] | None = None) -> Volume:
+    """A ``Volume`` from a 3D ``SimpleITK.Image`` (a 2D image becomes one slice)."""
+    import SimpleITK as sitk
+
+    if image.GetDimension() == 2:
+        image = sitk.JoinSeries(image)
+    if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise WsiHccError(f"expected a 3D single-channel image, got {image.GetDimension()}D with "
+                          f"{image.GetNumberOfComponentsPerPixel()} components; split channels or phases first")
+    direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)[:, ::-1]
+    return Volume(array=sitk.GetArrayFromImage(image), spacing_mm=tuple(reversed(image.GetSpacing())),
+                  origin_mm=image.GetOrigin(), direction=direction, modality=modality,
+                  label_names=dict(label_names or {}))
+
+
+def _is_nifti(path: Path) -> bool:
+    return path.name.lower().endswith(_NIFTI_SUFFIXES)
+
+
+def load_volume(path: str | Path, modality: str | None = None, series_uid: str | None = None) -> Volume:
+    """Read a NIfTI/NRRD/MHA file, a DICOM series folder, a single DICOM file or a DICOM SEG.
+
+    Parameters
+    ----------
+    path
+        ``.nii``/``.nii.gz``/``.nrrd``/``.mha`` file, a folder holding one DICOM series (any transfer
+        syntax GDCM reads, JPEG-2000 included), or a ``.dcm`` file (a DICOM SEG becomes a label map).
+    modality
+        Overrides the modality (NIfTI files carry none; DICOM files carry their own).
+    series_uid
+        Picks one series when a folder holds several.
+
+    Returns
+    -------
+    Volume
+        ``array`` in ``(z, y, x)`` order with spacing, LPS origin and direction.
+    """
+    from .dicom import is_dicom_seg, read_dicom_file, read_dicom_seg, read_dicom_series
+
+    path = Path(path)
+    if not path.exists():
+        raise WsiHccError(f"{path}: no such file or folder; give a NIfTI file, a DICOM file or a DICOM series folder")
+    if path.is_dir():
+        volume = read_dicom_series(path, series_uid=series_uid)
+    elif _is_nifti(path) or path.name.lower().endswith(_ITK_SUFFIXES):
+        volume = _read_itk_file(path)
+    elif is_dicom_seg(path):
+        volume = read_dicom_seg(path)
+    else:
+        volume = read_dicom_file(path)
+    return replace(volume, modality=modality) if modality is not None else volume
+
+
+def _read_itk_file(path: Path) -> Volume:
+    import SimpleITK as sitk
+
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
+        raise WsiHccError(f"{path}: cannot read the image ({first[:120]}); check that the file is complete") from exc
+    return from_sitk(image)
+
+
+def save_nifti(volume: Volume, path: str | Path) -> Path:
+    """Write ``volume`` as NIfTI-1 (gzip when the name ends ``.gz``), atomically, keeping its geometry.
+
+    The qform and sform both hold the RAS affine (code 1, scanner), so every reader agrees. Bool
+    arrays are written as uint8.
+    """
+    import nibabel as nib
+
+    from ..atomic import atomic_write_bytes
+
+    path = Path(path)
+    if not _is_nifti(path):
+        raise WsiHccError(f"{path}: a NIfTI output name must end in .nii or .nii.gz")
+    if not path.parent.is_dir():
+        raise WsiHccError(f"{path}: the folder {path.parent} does not exist; create it first")
+    array = volume.array.astype(np.uint8) if volume.array.dtype == bool else volume.array
+    # NIfTI data are indexed (i, j, k) = (x, y, z) and its world frame is RAS: flip L and P.
+    lps_xyz = volume.affine_lps[:, [2, 1, 0, 3]]
+    ras = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps_xyz
+    image = nib.Nifti1Image(np.ascontiguousarray(array.transpose(2, 1, 0)), ras)
+    image.set_qform(ras, code=1)
+    image.set_sform(ras, code=1)
+    image.header.set_xyzt_units("mm", "sec")
+    data = image.to_bytes()
+    if path.name.lower().endswith(".gz"):
+        data = gzip.compress(data, compresslevel=6, mtime=0)
+    atomic_write_bytes(path, data)
+    return path
