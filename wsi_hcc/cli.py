@@ -213,9 +213,9 @@ def features(stores, backbone, weights, out_dir, h5, device, batch_size, workers
 
 def _add_training_commands() -> None:
     # Kept in their own modules so this file stays about the tile/feature commands.
-    from . import cli_mil, cli_train
+    from . import cli_classify, cli_mil, cli_train
 
-    for command in cli_train.COMMANDS + cli_mil.COMMANDS:
+    for command in cli_train.COMMANDS + cli_mil.COMMANDS + cli_classify.COMMANDS:
         main.add_command(command)
 
 

@@ -53,11 +53,12 @@ def default_workers(device) -> int:
 def run_features(stores: list[str | Path], out_dir: str | Path | None, backbone: str, *,
                  weights: str | Path | None = None, device: str = "auto", batch_size: int = 64,
                  num_workers: int | None = None, dtype: str = "float16", h5: bool = False,
-                 overwrite: bool = False, gpu_decode: bool = True,
+                 overwrite: bool = False, replace_other: bool = False, gpu_decode: bool = True,
                  progress: BatchProgress | None = None) -> BatchReport:
     """Embed every tile of every store with ``backbone``; features go into each store.
 
-    One DataLoader serves every store of the run, so decoding workers start once.
+    One DataLoader serves every store of the run, so decoding workers start once. Stores that
+    already hold this model's features are skipped; ``replace_other`` replaces another model's.
     """
     progress = progress or silent_progress()
     store_paths = collect_stores(stores)
@@ -75,7 +76,7 @@ def run_features(stores: list[str | Path], out_dir: str | Path | None, backbone:
     card = extractor.card
     extract_features(store_paths, extractor, normalizer_for=lambda meta: stain_normalizer_for(meta, card),
                      batch_size=batch_size, num_workers=workers, dtype=dtype, gpu_decode=gpu_decode,
-                     overwrite=overwrite, events=events)
+                     overwrite=overwrite, replace_other=replace_other, events=events)
     outcomes = [events.outcomes[i] for i in range(len(tasks))]
     report = BatchReport(out_dir, tuple(outcomes))
     atomic_write_json(out_dir / "features-manifest.json", {

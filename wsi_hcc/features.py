@@ -182,13 +182,15 @@ class FeatureEvents:
 def extract_features(stores: list[str | Path], extractor: FeatureExtractor, *,
                      normalizer_for: Callable[[dict], object] | None = None, batch_size: int = 64,
                      num_workers: int = 0, dtype: str = "float16", chunk_rows: int = 4096,
-                     gpu_decode: bool = False, overwrite: bool = False,
+                     gpu_decode: bool = False, overwrite: bool = False, replace_other: bool = False,
                      events: FeatureEvents | None = None) -> list[FeatureResult | BaseException]:
     """Write ``features`` (N, D) into every store, row i belonging to ``coords[i]``.
 
     Returns one outcome per store, in order: a ``FeatureResult``, or the error that stopped that
     store (a bad store never stops the others). A killed run resumes from its finished chunks.
     ``normalizer_for(store_meta)`` gives the stain normaliser a store's tiles need, or None.
+    Features of this very model are kept unless ``overwrite``; features of another model are an
+    error unless ``overwrite`` or ``replace_other``.
     """
     events = events or FeatureEvents()
     unit = min(DECODE_UNIT, batch_size)
@@ -198,7 +200,7 @@ def extract_features(stores: list[str | Path], extractor: FeatureExtractor, *,
     units: list[tuple[int, int, int]] = []
     for index, store in enumerate(map(Path, stores)):
         try:
-            job = _prepare(store, extractor, normalizer_for, dtype, chunk_rows, gpu_decode, overwrite)
+            job = _prepare(store, extractor, normalizer_for, dtype, chunk_rows, gpu_decode, overwrite, replace_other)
             if isinstance(job, _StoreJob):
                 todo = [(index, s, min(s + unit, job.n_tiles)) for c in _todo_chunks(job)
                         for s in range(c * chunk_rows, min((c + 1) * chunk_rows, job.n_tiles), unit)]
@@ -318,7 +320,7 @@ def extract_store_features(store: str | Path, extractor: FeatureExtractor, *, no
 
 
 def _prepare(store: Path, extractor: FeatureExtractor, normalizer_for, dtype: str, chunk_rows: int,
-             gpu_decode: bool, overwrite: bool) -> _StoreJob | FeatureResult:
+             gpu_decode: bool, overwrite: bool, replace_other: bool = False) -> _StoreJob | FeatureResult:
     meta = read_store_meta(store)
     card = extractor.card
     check_store_fits_card(store, meta, card)
@@ -328,7 +330,7 @@ def _prepare(store: Path, extractor: FeatureExtractor, normalizer_for, dtype: st
     existing = meta.get("features")
     if existing and existing.get("digest") == digest and (store / "features" / ".zarray").is_file() and not overwrite:
         return FeatureResult(store, n_tiles, card.feature_dim, skipped=True)
-    if existing and existing.get("digest") != digest and not overwrite:
+    if existing and existing.get("digest") != digest and not (overwrite or replace_other):
         raise FeatureError(f"{store}: already has features from {existing.get('backbone')} "
                            f"(digest {existing.get('digest')}); pass --overwrite to replace them")
     array, done = open_partial(store, n_tiles, card.feature_dim, chunk_rows, dtype, digest)

@@ -18,6 +18,7 @@ class RichBatchProgress:
                               disable=not self.console.is_terminal)
         self._slides = None
         self._tiles = None
+        self._label = "slides"
 
     def __enter__(self):
         self._bars.__enter__()
@@ -26,9 +27,18 @@ class RichBatchProgress:
     def __exit__(self, *exc):
         return self._bars.__exit__(*exc)
 
+    def stage(self, name: str) -> RichBatchProgress:
+        """Start a new slides bar named ``name`` (one per stage of a multi-stage command); returns self."""
+        for task in (self._slides, self._tiles):
+            if task is not None:
+                self._bars.remove_task(task)
+        self._slides = self._tiles = None
+        self._label = name
+        return self
+
     def slide_started(self, task, position, total):
         if self._slides is None:
-            self._slides = self._bars.add_task("slides", total=total)
+            self._slides = self._bars.add_task(self._label, total=total)
         if self._tiles is not None:
             self._bars.remove_task(self._tiles)
         self._tiles = self._bars.add_task(f"  {task.stem}", total=None)
