@@ -81,6 +81,10 @@ def test_rerun_skips_and_another_model_needs_overwrite(store, resnet_features):
     result = extract_store_features(store, other, overwrite=True)
     assert not result.skipped and open_store(store)["features"].shape[1] == other.card.feature_dim
     assert read_store_meta(store)["features"]["backbone"] == "test_resnet"
+    # classify's mode: another model's features are replaced, this model's are kept
+    result = extract_store_features(store, extractor, batch_size=32, replace_other=True)
+    assert not result.skipped and read_store_meta(store)["features"]["backbone"] == "resnet34"
+    assert extract_store_features(store, extractor, batch_size=32, replace_other=True).skipped
 
 
 class _Killed(Exception):
