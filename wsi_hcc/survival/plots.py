@@ -78,7 +78,8 @@ def km_figure(time, event, groups, order=None, time_label: str = "time", title: 
     summary = km_summary(time, event, groups, order)
     fitters = _fitters(time, event, groups, summary.groups)
     figure = Figure(figsize=(6.4, 4.2 + 0.22 * len(summary.groups)), dpi=120)
-    grid = figure.add_gridspec(2, 1, height_ratios=[4, 0.5 + 0.3 * len(summary.groups)], hspace=0.45, left=0.16, right=0.96)
+    grid = figure.add_gridspec(2, 1, height_ratios=[4, 0.5 + 0.3 * len(summary.groups)], hspace=0.45, left=0.16,
+                               right=0.96)
     ax, table = figure.add_subplot(grid[0]), figure.add_subplot(grid[1])
     ticks = [t for t in MaxNLocator(_TICKS).tick_values(0, time.max()) if 0 <= t <= time.max()]
     for index, (name, fitter) in enumerate(zip(summary.groups, fitters)):
