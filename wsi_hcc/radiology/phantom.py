@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import WsiHccError
 from .volume import Volume
 
 __all__ = ["Phantom", "PhantomLesion", "make_phantom", "write_phantom", "PHASE_HU", "LABELS"]
@@ -36,7 +37,7 @@ PHASE_HU: dict[str, dict[str, float]] = {
     "portal": {"liver": 115, "lesion": 80, "necrosis": 25, "portal_vein": 180, "hepatic_vein": 160, "aorta": 170},
     "delayed": {"liver": 95, "lesion": 65, "necrosis": 28, "portal_vein": 125, "hepatic_vein": 120, "aorta": 120},
 }
-LABELS = {1: "liver", 2: "tumour", 3: "vessel", 4: "satellite"}
+LABELS = {1: "liver", 2: "tumour", 3: "intrahepatic vessel", 4: "satellite"}
 _BODY_HU, _FAT_HU, _AIR_HU = 45.0, -95.0, -1000.0
 
 
@@ -71,10 +72,13 @@ class Phantom:
 
     @property
     def labels(self) -> Volume:
-        """Label map on the reference grid: 1 liver, 2 tumour, 3 vessel, 4 satellite (later wins)."""
+        """Label map on the reference grid: 1 liver, 2 tumour, 3 vessel inside the liver, 4 satellite.
+
+        Every non-zero voxel is liver (the aorta, outside it, stays 0).
+        """
         labels = np.zeros(self.liver_mask.shape, np.uint8)
         labels[self.liver_mask] = 1
-        labels[self.vessel_mask] = 3
+        labels[self.vessel_mask & self.liver_mask] = 3
         labels[self.tumour_mask] = 2
         labels[self.satellite_mask] = 4
         return self.phases[self.reference_phase].with_array(labels, modality="SEG")
@@ -144,7 +148,7 @@ def make_phantom(shape: Sequence[int] = (40, 112, 112), spacing_mm: Sequence[flo
 
     unknown = [p for p in phases if p not in PHASE_HU]
     if unknown or reference_phase not in phases:
-        raise ValueError(f"phases must come from {sorted(PHASE_HU)} and include reference_phase "
+        raise WsiHccError(f"phases must come from {sorted(PHASE_HU)} and include reference_phase "
                          f"{reference_phase!r}; got {list(phases)}")
     if not 0.0 <= heterogeneity <= 1.0:
         raise ValueError(f"heterogeneity must be in [0, 1], got {heterogeneity}")
@@ -192,9 +196,14 @@ def make_phantom(shape: Sequence[int] = (40, 112, 112), spacing_mm: Sequence[flo
     for _ in range(n_lesions):
         mean_r = rng.uniform(*lesion_radius_mm)
         radii = mean_r * rng.uniform(0.85, 1.15, size=3)
+        room = float(depth[~tumour].max()) - 6.0 if (~tumour).any() else 0.0
+        if radii.max() > room:
+            # A small grid: shrink the lesion to fit with its ring rather than fail.
+            radii *= room / radii.max()
+        if radii.min() < 2.0:
+            raise WsiHccError(f"no room for a lesion and its 6 mm ring in a {shape} grid of {tuple(spacing)} mm; "
+                              "enlarge --shape or --spacing-mm, or use fewer lesions")
         candidates = np.argwhere((depth >= radii.max() + 6.0) & ~tumour)
-        if candidates.size == 0:
-            raise ValueError(f"no room for a {mean_r:.1f} mm lesion; enlarge the grid or lower lesion_radius_mm")
         if lesions:
             # Keep lesions apart so each one's ring is its own.
             taken = np.array([np.asarray(les.centre_mm)[::-1] for les in lesions])

@@ -103,7 +103,7 @@ def _working_image(volume: Volume, working_spacing_mm: float | None):
 
 
 def register_volume(fixed: Volume, moving: Volume, transform: str = "rigid", shrink_factors: Sequence[int] = (2, 1),
-                    smoothing_mm: Sequence[float] = (2.0, 0.0), iterations: int = 200,
+                    smoothing_mm: Sequence[float] = (2.0, 0.0), iterations: int = 100,
                     metric_samples: int = 20000, histogram_bins: int = 50, fixed_mask: np.ndarray | None = None,
                     working_spacing_mm: float | None = 2.0, seed: int = 0) -> Registration:
     """Register ``moving`` onto ``fixed`` (both any modality; mutual information handles contrast changes).
