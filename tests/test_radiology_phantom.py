@@ -34,7 +34,8 @@ def _core(mask):
 
 def test_lesions_enhance_arterially_and_wash_out(phantom):
     tumour, liver = _core(phantom.tumour_mask), _core(phantom.liver_mask & ~phantom.tumour_mask & ~phantom.vessel_mask)
-    mean = {name: {"tumour": v.array[tumour].mean(), "liver": v.array[liver].mean()} for name, v in phantom.phases.items()}
+    mean = {name: {"tumour": v.array[tumour].mean(), "liver": v.array[liver].mean()}
+            for name, v in phantom.phases.items()}
     assert mean["arterial"]["tumour"] > mean["arterial"]["liver"] + 30
     assert mean["portal"]["tumour"] < mean["portal"]["liver"] - 15
     assert mean["delayed"]["tumour"] < mean["delayed"]["liver"] - 15

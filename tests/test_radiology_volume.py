@@ -203,7 +203,8 @@ def test_known_rigid_motion_of_the_real_ct_is_recovered_within_1_mm(real_ct):
     motion.SetRotation(0.0, 0.0, np.radians(3.0))
     motion.SetTranslation((4.3, -2.7, 3.1))
     rotation = np.asarray(motion.GetMatrix()).reshape(3, 3)
-    moving = replace(real_ct, origin_mm=motion.TransformPoint(real_ct.origin_mm), direction=rotation @ real_ct.direction)
+    moving = replace(real_ct, origin_mm=motion.TransformPoint(real_ct.origin_mm),
+                     direction=rotation @ real_ct.direction)
     registration = register_volume(real_ct, moving, working_spacing_mm=3.0)
     index = np.stack(np.meshgrid([0, 10, 19], [50, 256, 460], [50, 256, 460], indexing="ij"), -1).reshape(-1, 3)
     points = index * np.asarray(real_ct.spacing_mm) @ real_ct.direction.T + np.asarray(real_ct.origin_mm)

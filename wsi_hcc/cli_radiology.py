@@ -134,7 +134,8 @@ def ring(tumour_path, tumour_label, liver_path, liver_labels, outer_mm, inner_mm
                                  "voxels": int(mask.sum())}
     atomic_write_json(tmp / "ring.json", {"rings": summary, "inner_mm": inner_mm, "clipped_to_liver": liver is not None,
                                           "spacing_mm": list(tumour.spacing_mm),
-                                          "tumour_volume_ml": round(float(tumour.array.sum()) * tumour.voxel_volume_ml, 4),
+                                          "tumour_volume_ml": round(float(tumour.array.sum())
+                                                                    * tumour.voxel_volume_ml, 4),
                                           **_provenance(tumour=str(tumour_path), liver=liver_path)})
     publish_dir(tmp, Path(out_dir))
     click.echo("; ".join(f"{w} mm ring {v['volume_ml']:.2f} ml" for w, v in summary.items()) + f" -> {out_dir}")
@@ -171,7 +172,8 @@ features.csv (one row per region and phase) and habitats.nii.gz.""")
 @click.option("--bin-width", type=click.FloatRange(min=0, min_open=True), default=25.0, show_default=True,
               help="Grey-level bin width for histograms and GLCM (HU for CT).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
-def features(images, tumour_path, tumour_label, liver_path, liver_labels, ring_mm, register_to, n_habitats, bin_width, out_dir):
+def features(images, tumour_path, tumour_label, liver_path, liver_labels, ring_mm, register_to, n_habitats, bin_width,
+             out_dir):
     """First-order and texture features of tumour, peritumoral ring and liver, per phase; habitats."""
     import csv
     import io

@@ -82,7 +82,8 @@ def _check_even_slices(folder: Path, files: list[str]) -> None:
         if "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds:
             return
         if normal is None:
-            row, col = np.asarray(ds.ImageOrientationPatient[:3], float), np.asarray(ds.ImageOrientationPatient[3:], float)
+            orientation = np.asarray(ds.ImageOrientationPatient, float)
+            row, col = orientation[:3], orientation[3:]
             normal = np.cross(row, col)
         positions.append(float(np.dot(normal, np.asarray(ds.ImagePositionPatient, float))))
     steps = np.diff(np.sort(positions))
@@ -126,7 +127,8 @@ def read_dicom_seg(path: str | Path) -> Volume:
     path = Path(path)
     ds = pydicom.dcmread(path)
     if str(ds.get("SOPClassUID", "")) != SEG_SOP_CLASS_UID:
-        raise WsiHccError(f"{path}: not a DICOM SEG (SOP class {ds.get('SOPClassUID', '?')}); use load_volume for images")
+        raise WsiHccError(f"{path}: not a DICOM SEG (SOP class {ds.get('SOPClassUID', '?')}); "
+                          "use load_volume for images")
     try:
         frames = np.asarray(ds.pixel_array)
         shared = ds.SharedFunctionalGroupsSequence[0]

@@ -309,6 +309,7 @@ def write_phantom(phantom: Phantom, out_dir: str | Path) -> Path:
     for name, volume in phantom.phases.items():
         save_nifti(volume, tmp / f"{name}.nii.gz")
     save_nifti(phantom.labels, tmp / "labels.nii.gz")
-    atomic_write_json(tmp / "truth.json", {"truth": phantom.truth(), "created": utc_now(), "versions": stack_versions()})
+    atomic_write_json(tmp / "truth.json",
+                      {"truth": phantom.truth(), "created": utc_now(), "versions": stack_versions()})
     publish_dir(tmp, out_dir)
     return out_dir

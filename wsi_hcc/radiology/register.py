@@ -164,10 +164,12 @@ def register_volume(fixed: Volume, moving: Volume, transform: str = "rigid", shr
         raise WsiHccError(f"registration failed ({str(exc).strip().splitlines()[-1][:120]}); check that the phases "
                           "overlap in space, or lower shrink_factors / raise metric_samples") from exc
     composite = sitk.CompositeTransform(result)
-    final = composite.GetNthTransform(composite.GetNumberOfTransforms() - 1) if composite.GetNumberOfTransforms() else result
+    count = composite.GetNumberOfTransforms()
+    final = composite.GetNthTransform(count - 1) if count else result
     affine = _as_affine(final)
     resampled = resample_like(moving, fixed, transform=affine)
-    return Registration(matrix=np.asarray(affine.GetMatrix()).reshape(3, 3), translation_mm=np.asarray(affine.GetTranslation()),
+    return Registration(matrix=np.asarray(affine.GetMatrix()).reshape(3, 3),
+                        translation_mm=np.asarray(affine.GetTranslation()),
                         center_mm=np.asarray(affine.GetCenter()), metric=float(method.GetMetricValue()),
                         iterations=int(method.GetOptimizerIteration()),
                         stop_reason=method.GetOptimizerStopConditionDescription(), resampled=resampled,
