@@ -58,6 +58,8 @@ def test_predictions_have_every_column_and_per_stage_seconds(demo):
     rows = _rows(out / "classify" / "predictions.csv")
     for row in rows:
         assert row["status"] == "done" and row["reason"] == ""
+        grades = [float(row[f"p_G{g}"]) for g in (1, 2, 3)]
+        assert sum(grades) == pytest.approx(1.0, abs=1e-5) and row["predicted_grade"] == f"G{int(np.argmax(grades)) + 1}"
         assert 0 <= float(row["p_hcc"]) <= 1 and int(row["n_tiles"]) > 100
         assert float(row["slide_mpp"]) == 0.5 and row["mpp_source"] == "properties"
         stages = [float(row[f"seconds_{s}"]) for s in ("tile", "features", "mil", "export")]
@@ -82,7 +84,7 @@ def test_geojson_passes_every_error_and_loss_rule_and_carries_the_scores(demo):
         features = json.loads(text)["features"]
         tiles = [f for f in features if f["properties"]["objectType"] == "tile"]
         assert len(tiles) == int(row["n_tiles"])
-        assert set(tiles[0]["properties"]["measurements"]) == {"p_HCC", "attention"}
+        assert set(tiles[0]["properties"]["measurements"]) == {"p_HCC", "attention", "p_G1", "p_G2", "p_G3"}
         attention = np.array([t["properties"]["measurements"]["attention"] for t in tiles])
         assert attention.sum() == pytest.approx(1.0, abs=1e-4)
         regions = [f for f in features if f["properties"]["objectType"] == "annotation"]

@@ -12,12 +12,13 @@ LAYERS = [
     {"errors", "records", "versions", "atomic", "figures"},
     {"readers", "mpp", "slideinfo", "grid", "tissue", "thumbnail", "qc", "store", "jpeg_tiles", "h5export",
      "config", "inputs", "synth", "stain", "stain_torch", "annotations", "augment", "datasets", "models",
-     "feature_store", "qupath_export", "heatmap", "slide_exports"},
+     "feature_store", "qupath_export", "heatmap", "slide_exports", "radiology", "survival"},
     {"extract", "features", "training", "mil"},
     {"tiling"},
     {"pipeline", "progress"},
     {"feature_pipeline", "train_pipeline", "mil_pipeline", "classify_pipeline", "demo_pipeline"},
-    {"cli", "cli_errors", "cli_train", "cli_mil", "cli_classify", "__main__"},
+    {"cli", "cli_errors", "cli_train", "cli_mil", "cli_classify", "cli_radiology", "cli_radiology_segment", "cli_radiology_models",
+     "cli_survival", "__main__"},
 ]
 LAYER_OF = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 

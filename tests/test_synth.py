@@ -183,6 +183,26 @@ def test_tumour_nuclei_are_darker_and_denser(level0_rgb: np.ndarray, mask: np.nd
     assert dark[tumour].mean() > 1.5 * dark[normal].mean()
 
 
+def test_tumour_grade_grows_nuclear_size_darkness_and_crowding(tmp_path) -> None:
+    """Grades 1 < 2 < 3 in haematoxylin density inside the tumour; the normal tissue is unchanged."""
+    import openslide
+
+    means = []
+    for grade in (1, 2, 3):
+        slide = write_synthetic_slide(tmp_path / f"g{grade}.svs", size_px=(1024, 1024), mpp=0.5, seed=5, grade=grade)
+        with openslide.OpenSlide(str(slide.path)) as handle:
+            rgb = np.asarray(handle.read_region((0, 0), 0, (1024, 1024)).convert("RGB"))
+        mask = np.asarray(Image.open(slide.mask_path))
+        hema = _block_means(_hematoxylin_od(rgb), 32)
+        labels = mask[: hema.shape[0], : hema.shape[1]]
+        tumour, normal = _interior(labels, 2), _interior(labels, 1)
+        means.append((hema[tumour].mean(), hema[normal].mean()))
+        assert json.loads(slide.path.with_name(f"g{grade}.synth.json").read_text())["grade"] == grade
+    assert means[0][0] < means[1][0] < means[2][0]
+    assert means[2][0] > 1.25 * means[0][0]
+    assert max(m[1] for m in means) < 1.05 * min(m[1] for m in means)
+
+
 def test_background_is_near_white_glass(level0_rgb: np.ndarray, mask: np.ndarray) -> None:
     means = np.stack([_block_means(level0_rgb[..., c], 32) for c in range(3)])
     labels = mask[: means.shape[1], : means.shape[2]]
@@ -293,6 +313,7 @@ def test_odd_sizes(tmp_path, size_px: tuple[int, int], tile_px: int) -> None:
         {"tissue_fraction": 1.5},
         {"mask_downsample": 0},
         {"mpp": None, "resolution_tags": True},
+        {"grade": 4},
     ],
 )
 def test_bad_arguments_raise_one_line_errors(tmp_path, kwargs: dict) -> None:

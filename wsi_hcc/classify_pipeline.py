@@ -103,7 +103,7 @@ def run_classify(inputs: list[str | Path], bundle_dir: str | Path, out_dir: str 
         row = _classify_one(outcome, features_of.get(outcome.stem), stores_dir, out_dir, bundle, bundle_digest,
                             region_threshold, overwrite)
         if truth is not None:
-            row["true_label"] = truth.get(outcome.stem, "")
+            row["true_label"], row["true_grade"] = truth.get(outcome.stem, ("", ""))
         rows.append(row)
         _write_csv(out_dir / "predictions.csv", rows, bundle)
         stage.slide_finished(SlideOutcome(outcome.stem, outcome.path, row["status"], row["reason"],
@@ -121,10 +121,10 @@ def run_classify(inputs: list[str | Path], bundle_dir: str | Path, out_dir: str 
     return ClassifyReport(out_dir, rows, out_dir / "predictions.csv")
 
 
-def _true_labels(labels_csv: str | Path | None) -> dict[str, str] | None:
+def _true_labels(labels_csv: str | Path | None) -> dict[str, tuple[str, str]] | None:
     if labels_csv is None:
         return None
-    return {row.slide: row.label for row in read_slide_labels(labels_csv)}
+    return {row.slide: (row.label, row.grade or "") for row in read_slide_labels(labels_csv)}
 
 
 def _state_path(out_dir: Path, stem: str) -> Path:
@@ -238,7 +238,7 @@ def _write_csv(path: Path, rows: list[dict[str, Any]], bundle: MilBundle) -> Non
     grades = bundle.card.get("grade_names") or []
     columns = CSV_COLUMNS[:3] + [f"p_{g}" for g in grades] + (["predicted_grade"] if grades else []) + CSV_COLUMNS[3:]
     if any("true_label" in r for r in rows):
-        columns.insert(1, "true_label")
+        columns[1:1] = ["true_label"] + (["true_grade"] if grades else [])
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n", restval="", extrasaction="ignore")
     writer.writeheader()

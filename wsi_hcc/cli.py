@@ -211,12 +211,13 @@ def features(stores, backbone, weights, out_dir, h5, device, batch_size, workers
     sys.exit(1 if report.failed or not report.outcomes else 0)
 
 
-def _add_training_commands() -> None:
+def _add_other_commands() -> None:
     # Kept in their own modules so this file stays about the tile/feature commands.
-    from . import cli_classify, cli_mil, cli_train
+    from . import cli_classify, cli_mil, cli_radiology, cli_survival, cli_train
 
-    for command in cli_train.COMMANDS + cli_mil.COMMANDS + cli_classify.COMMANDS:
+    for command in (cli_train.COMMANDS + cli_mil.COMMANDS + cli_classify.COMMANDS + cli_radiology.COMMANDS
+                    + cli_survival.COMMANDS):
         main.add_command(command)
 
 
-_add_training_commands()
+_add_other_commands()

@@ -37,7 +37,7 @@ from .versions import stack_versions, utc_now
 __all__ = ["DemoReport", "run_demo", "DEMO_MIL_SETTINGS"]
 
 DEMO_MIL_SETTINGS: dict[str, Any] = {
-    "class_names": ["non_tumour", "tumour"], "model": {"name": "gated", "hidden": 64, "dropout": 0.0},
+    "class_names": ["non_tumour", "tumour"], "grade_names": ["G1", "G2", "G3"], "model": {"name": "gated", "hidden": 64, "dropout": 0.0},
     "folds": 3, "validation_fraction": 0.25, "epochs": 40, "patience": 8, "lr": 1e-3, "weight_decay": 1e-4,
     "bootstrap": 200, "bundle": "best_fold", "seed": 0, "device": "cpu", "cpu_threads": 1,
 }
@@ -85,13 +85,14 @@ def run_demo(out_dir: str | Path = "wsi-hcc-demo", *, n_train: int = 24, n_heldo
     truth = {}
     for i in range(n_heldout):
         stem, tumour = f"heldout{i:02d}", i % 2 == 0
+        grade = 1 + (i // 2) % 3 if tumour else None
         path, mask = heldout / f"{stem}.svs", heldout / f"{stem}.mask.png"
         if not (path.exists() and mask.exists()):  # a rerun reuses them
             write_synthetic_slide(path, size_px=(1536, 1024), mpp=0.5, seed=10_000 + seed * 1000 + i,
-                                  tumour=tumour, tissue_fraction=0.7)
-        truth[stem] = ("tumour" if tumour else "non_tumour", mask)
-    atomic_write_bytes(heldout / "heldout.csv", ("slide,patient,label\n" + "".join(
-        f"{stem},{stem},{label}\n" for stem, (label, _) in truth.items())).encode())
+                                  tumour=tumour, grade=grade, tissue_fraction=0.7)
+        truth[stem] = ("tumour" if tumour else "non_tumour", f"G{grade}" if grade else "", mask)
+    atomic_write_bytes(heldout / "heldout.csv", ("slide,patient,label,grade\n" + "".join(
+        f"{stem},{stem},{label},{grade}\n" for stem, (label, grade, _) in truth.items())).encode())
     classified = run_classify([heldout], bundle_dir, out_dir / "classify", labels_csv=heldout / "heldout.csv",
                               device="cpu", progress=progress)
     seconds["classify"] = time.perf_counter() - mark
@@ -99,7 +100,7 @@ def run_demo(out_dir: str | Path = "wsi-hcc-demo", *, n_train: int = 24, n_heldo
     say("4/4 writing the report")
     figures = out_dir / "figures"
     figures.mkdir(exist_ok=True)
-    for stem, (_, mask_path) in truth.items():
+    for stem, (_, _, mask_path) in truth.items():
         atomic_write_bytes(figures / f"{stem}.truth.png", _truth_png(mask_path))
     done = [r for r in classified.rows if r["status"] in ("done", "skipped")]
     labels = [int(r["true_label"] == "tumour") for r in done]
@@ -162,14 +163,18 @@ def _report_markdown(out_dir: Path, metrics: dict, classified: ClassifyReport, a
     ]
     if (out_dir / "figures" / "heldout_roc.png").exists():
         lines += ["![held-out ROC](figures/heldout_roc.png)", ""]
-    lines += ["| slide | truth | p(tumour) | predicted | ground-truth mask (red: tumour) | tile probability and attention | QuPath |",
+    lines += ["Grades (G1-G3: nuclei larger, darker and more crowded) are predicted for every slide; they "
+              "mean something only where the slide is called tumour.", "",
+              "| slide | truth | p(tumour) | predicted | ground-truth mask (red: tumour) | tile probability and attention | QuPath |",
               "|---|---|---|---|---|---|---|"]
     for r in classified.rows:
         stem = r["slide"]
+        truth = " ".join(x for x in (r.get("true_label", ""), r.get("true_grade", "")) if x)
         if r["status"] == "failed":
-            lines.append(f"| {stem} | {r.get('true_label', '')} | - | failed: {r['reason']} | | | |")
+            lines.append(f"| {stem} | {truth} | - | failed: {r['reason']} | | | |")
             continue
-        lines.append(f"| {stem} | {r.get('true_label', '')} | {float(r['p_hcc']):.3f} | {r['predicted_label']} | "
+        called = r["predicted_label"] + (f" {r['predicted_grade']}" if r["predicted_label"] == "tumour" else "")
+        lines.append(f"| {stem} | {truth} | {float(r['p_hcc']):.3f} | {called} | "
                      f"![truth](figures/{stem}.truth.png) | ![heatmap](classify/{stem}.heatmap.png) | "
                      f"[{stem}.geojson.gz](classify/{stem}.geojson.gz) |")
     lines += ["", "## Next", "",

@@ -536,13 +536,18 @@ def run_mil_training(config: MilConfig, out_dir: str | Path, *, config_path: str
     return MilReport(out_dir, ran, skipped, metrics, bundle, seconds)
 
 
+GRADE_NAMES = ["G1", "G2", "G3"]
+
+
 def synthetic_cohort(root: str | Path, n_slides: int = 40, size_px: tuple[int, int] = (1536, 1024),
-                     target_mpp: float = 1.0, tile_px: int = 32, seed: int = 0) -> dict[str, Any]:
+                     target_mpp: float = 1.0, tile_px: int = 32, seed: int = 0, grades: bool = True) -> dict[str, Any]:
     """A cohort with a known answer: ``n_slides`` synthetic slides (even index: with tumour), tiled,
     embedded with the fixed ``colour_texture`` descriptor, and a label CSV (one patient per slide).
 
-    Returns ``{"stores": folder, "labels_csv": path, "slides": {stem: SyntheticSlide}}``. Reuses
-    what is already in ``root`` (tiling and features skip finished stores).
+    With ``grades`` the tumour slides cycle through grades G1, G2, G3 (nuclei larger, darker and
+    more crowded as the grade rises; ``wsi_hcc.synth``) and the CSV has a ``grade`` column.
+    Returns ``{"stores": folder, "labels_csv": path, "slides": {stem: SyntheticSlide}, "backbone": name}``.
+    Reuses what is already in ``root`` (tiling and features skip finished stores).
     """
     from .config import TileConfig
     from .feature_pipeline import run_features
@@ -555,9 +560,11 @@ def synthetic_cohort(root: str | Path, n_slides: int = 40, size_px: tuple[int, i
     slides, rows = {}, []
     for i in range(n_slides):
         stem, tumour = f"syn{i:03d}", i % 2 == 0
+        grade = 1 + (i // 2) % 3 if tumour and grades else None
         slides[stem] = write_synthetic_slide(root / "slides" / f"{stem}.svs", size_px=size_px, mpp=target_mpp / 2,
-                                             seed=seed * 1000 + i, tumour=tumour, tissue_fraction=0.7)
-        rows.append(f"{stem},patient_{i:03d},{'tumour' if tumour else 'non_tumour'}\n")
+                                             seed=seed * 1000 + i, tumour=tumour, grade=grade, tissue_fraction=0.7)
+        grade_name = GRADE_NAMES[grade - 1] if grade else ""
+        rows.append(f"{stem},patient_{i:03d},{'tumour' if tumour else 'non_tumour'}" + (f",{grade_name}" if grades else "") + "\n")
     report = run_tile([s.path for s in slides.values()], root / "stores", TileConfig(target_mpp=target_mpp,
                                                                                       tile_px=tile_px, qc=False))
     if report.count("failed"):
@@ -566,7 +573,8 @@ def synthetic_cohort(root: str | Path, n_slides: int = 40, size_px: tuple[int, i
                           num_workers=0)
     if report.count("failed"):
         raise WsiHccError(f"synthetic cohort: features failed ({report.failed[0].reason})")
-    atomic_write_bytes(root / "slides.csv", ("slide,patient,label\n" + "".join(rows)).encode())
+    header = "slide,patient,label" + (",grade" if grades else "") + "\n"
+    atomic_write_bytes(root / "slides.csv", (header + "".join(rows)).encode())
     return {"stores": root / "stores", "labels_csv": root / "slides.csv", "slides": slides, "backbone": backbone}
 
 

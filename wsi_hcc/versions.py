@@ -11,7 +11,7 @@ __all__ = ["stack_versions", "utc_now"]
 _PACKAGES = ("wsi-hcc", "numpy", "zarr", "numcodecs", "imagecodecs", "tifffile", "tiffslide",
              "openslide-python", "openslide-bin", "scikit-image", "Pillow", "dask", "distributed", "h5py",
              "torch", "torchvision", "timm", "safetensors", "scikit-learn", "albumentations", "matplotlib",
-             "pydantic", "monai")
+             "pydantic", "monai", "SimpleITK", "nibabel", "pydicom", "lifelines", "torchsurv", "pandas")
 
 
 @lru_cache(maxsize=1)

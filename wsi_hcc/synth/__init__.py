@@ -86,6 +86,7 @@ def write_synthetic_slide(
     seed: int = 0,
     tissue_fraction: float = 0.6,
     tumour: bool = True,
+    grade: int | None = None,
     mpp_in_description: bool = True,
     resolution_tags: bool = False,
     mask_downsample: int = 32,
@@ -112,6 +113,9 @@ def write_synthetic_slide(
         Approximate fraction of the slide area covered by tissue, in (0, 1].
     tumour : bool
         Draw 1-3 tumour regions (label 2) inside the tissue.
+    grade : int or None
+        Tumour grade 1, 2 or 3 (well, moderately, poorly differentiated): nuclei grow larger,
+        darker and more crowded with the grade. None draws ungraded tumour (between 1 and 2).
     mpp_in_description : bool
         Write ``MPP =`` (and ``AppMag =``) into the Aperio ImageDescription. False leaves openslide
         without an mpp, to test fallbacks such as ``resolution_tags``.
@@ -148,8 +152,11 @@ def write_synthetic_slide(
     mpp = None if mpp is None else float(mpp)
     started = time.perf_counter()
     content_mpp = mpp if mpp is not None else _DEFAULT_MPP
+    if grade is not None and grade not in (1, 2, 3):
+        raise WsiHccError(f"{out}: grade must be 1, 2 or 3 (or None), not {grade!r}")
     scene = _Scene(
-        (width_px, height_px), content_mpp, int(seed), float(tissue_fraction), bool(tumour)
+        (width_px, height_px), content_mpp, int(seed), float(tissue_fraction), bool(tumour),
+        grade if tumour else None,
     )
     level_sizes = _level_sizes((width_px, height_px))
     level_downsamples = tuple(_LEVEL_FACTOR**k for k in range(len(level_sizes)))
@@ -183,6 +190,7 @@ def write_synthetic_slide(
         "seed": int(seed),
         "tissue_fraction": float(tissue_fraction),
         "tumour": bool(tumour),
+        "grade": grade if tumour else None,
         "mpp_in_description": bool(mpp_in_description),
         "resolution_tags": bool(resolution_tags),
         "mask_downsample": int(mask_downsample),

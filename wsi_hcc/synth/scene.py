@@ -46,6 +46,13 @@ _NORMAL_ASPECT = (1.0, 1.35)
 _TUMOUR_ASPECT = (1.0, 1.5)
 _NORMAL_DARKNESS_OD = (0.55, 0.8)
 _TUMOUR_DARKNESS_OD = (0.95, 1.35)
+# Tumour grade (1 well, 2 moderately, 3 poorly differentiated): larger, darker, more crowded nuclei
+# as the grade rises; grade None draws the ungraded defaults above.
+_GRADED_TUMOUR = {
+    1: {"diameter": (6.5, 8.5), "darkness": (0.8, 1.1), "accept": 0.7},
+    2: {"diameter": (8.0, 10.5), "darkness": (1.0, 1.35), "accept": 0.9},
+    3: {"diameter": (10.0, 13.0), "darkness": (1.25, 1.65), "accept": 1.0},
+}
 _MIN_NUCLEUS_DIAMETER_PX = 3.0  # below this, nuclei are drawn as a hematoxylin texture
 
 # Noise lattices (node spacing; rounded to whole pixels, at least 2).
@@ -74,11 +81,18 @@ class _Scene:
         Target tissue area fraction.
     tumour : bool
         Whether tumour regions exist.
+    grade : int or None
+        Tumour grade 1-3 (nuclear size, darkness and crowding), or None for the ungraded defaults.
     """
 
     def __init__(
-        self, size_px: tuple[int, int], mpp: float, seed: int, tissue_fraction: float, tumour: bool
+        self, size_px: tuple[int, int], mpp: float, seed: int, tissue_fraction: float, tumour: bool,
+        grade: int | None = None,
     ) -> None:
+        graded = _GRADED_TUMOUR[grade] if grade is not None else {}
+        self.tumour_diameter_um = graded.get("diameter", _TUMOUR_DIAMETER_UM)
+        self.tumour_darkness_od = graded.get("darkness", _TUMOUR_DARKNESS_OD)
+        self.tumour_accept = graded.get("accept", _TUMOUR_ACCEPT)
         self.size_px = size_px
         self.mpp = mpp
         self.seed = seed
@@ -113,7 +127,7 @@ class _Scene:
         self.cell_px = _CELL_UM * px_per_um
         self.nuclei_as_texture = _NORMAL_DIAMETER_UM[0] * px_per_um < _MIN_NUCLEUS_DIAMETER_PX
         self.max_semi_axis_px = (
-            0.5 * _TUMOUR_DIAMETER_UM[1] * px_per_um * math.sqrt(_TUMOUR_ASPECT[1])
+            0.5 * self.tumour_diameter_um[1] * px_per_um * math.sqrt(_TUMOUR_ASPECT[1])
         )
         self.nuclei_cols = math.ceil(width / self.cell_px) + 2
         # Beyond this distance outside the tissue no stroma and no nucleus can show (the signed
@@ -254,7 +268,7 @@ class _Scene:
         u = self._soft_inside_points(self.tumour_dist, self.keys[_KEY_EDGE_TUMOUR], x, y)
         is_tumour = draws[2] < u
         in_cord = self.trabeculae.nucleus_fits(x, y)
-        keep = draws[3] < t * np.where(is_tumour, _TUMOUR_ACCEPT * in_cord, _NORMAL_ACCEPT)
+        keep = draws[3] < t * np.where(is_tumour, self.tumour_accept * in_cord, _NORMAL_ACCEPT)
         is_tumour = is_tumour[keep]
 
         def pick(
@@ -264,9 +278,9 @@ class _Scene:
             hi = np.where(is_tumour, tumour[1], normal[1])
             return lo + (hi - lo) * d[keep]
 
-        diameter_px = pick(_NORMAL_DIAMETER_UM, _TUMOUR_DIAMETER_UM, draws[4]) / self.mpp
+        diameter_px = pick(_NORMAL_DIAMETER_UM, self.tumour_diameter_um, draws[4]) / self.mpp
         aspect = pick(_NORMAL_ASPECT, _TUMOUR_ASPECT, draws[5])
-        darkness = pick(_NORMAL_DARKNESS_OD, _TUMOUR_DARKNESS_OD, draws[6])
+        darkness = pick(_NORMAL_DARKNESS_OD, self.tumour_darkness_od, draws[6])
         result = (
             x[keep],
             y[keep],
@@ -365,7 +379,7 @@ class _Scene:
             nuclei = t * np.float32(_NORMAL_ACCEPT * 0.3 * np.mean(_NORMAL_DARKNESS_OD))
             if has_tumour:
                 dense = t * cord
-                dense *= np.float32(_TUMOUR_ACCEPT * 0.6 * np.mean(_TUMOUR_DARKNESS_OD))
+                dense *= np.float32(self.tumour_accept * 0.6 * np.mean(self.tumour_darkness_od))
                 dense -= nuclei
                 dense *= u
                 nuclei += dense
