@@ -36,6 +36,16 @@ def median_rate(run: Callable[[], object], items: int, repeats: int) -> float:
     return statistics.median(rates)
 
 
+def median_seconds(run: Callable[[], object], repeats: int) -> tuple[float, object]:
+    """Median seconds of ``run()`` over ``repeats`` calls, and the last call's result."""
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
 def publish(section: str, title: str, lines: list[str], write: bool) -> None:
     """Print a result table and, with ``write``, replace its section of RESULTS.md."""
     table = "\n".join(lines)

@@ -10,13 +10,11 @@ Target (issue "wsi-hcc classify"): under 5 s and under 4 MB gzipped for 50,000 t
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
-from _common import publish
+from _common import median_seconds, publish
 
 TILE = 448
 
@@ -39,15 +37,6 @@ def _slide(n_tiles: int, seed: int = 0):
     return coords, p, measurements
 
 
-def _timed(run, repeats: int) -> tuple[float, object]:
-    times, result = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
-
-
 def main() -> None:
     from wsi_hcc.qupath_export import probability_regions, region_features, tile_features, write_qupath_geojson
 
@@ -67,10 +56,10 @@ def main() -> None:
         def export(name):
             return lambda: write_qupath_geojson(out / name, build())
 
-        build_s, features = _timed(build, opts.repeats)
-        gz_s, gz_path = _timed(export("tiles.geojson.gz"), opts.repeats)
-        plain_s, plain_path = _timed(export("tiles.geojson"), opts.repeats)
-        regions_s, regions = _timed(lambda: region_features(probability_regions(coords, p, TILE, 0.5), "HCC"),
+        build_s, features = median_seconds(build, opts.repeats)
+        gz_s, gz_path = median_seconds(export("tiles.geojson.gz"), opts.repeats)
+        plain_s, plain_path = median_seconds(export("tiles.geojson"), opts.repeats)
+        regions_s, regions = median_seconds(lambda: region_features(probability_regions(coords, p, TILE, 0.5), "HCC"),
                                     opts.repeats)
         gz_mb, plain_mb = gz_path.stat().st_size / 1e6, plain_path.stat().st_size / 1e6
     n = opts.tiles

@@ -14,26 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from _common import publish
+from _common import median_seconds, publish
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 CT_DICOM = SHARED / "radiology" / "ct_abdomen_totalseg_dicom"
-
-
-def _median_s(run, repeats: int) -> tuple[float, object]:
-    times, result = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
 
 
 def _ring_rows(repeats: int) -> list[dict]:
@@ -47,9 +36,9 @@ def _ring_rows(repeats: int) -> list[dict]:
     liver = (zz / 80) ** 2 + (yy / 120) ** 2 + ((xx + 40) / 110) ** 2 <= 1.0
     peritumoral_ring(tumour, spacing)  # warm-up (imports)
     rows = []
-    seconds, ring = _median_s(lambda: peritumoral_ring(tumour, spacing, 6.0, within=liver), repeats)
+    seconds, ring = median_seconds(lambda: peritumoral_ring(tumour, spacing, 6.0, within=liver), repeats)
     rows.append({"task": "ring 6 mm, 512x512x200, clipped to liver", "median_s": seconds, "voxels": int(ring.sum())})
-    seconds, _ = _median_s(lambda: ring_sweep(tumour, spacing, (2, 4, 6, 8, 10), within=liver), repeats)
+    seconds, _ = median_seconds(lambda: ring_sweep(tumour, spacing, (2, 4, 6, 8, 10), within=liver), repeats)
     rows.append({"task": "ring sweep 2-10 mm (5 widths), 512x512x200", "median_s": seconds})
     return rows
 
@@ -61,7 +50,7 @@ def _registration_rows(repeats: int) -> list[dict]:
 
     if not CT_DICOM.exists():
         sys.exit(f"real CT not found at {CT_DICOM}")
-    seconds, ct = _median_s(lambda: load_volume(CT_DICOM), repeats)
+    seconds, ct = median_seconds(lambda: load_volume(CT_DICOM), repeats)
     rows = [{"task": "read 20-slice JPEG-2000 DICOM series (512x512)", "median_s": seconds}]
     image = to_sitk(ct)
     motion = sitk.Euler3DTransform()
@@ -74,7 +63,7 @@ def _registration_rows(repeats: int) -> list[dict]:
     points = index * np.asarray(ct.spacing_mm) @ ct.direction.T + np.asarray(ct.origin_mm)
     truth = np.array([motion.TransformPoint(tuple(p)) for p in points])
     for transform in ("rigid", "affine"):
-        seconds, registration = _median_s(lambda: register_volume(ct, moving, transform=transform), repeats)
+        seconds, registration = median_seconds(lambda: register_volume(ct, moving, transform=transform), repeats)
         error = float(np.linalg.norm(registration.map_points(points) - truth, axis=1).max())
         rows.append({"task": f"register {transform}, real CT 512x512x20 (defaults)", "median_s": seconds,
                      "max_error_mm": round(error, 3)})

@@ -22,25 +22,9 @@ from .data import Standardizer
 from .groups import RiskCutoffs
 from .nomogram import Nomogram
 
-__all__ = ["SurvivalModel", "save_model", "load_model", "survival_versions", "CARD_FORMAT"]
+__all__ = ["SurvivalModel", "save_model", "load_model", "CARD_FORMAT"]
 
 CARD_FORMAT = "wsi_hcc.survival/1"
-_EXTRA_PACKAGES = ("lifelines", "torchsurv", "pandas")
-
-
-def survival_versions() -> dict[str, str]:
-    """The stack's versions plus the survival libraries."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = dict(stack_versions())
-    for name in _EXTRA_PACKAGES:
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            found[name] = "not installed"
-    return found
-
-
 @dataclass
 class SurvivalModel:
     """A fitted model (``cox`` or ``deepsurv``) with what turns its log hazards into groups and curves."""
@@ -87,7 +71,7 @@ def save_model(model: SurvivalModel, folder: str | Path) -> Path:
         "baseline": {"time": model.baseline.time.tolist(), "survival": model.baseline.survival.tolist()},
         "nomogram": None if model.nomogram is None else model.nomogram.to_json(),
         "weights_sha256": hashlib.sha256(weights).hexdigest(),
-        "versions": survival_versions(),
+        "versions": stack_versions(),
         "created": utc_now(),
         **model.info,
     }

@@ -18,8 +18,8 @@ import numpy as np
 from ..atomic import atomic_write_bytes, atomic_write_json, partial_path, publish_dir
 from ..errors import OutputError, WsiHccError
 from ..figures import figure_png
-from ..versions import utc_now
-from .bundle import SurvivalModel, load_model, save_model, survival_versions
+from ..versions import stack_versions, utc_now
+from .bundle import SurvivalModel, load_model, save_model
 from .config import SurvivalConfig
 from .cox import fit_breslow, fit_cox
 from .data import SurvivalData, features_for, read_table, slide_embeddings, survival_data
@@ -189,7 +189,7 @@ def run_survival_training(spec: DataSpec, config: SurvivalConfig, out_dir: str |
             for i, t, e, r, g, f in zip(data.ids, data.time, data.event, risk, groups, fold_of)]
     atomic_write_bytes(tmp / "risks.csv", _csv_bytes(["id", "time", "event", "risk", "group", "fold"], rows))
     metrics.update({"config": config.model_dump(mode="json"), "data": spec.to_json(),
-                    "versions": survival_versions(), "created": utc_now()})
+                    "versions": stack_versions(), "created": utc_now()})
     atomic_write_json(tmp / "metrics.json", metrics)
     publish_dir(tmp, out)
     return TrainReport(out, metrics, out / "model")
@@ -240,7 +240,7 @@ def run_prediction(model_dir: str | Path, spec: DataSpec, out_dir: str | Path) -
             atomic_write_bytes(tmp / "km.png", figure_png(figure))
             result["km"] = km.to_json()
     atomic_write_bytes(tmp / "risks.csv", _csv_bytes(header, zip(*columns)))
-    result.update({"versions": survival_versions(), "created": utc_now(), "data": spec.to_json()})
+    result.update({"versions": stack_versions(), "created": utc_now(), "data": spec.to_json()})
     atomic_write_json(tmp / "metrics.json", result)
     publish_dir(tmp, out)
     return result

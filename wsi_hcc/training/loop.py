@@ -110,7 +110,6 @@ class Trainer:
                 positions.append(batch_positions.numpy())
                 if on_batch is not None:
                     on_batch(len(target))
-        n = sum(len(x) for x in labels)
         k = self.card.num_classes
         return EvalResult(np.concatenate(labels) if labels else np.zeros(0, np.int64),
                           np.concatenate(probs) if probs else np.zeros((0, k), np.float32),
