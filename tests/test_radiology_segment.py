@@ -156,7 +156,7 @@ def test_patch_size_must_fit_the_network():
 
 @pytest.fixture(scope="module")
 def tiny_cases():
-    return phantom_cases(3, seed=0, shape=(24, 48, 48))
+    return phantom_cases(5, seed=0, shape=(24, 48, 48))
 
 
 @pytest.mark.parametrize("model,pipeline", [("cross_phase", "two_stage"), ("convlstm", "single"),
@@ -188,13 +188,13 @@ def test_folds_hold_out_every_case_once():
 
 
 @pytest.fixture(scope="module")
-def three_fold_model(tiny_cases):
-    return train_model(tiny_cases, SegConfig(folds=3, **TINY))
+def five_fold_model(tiny_cases):
+    return train_model(tiny_cases, SegConfig(folds=5, **TINY))
 
 
-def test_k_fold_training_ensembles_every_fold(three_fold_model, tiny_cases):
-    model = three_fold_model
-    assert len(model.members) == 3
+def test_k_fold_training_ensembles_every_fold(five_fold_model, tiny_cases):
+    model = five_fold_model
+    assert len(model.members) == 5
     held = [row["case"] for fold in model.info["folds"] for row in fold["held_out"]]
     assert sorted(held) == sorted(c.name for c in tiny_cases)
     for fold in model.info["folds"]:
@@ -206,14 +206,14 @@ def test_k_fold_training_ensembles_every_fold(three_fold_model, tiny_cases):
     assert not np.allclose(each[0], each[1], atol=1e-3)
 
 
-def test_weights_round_trip_and_refuse_tampering(three_fold_model, tiny_cases, tmp_path):
-    folder = save_seg_model(three_fold_model, tmp_path / "model")
+def test_weights_round_trip_and_refuse_tampering(five_fold_model, tiny_cases, tmp_path):
+    folder = save_seg_model(five_fold_model, tmp_path / "model")
     card = json.loads((folder / "card.json").read_text())
-    assert card["folds"] == 3 and card["phases"] == list(PHASES) and card["in_channels"] == 3
+    assert card["folds"] == 5 and card["phases"] == list(PHASES) and card["in_channels"] == 3
     assert card["classes"] == {"0": "background", "1": "liver", "2": "tumour"}
     assert card["config"]["patch_size"] == [16, 32, 32] and "monai" in card["versions"]
     image, spacing = tiny_cases[1].image, tiny_cases[1].spacing_mm
-    expected = predict_probabilities(three_fold_model, image, spacing)
+    expected = predict_probabilities(five_fold_model, image, spacing)
     for path in (folder, folder / "weights.safetensors"):
         loaded = load_seg_model(path)
         np.testing.assert_allclose(predict_probabilities(loaded, image, spacing), expected, atol=1e-6)
@@ -249,14 +249,14 @@ def test_clean_up_keeps_tumour_inside_the_largest_liver_component():
     assert cleaned[3, 20, 20] == 1
 
 
-def test_segment_volume_returns_labels_on_the_input_grid(three_fold_model):
+def test_segment_volume_returns_labels_on_the_input_grid(five_fold_model):
     phantom = make_phantom(shape=(20, 40, 44), spacing_mm=(3.5, 3.0, 3.0), phases=PHASES, seed=7)
-    result = segment_volume(three_fold_model, phantom.phases)
+    result = segment_volume(five_fold_model, phantom.phases)
     assert result.labels.same_grid(phantom.phases["arterial"])
     assert set(np.unique(result.labels.array)) <= {0, 1, 2}
     assert result.info["work_spacing_mm"] == [3.0, 2.5, 2.5]
     with pytest.raises(WsiHccError, match="missing phase"):
-        segment_volume(three_fold_model, {"arterial": phantom.phases["arterial"]})
+        segment_volume(five_fold_model, {"arterial": phantom.phases["arterial"]})
 
 
 def test_three_classes_merges_vessels_into_liver_and_satellites_into_tumour():
@@ -291,9 +291,9 @@ def test_box_prompt_stays_inside_the_box(lesion_phantom):
         prompt_segment(lesion_phantom.phases, point=(0, 0, 999))
 
 
-def test_model_prompt_uses_the_tumour_network(three_fold_model, lesion_phantom):
+def test_model_prompt_uses_the_tumour_network(five_fold_model, lesion_phantom):
     centre = np.argwhere(lesion_phantom.tumour_mask).mean(0).round().astype(int)
-    result = prompt_segment(lesion_phantom.phases, point=centre, model=three_fold_model)
+    result = prompt_segment(lesion_phantom.phases, point=centre, model=five_fold_model)
     # An untrained model finds nothing or something; either way the mask is on the full grid and measured.
     assert result.method in ("model", "region_growing")
     assert result.mask.shape == lesion_phantom.tumour_mask.shape
