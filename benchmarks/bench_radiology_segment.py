@@ -101,7 +101,8 @@ def main() -> None:
 
     lines = ["| task | result | note |", "|---|---|---|",
              f"| train {args.folds}-fold UNet on {args.phantoms} phantoms 32x64x64, {args.iterations} it/fold | "
-             f"{model.info['training_seconds']:.0f} s | per fold {per_fold_s} s; phantoms generated in {data_s:.1f} s |",
+             f"{model.info['training_seconds']:.0f} s | per fold {per_fold_s} s; phantoms generated in "
+             f"{data_s:.1f} s |",
              f"| held-out tumour Dice per fold (CV) | {fold_dice} | mean {np.mean(fold_dice):.3f} |",
              f"| ensemble tumour Dice, 4 new phantoms | {[round(d, 3) for d in tumour]} | mean {np.mean(tumour):.3f}, "
              f"median {np.median(tumour):.3f}, global {global_dice(pairs):.3f}; HD95 median "

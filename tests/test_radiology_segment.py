@@ -21,7 +21,13 @@ from wsi_hcc.radiology.seg_metrics import (
     volume_similarity,
 )
 from wsi_hcc.radiology.segment_data import phantom_cases, three_classes
-from wsi_hcc.radiology.segment_infer import clean_labels, network_probabilities, predict_probabilities, segment_volume
+from wsi_hcc.radiology.segment_infer import (
+    clean_labels,
+    liver_roi,
+    network_probabilities,
+    predict_probabilities,
+    segment_volume,
+)
 from wsi_hcc.radiology.segment_models import (
     MODEL_NAMES,
     ConvLSTM3dCell,
@@ -73,6 +79,7 @@ def _monai_onehot(mask):
 
 
 # MONAI 1.6 warns about its own internal use of a deprecated argument inside the metric.
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:.*always_return_as_numpy:FutureWarning")
 def test_dice_and_hd95_equal_monai(mask_pairs):
     from monai.metrics import DiceMetric, HausdorffDistanceMetric
@@ -247,6 +254,8 @@ def test_clean_up_keeps_tumour_inside_the_largest_liver_component():
     assert cleaned[10, 10, 10] == 2 and (cleaned == 2).sum() == 4 * 6 * 6
     assert cleaned[6, 32, 32] == 0 and cleaned[15, 34, 34] == 0
     assert cleaned[3, 20, 20] == 1
+    roi = liver_roi(cleaned > 0, (1.0, 2.0, 2.0), margin_mm=4.0)
+    assert roi == (slice(0, 20), slice(0, 27), slice(0, 27))  # 4 / 2 = 2 voxels in-plane, clipped at 0 and 20
 
 
 def test_segment_volume_returns_labels_on_the_input_grid(five_fold_model):
@@ -393,3 +402,18 @@ def test_cli_errors_are_one_line(tmp_path, phantom_dir):
         assert result.exit_code == 2, (args, result.output)
         lines = [line for line in result.output.splitlines() if line.startswith("error:")]
         assert len(lines) == 1 and needle in lines[0], result.output
+
+
+@pytest.mark.slow
+def test_cli_predict_registers_moved_phases_first(tmp_path):
+    folder = tmp_path / "moved"
+    write_phantom(make_phantom(shape=(24, 52, 52), spacing_mm=(3.0, 2.6, 2.6), phases=PHASES, motion_mm=4.0,
+                               noise_hu=4.0, seed=5), folder)
+    result = CliRunner().invoke(segment, ["predict", *_images(folder), "--register-to", "portal",
+                                          "--out", str(tmp_path / "pred")])
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "pred" / "segment.json").read_text())
+    assert sorted(record["registration"]) == ["arterial", "delayed"]
+    shifts = [np.linalg.norm(r["translation_mm"]) for r in record["registration"].values()]
+    assert all(2.0 < s < 6.0 for s in shifts), shifts
+    assert record["random_weights"] is True

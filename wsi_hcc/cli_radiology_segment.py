@@ -129,16 +129,18 @@ def train(out_dir, phantoms, data_dirs, folds, iterations, model, pipeline, phas
                            iterations=iterations, lr=lr, folds=folds, seed=seed)
     except ValueError as exc:
         raise WsiHccError(f"{exc}; change --patch or --model") from None
+    if len(data_dirs) + phantoms < max(2, folds):
+        raise WsiHccError(f"{len(data_dirs) + phantoms} case(s) for {folds} fold(s); add --phantoms or --data, or "
+                          f"lower --folds")
     cases = [folder_case(d, phases, spacing_mm, config.window) for d in data_dirs]
     if phantoms:
         click.echo(f"generating {phantoms} phantoms at {spacing_mm} mm")
         cases += phantom_cases(phantoms, seed=seed, phases=phases, spacing_mm=spacing_mm)
-    if len(cases) < max(2, folds):
-        raise WsiHccError(f"{len(cases)} case(s) for {folds} fold(s); add --phantoms or --data, or lower --folds")
     trained = train_model(cases, config, progress=click.echo)
     tmp = _prepare_out(out_dir)
     save_seg_model(trained, tmp / "model")
-    held = [{k: v for k, v in row.items() if k != "case"} for f in trained.info["folds"] for row in f.get("held_out", [])]
+    held = [{k: v for k, v in row.items() if k != "case"}
+            for f in trained.info["folds"] for row in f.get("held_out", [])]
     summary = summarise_cases(held) if held else None
     atomic_write_json(tmp / "metrics.json", {"config": config.to_json(), "folds": trained.info["folds"],
                                              "held_out_summary": summary,
@@ -171,6 +173,8 @@ similarity for liver and tumour).""")
 @click.option("--image", "images", multiple=True, required=True,
               help="PHASE=PATH (NIfTI file or DICOM folder); repeat for every phase the model uses.")
 @click.option("--reference", help="Phase whose grid the labels are written on (default: the model's first).")
+@click.option("--register-to", "register_to", help="Register the other phases rigidly to this phase first "
+              "(mutual information), as in Luo 2024's pipeline.")
 @click.option("--truth", "truth_path", type=click.Path(exists=True, dir_okay=False),
               help="Label map (1 liver, 2 tumour; 3/4 count as liver/tumour) to score against.")
 @click.option("--min-tumour-mm3", type=click.FloatRange(min=0), default=20.0, show_default=True,
@@ -179,12 +183,13 @@ similarity for liver and tumour).""")
               help="Sliding-window overlap.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--threads", type=click.IntRange(min=1), help="Torch CPU threads.")
-def predict(weights, images, reference, truth_path, min_tumour_mm3, overlap, out_dir, threads):
+def predict(weights, images, reference, register_to, truth_path, min_tumour_mm3, overlap, out_dir, threads):
     """Segment liver and tumour in a multi-phase study (sliding windows, fold ensemble, clean-up)."""
     import time
 
     from .atomic import atomic_write_json, publish_dir
-    from .radiology import load_volume, resample_like, save_nifti
+    from .errors import WsiHccError
+    from .radiology import load_volume, register_phases, resample_like, save_nifti
     from .radiology.seg_metrics import case_metrics
     from .radiology.segment_data import three_classes
     from .radiology.segment_infer import segment_volume
@@ -193,6 +198,13 @@ def predict(weights, images, reference, truth_path, min_tumour_mm3, overlap, out
     phases = _phases(images)
     model = _model(weights)
     start = time.perf_counter()
+    registration = {}
+    if register_to:
+        if register_to not in phases:
+            raise WsiHccError(f"--register-to {register_to!r}: not one of the phases {sorted(phases)}")
+        for name, reg in register_phases(phases, register_to).items():
+            phases[name] = reg.resampled
+            registration[name] = reg.summary()
     result = segment_volume(model, phases, reference=reference, overlap=overlap, min_tumour_mm3=min_tumour_mm3)
     seconds = time.perf_counter() - start
     tmp = _prepare_out(out_dir)
@@ -208,6 +220,7 @@ def predict(weights, images, reference, truth_path, min_tumour_mm3, overlap, out
         line += (f"; tumour Dice {metrics['tumour']['dice']:.3f}, HD95 {metrics['tumour']['hd95_mm']:.1f} mm, "
                  f"liver Dice {metrics['liver']['dice']:.3f}")
     atomic_write_json(tmp / "segment.json", {"result": result.info, "seconds": round(seconds, 3),
+                                             "registration": registration,
                                              "config": model.config.to_json(), "random_weights": not weights,
                                              **_provenance(images=list(images), weights=weights)})
     publish_dir(tmp, Path(out_dir))

@@ -61,22 +61,14 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
     return components == int(sizes.argmax())
 
 
-def liver_roi(liver: np.ndarray, spacing_mm: Sequence[float], margin_mm: float,
-              min_size: Sequence[int] = (0, 0, 0)) -> tuple[slice, slice, slice]:
-    """Bounding box of ``liver`` plus ``margin_mm``, at least ``min_size`` voxels, clipped to the array."""
+def liver_roi(liver: np.ndarray, spacing_mm: Sequence[float], margin_mm: float) -> tuple[slice, slice, slice]:
+    """Bounding box of ``liver`` plus ``margin_mm`` on each side, clipped to the array (all of it if empty)."""
     shape = liver.shape
     if not liver.any():
         return tuple(slice(0, n) for n in shape)
     where = np.argwhere(liver)
-    lo, hi = where.min(0), where.max(0) + 1
     margin = np.ceil(margin_mm / np.asarray(spacing_mm)).astype(int)
-    lo, hi = np.maximum(lo - margin, 0), np.minimum(hi + margin, shape)
-    for axis in range(3):
-        short = int(min_size[axis]) - (hi[axis] - lo[axis])
-        if short > 0:
-            lo[axis] = max(0, lo[axis] - (short + 1) // 2)
-            hi[axis] = min(shape[axis], lo[axis] + int(min_size[axis]))
-            lo[axis] = max(0, hi[axis] - int(min_size[axis]))
+    lo, hi = np.maximum(where.min(0) - margin, 0), np.minimum(where.max(0) + 1 + margin, shape)
     return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
 
 

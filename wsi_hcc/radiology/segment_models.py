@@ -92,6 +92,9 @@ class ConvLSTM3dCell(nn.Module):
         super().__init__()
         self.hidden = hidden
         self.gates = nn.Conv3d(in_channels + hidden, 4 * hidden, kernel_size, padding=kernel_size // 2)
+        with torch.no_grad():
+            # Forget-gate bias 1: the cell starts out keeping what earlier phases showed.
+            self.gates.bias[hidden:2 * hidden].fill_(1.0)
 
     def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,8 +110,8 @@ class ConvLSTM3dCell(nn.Module):
 
 class ConvLSTMSegNet(nn.Module):
     """Shared per-phase 3D encoder (full and half resolution), a ConvLSTM over the phases at half
-    resolution, and a decoder that upsamples the last hidden state with a skip from the full-resolution
-    features averaged over phases. Spatial sizes must be even."""
+    resolution, and a decoder that upsamples the last hidden state with skips from every phase's
+    full-resolution features. Spatial sizes must be even."""
 
     def __init__(self, in_channels: int, out_channels: int, features: int = 8, hidden: int = 16):
         super().__init__()
@@ -117,7 +120,8 @@ class ConvLSTMSegNet(nn.Module):
         self.down = nn.Sequential(_block(features, 2 * features, stride=2), _block(2 * features, 2 * features))
         self.cell = ConvLSTM3dCell(2 * features, hidden)
         self.up = nn.ConvTranspose3d(hidden, features, 2, stride=2)
-        self.head = nn.Sequential(_block(2 * features + in_channels, features), nn.Conv3d(features, out_channels, 1))
+        self.head = nn.Sequential(_block(features * (1 + in_channels) + in_channels, 2 * features),
+                                  nn.Conv3d(2 * features, out_channels, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         state, skips = None, []
@@ -125,8 +129,7 @@ class ConvLSTMSegNet(nn.Module):
             full = self.stem(x[:, phase:phase + 1])
             skips.append(full)
             state = self.cell(self.down(full), state)
-        skip = torch.stack(skips, dim=0).mean(dim=0)
-        return self.head(torch.cat([self.up(state[0]), skip, x], dim=1))
+        return self.head(torch.cat([self.up(state[0]), *skips, x], dim=1))
 
 
 def build_network(name: str, in_channels: int, out_channels: int, **args: Any) -> nn.Module:

@@ -77,7 +77,8 @@ def load_seg_model(path: str | Path) -> SegModel:
         raise WsiHccError(f"{card_path}: format {card.get('format') if isinstance(card, dict) else None!r} is not "
                           f"{CARD_FORMAT}; pass a model written by wsi-hcc radiology segment train")
     if hashlib.sha256(data).hexdigest() != card.get("weights_sha256"):
-        raise WsiHccError(f"{weights_path}: checksum differs from {card_path.name}; the weights were changed or damaged")
+        raise WsiHccError(f"{weights_path}: checksum differs from {card_path.name}; the weights were changed or "
+                          "damaged")
     try:
         tensors = load(data)
     except SafetensorError as exc:
