@@ -60,6 +60,8 @@ def test_zero_strength_keeps_the_image_and_glass_passes(tile):
 
 
 def test_every_config_file_loads():
+    from wsi_hcc.survival.config import load_survival_config
+
     files = sorted(CONFIGS.rglob("*.yaml"))
     assert len(files) >= 3
     for path in files:
@@ -70,6 +72,8 @@ def test_every_config_file_loads():
             load_train_config(path)
         elif path.parent.name == "mil":
             load_mil_config(path)
+        elif path.parent.name == "survival":
+            load_survival_config(path)
         else:
             load_config(path)
 

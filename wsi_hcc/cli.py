@@ -213,9 +213,11 @@ def features(stores, backbone, weights, out_dir, h5, device, batch_size, workers
 
 def _add_other_commands() -> None:
     # Kept in their own modules so this file stays about the tile/feature commands.
-    from . import cli_classify, cli_mil, cli_radiology, cli_radiology_segment, cli_survival, cli_train
+    from . import (cli_classify, cli_mil, cli_radiology, cli_radiology_models, cli_radiology_segment, cli_survival,
+                   cli_train)
 
-    cli_radiology.radiology.add_command(cli_radiology_segment.segment)
+    for command in [cli_radiology_segment.segment] + cli_radiology_models.COMMANDS:
+        cli_radiology.radiology.add_command(command)
     for command in (cli_train.COMMANDS + cli_mil.COMMANDS + cli_classify.COMMANDS + cli_radiology.COMMANDS
                     + cli_survival.COMMANDS):
         main.add_command(command)
