@@ -37,13 +37,13 @@ def _mask(path: str, label: int | None, reference=None):
     return mask.with_array(np.asarray(mask.array, bool))
 
 
-def _provenance(**inputs) -> dict:
+def provenance(**inputs) -> dict:
     from .versions import stack_versions, utc_now
 
     return {"created": utc_now(), "versions": stack_versions(), "inputs": inputs}
 
 
-def _prepare_out(out_dir: str) -> Path:
+def prepare_out(out_dir: str) -> Path:
     import shutil
 
     from .atomic import partial_path
@@ -125,7 +125,7 @@ def ring(tumour_path, tumour_label, liver_path, liver_labels, outer_mm, inner_mm
     except ValueError as exc:
         raise WsiHccError(f"--sweep {sweep!r}: give comma-separated numbers in mm, e.g. 2,4,6") from exc
     rings = ring_sweep(tumour.array, tumour.spacing_mm, widths, within=liver, inner_mm=inner_mm)
-    tmp = _prepare_out(out_dir)
+    tmp = prepare_out(out_dir)
     summary = {}
     for width, mask in rings.items():
         name = f"ring_{width:g}mm.nii.gz"
@@ -136,7 +136,7 @@ def ring(tumour_path, tumour_label, liver_path, liver_labels, outer_mm, inner_mm
                                           "spacing_mm": list(tumour.spacing_mm),
                                           "tumour_volume_ml": round(float(tumour.array.sum())
                                                                     * tumour.voxel_volume_ml, 4),
-                                          **_provenance(tumour=str(tumour_path), liver=liver_path)})
+                                          **provenance(tumour=str(tumour_path), liver=liver_path)})
     publish_dir(tmp, Path(out_dir))
     click.echo("; ".join(f"{w} mm ring {v['volume_ml']:.2f} ml" for w, v in summary.items()) + f" -> {out_dir}")
 
@@ -221,7 +221,7 @@ def features(images, tumour_path, tumour_label, liver_path, liver_labels, ring_m
     if liver is not None:
         regions["liver"] = liver
     table = region_features(arrays, regions, reference.spacing_mm, bin_width=bin_width)
-    tmp = _prepare_out(out_dir)
+    tmp = prepare_out(out_dir)
     habitat_summary = None
     if n_habitats and len(arrays) > 1:
         labels, habitat_summary = habitats(arrays, tumour, n_habitats=n_habitats)
@@ -241,7 +241,7 @@ def features(images, tumour_path, tumour_label, liver_path, liver_labels, ring_m
     atomic_write_json(tmp / "features.json", {
         "regions": table, "habitats": habitat_summary, "registration": registration, "reference_phase": reference_name,
         "spacing_mm": list(reference.spacing_mm), "bin_width": bin_width,
-        **_provenance(images=list(images), tumour=str(tumour_path), liver=liver_path)})
+        **provenance(images=list(images), tumour=str(tumour_path), liver=liver_path)})
     publish_dir(tmp, Path(out_dir))
     ring_note = f", ring {table[f'ring_{ring_mm:g}mm']['volume_ml']:.2f} ml" if ring_mm > 0 else ""
     click.echo(f"{len(regions)} regions x {len(arrays)} phases, tumour {table['tumour']['volume_ml']:.2f} ml{ring_note}"

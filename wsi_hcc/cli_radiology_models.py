@@ -11,30 +11,11 @@ from pathlib import Path
 import click
 
 from .cli_errors import OneLineCommand
+from .cli_radiology import prepare_out, provenance
 
 __all__ = ["COMMANDS", "train", "predict", "explain"]
 
 _MODELS = ["single", "multiphase", "fusion", "ted", "mcf", "graph"]
-
-
-def _provenance(**inputs) -> dict:
-    from .versions import stack_versions, utc_now
-
-    return {"created": utc_now(), "versions": stack_versions(), "inputs": inputs}
-
-
-def _prepare_out(out_dir: str) -> Path:
-    import shutil
-
-    from .atomic import partial_path
-
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial_path(out)
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    return tmp
 
 
 def _parse_pairs(items, option: str, example: str) -> dict[str, str]:
@@ -220,8 +201,8 @@ def predict(weights, model_kind, task, images, tumour_path, tumour_label, liver_
         nomogram = LogisticNomogram.from_json(model.card["nomogram"])
         result["nomogram"] = {"covariates": values,
                               "probability": float(nomogram.probability(nomogram_inputs(model, [crop], [values]))[0])}
-    tmp = _prepare_out(out_dir)
-    atomic_write_json(tmp / "predictions.json", result | _provenance(
+    tmp = prepare_out(out_dir)
+    atomic_write_json(tmp / "predictions.json", result | provenance(
         weights=weights, images=list(images), tumour=str(tumour_path), liver=liver_path))
     publish_dir(tmp, Path(out_dir))
     shown = ", ".join(f"{c} {p:.3f}" for c, p in result["probabilities"].items())
@@ -260,7 +241,7 @@ def explain(weights, model_kind, task, images, tumour_path, tumour_label, liver_
     crop = _crop(model, images, tumour_path, tumour_label, liver_path, liver_labels)
     class_index = None if class_name is None else model.classes.index(class_name)
     cam, class_index = grad_cam(model, crop, class_index)
-    tmp = _prepare_out(out_dir)
+    tmp = prepare_out(out_dir)
     files = write_cam(cam, crop, tmp, n_slices=n_slices)
     energy = cam_energy(cam, crop.regions(outside=True))
     probabilities = predict_proba(model, [crop])[0]
@@ -268,7 +249,7 @@ def explain(weights, model_kind, task, images, tumour_path, tumour_label, liver_
         "class": model.classes[class_index], "energy": energy, "files": files, "model": model.kind,
         "probabilities": {c: float(p) for c, p in zip(model.classes, probabilities)},
         "random_weights": random_weights, "crop": model.card["crop"], "weights_sha256": model.card.get("weights_sha256"),
-        **_provenance(weights=weights, images=list(images), tumour=str(tumour_path), liver=liver_path)})
+        **provenance(weights=weights, images=list(images), tumour=str(tumour_path), liver=liver_path)})
     publish_dir(tmp, Path(out_dir))
     click.echo(f"Grad-CAM for {model.classes[class_index]}: energy tumour {energy['tumour']['fraction']:.2f}, "
                f"ring {energy['ring']['fraction']:.2f}, liver {energy['liver']['fraction']:.2f}; "

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from .cli_errors import OneLineCommand, OneLineErrors
+from .cli_radiology import prepare_out, provenance
 
 __all__ = ["COMMANDS", "segment"]
 
@@ -39,26 +40,6 @@ def _phases(images) -> dict:
             raise WsiHccError(f"--image {item!r}: phase {name!r} given twice")
         phases[name] = load_volume(path)
     return phases
-
-
-def _prepare_out(out_dir: str) -> Path:
-    import shutil
-
-    from .atomic import partial_path
-
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial_path(out)
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    return tmp
-
-
-def _provenance(**inputs) -> dict:
-    from .versions import stack_versions, utc_now
-
-    return {"created": utc_now(), "versions": stack_versions(), "inputs": inputs}
 
 
 def _threads(threads):
@@ -137,7 +118,7 @@ def train(out_dir, phantoms, data_dirs, folds, iterations, model, pipeline, phas
         click.echo(f"generating {phantoms} phantoms at {spacing_mm} mm")
         cases += phantom_cases(phantoms, seed=seed, phases=phases, spacing_mm=spacing_mm)
     trained = train_model(cases, config, progress=click.echo)
-    tmp = _prepare_out(out_dir)
+    tmp = prepare_out(out_dir)
     save_seg_model(trained, tmp / "model")
     held = [{k: v for k, v in row.items() if k != "case"}
             for f in trained.info["folds"] for row in f.get("held_out", [])]
@@ -145,7 +126,7 @@ def train(out_dir, phantoms, data_dirs, folds, iterations, model, pipeline, phas
     atomic_write_json(tmp / "metrics.json", {"config": config.to_json(), "folds": trained.info["folds"],
                                              "held_out_summary": summary,
                                              "training_seconds": trained.info["training_seconds"],
-                                             **_provenance(phantoms=phantoms, data=list(data_dirs))})
+                                             **provenance(phantoms=phantoms, data=list(data_dirs))})
     publish_dir(tmp, Path(out_dir))
     line = f"{len(trained.members)} model(s) trained in {trained.info['training_seconds']:.0f} s"
     if summary:
@@ -207,7 +188,7 @@ def predict(weights, images, reference, register_to, truth_path, min_tumour_mm3,
             registration[name] = reg.summary()
     result = segment_volume(model, phases, reference=reference, overlap=overlap, min_tumour_mm3=min_tumour_mm3)
     seconds = time.perf_counter() - start
-    tmp = _prepare_out(out_dir)
+    tmp = prepare_out(out_dir)
     save_nifti(result.labels, tmp / "labels.nii.gz")
     save_nifti(result.raw_labels, tmp / "labels_raw.nii.gz")
     line = f"liver {result.info['liver_ml']:.1f} ml, tumour {result.info['tumour_ml']:.2f} ml in {seconds:.1f} s"
@@ -216,13 +197,13 @@ def predict(weights, images, reference, register_to, truth_path, min_tumour_mm3,
         if not truth.same_grid(result.labels):
             truth = resample_like(truth, result.labels, label=True)
         metrics = case_metrics(result.labels.array, three_classes(truth.array), result.labels.spacing_mm)
-        atomic_write_json(tmp / "metrics.json", {"metrics": metrics, **_provenance(truth=str(truth_path))})
+        atomic_write_json(tmp / "metrics.json", {"metrics": metrics, **provenance(truth=str(truth_path))})
         line += (f"; tumour Dice {metrics['tumour']['dice']:.3f}, HD95 {metrics['tumour']['hd95_mm']:.1f} mm, "
                  f"liver Dice {metrics['liver']['dice']:.3f}")
     atomic_write_json(tmp / "segment.json", {"result": result.info, "seconds": round(seconds, 3),
                                              "registration": registration,
                                              "config": model.config.to_json(), "random_weights": not weights,
-                                             **_provenance(images=list(images), weights=weights)})
+                                             **provenance(images=list(images), weights=weights)})
     publish_dir(tmp, Path(out_dir))
     click.echo(f"{line} -> {out_dir}")
 
@@ -259,12 +240,12 @@ def prompt(images, point, box, weights, phase, crop_mm, out_dir):
     reference = None if model else next(iter(phases))
     result = prompt_segment(phases, point=point or None, box=(box[:3], box[3:]) if box else None, model=model,
                             reference=reference, phase=phase, crop_mm=crop_mm)
-    tmp = _prepare_out(out_dir)
+    tmp = prepare_out(out_dir)
     save_nifti(result.mask.with_array(result.mask.array.astype("uint8")), tmp / "lesion.nii.gz")
     m = result.measurement
     atomic_write_json(tmp / "measurement.json", {"measurement": m.to_json(), "method": result.method,
                                                  "crop": [list(c) for c in result.crop], "info": result.info,
-                                                 **_provenance(images=list(images), point=point, box=box,
+                                                 **provenance(images=list(images), point=point, box=box,
                                                                weights=weights)})
     publish_dir(tmp, Path(out_dir))
     click.echo(f"{result.method}: {m.volume_ml:.2f} ml, max diameter {m.max_diameter_mm:.1f} mm "
@@ -288,7 +269,7 @@ def measure(mask_path, label, out_path):
     mask = volume.array == label if label is not None else volume.array != 0
     m = remeasure(mask, volume.spacing_mm)
     if out_path:
-        atomic_write_json(Path(out_path), {"measurement": m.to_json(), **_provenance(mask=str(mask_path),
+        atomic_write_json(Path(out_path), {"measurement": m.to_json(), **provenance(mask=str(mask_path),
                                                                                      label=label)})
     click.echo(f"{m.voxels} voxels, {m.volume_ml:.3f} ml, max diameter {m.max_diameter_mm:.1f} mm "
                f"(axial {m.max_axial_diameter_mm:.1f} mm)")

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..errors import WsiHccError
+from ..nomogram_scale import PointsScale
 from .crops import Crop
 from .region_features import region_features
 
@@ -101,7 +102,7 @@ class GraphNet(nn.Module):
 
 
 @dataclass(frozen=True)
-class LogisticNomogram:
+class LogisticNomogram(PointsScale):
     """Raw-unit logistic coefficients of ``covariates`` with their training ranges and the points scale."""
 
     covariates: tuple[str, ...]
@@ -110,21 +111,8 @@ class LogisticNomogram:
     low: np.ndarray
     high: np.ndarray
 
-    @property
-    def reference(self) -> np.ndarray:
-        return np.where(self.coef >= 0, self.low, self.high)
-
-    @property
-    def units_per_point(self) -> float:
-        widest = float(np.max(np.abs(self.coef) * (self.high - self.low)))
-        return widest / 100 if widest > 0 else 1.0
-
-    def points(self, values: np.ndarray) -> np.ndarray:
-        """(n, k) covariate values -> (n, k) points."""
-        return self.coef * (np.asarray(values, np.float64) - self.reference) / self.units_per_point
-
     def log_odds_of_points(self, total_points: np.ndarray) -> np.ndarray:
-        return np.asarray(total_points) * self.units_per_point + float(self.coef @ self.reference) + self.intercept
+        return self.linear_predictor(total_points) + self.intercept
 
     def probability(self, values: np.ndarray) -> np.ndarray:
         """(n,) predicted probability of the positive class."""

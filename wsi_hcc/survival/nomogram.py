@@ -12,13 +12,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import WsiHccError
+from ..nomogram_scale import PointsScale
 from .cox import BreslowBaseline, fit_breslow
 
 __all__ = ["Nomogram", "fit_nomogram", "nomogram_figure"]
 
 
 @dataclass(frozen=True)
-class Nomogram:
+class Nomogram(PointsScale):
     """Raw-unit Cox coefficients of ``covariates`` with their training ranges and the points scale."""
 
     covariates: tuple[str, ...]
@@ -27,22 +28,6 @@ class Nomogram:
     high: np.ndarray
     survival_time: float
     baseline: BreslowBaseline
-
-    @property
-    def reference(self) -> np.ndarray:
-        return np.where(self.coef >= 0, self.low, self.high)
-
-    @property
-    def units_per_point(self) -> float:
-        widest = float(np.max(np.abs(self.coef) * (self.high - self.low)))
-        return widest / 100 if widest > 0 else 1.0
-
-    def points(self, values: np.ndarray) -> np.ndarray:
-        """(n, k) covariate values -> (n, k) points per covariate."""
-        return self.coef * (np.asarray(values, dtype=np.float64) - self.reference) / self.units_per_point
-
-    def linear_predictor(self, total_points: np.ndarray) -> np.ndarray:
-        return np.asarray(total_points) * self.units_per_point + float(self.coef @ self.reference)
 
     def survival(self, values: np.ndarray) -> np.ndarray:
         """(n,) predicted survival at ``survival_time``."""
