@@ -107,42 +107,95 @@ Examples:
   wsi-hcc radiology train --task mvi --model fusion --phantoms 60 --out runs/mvi_fusion
   wsi-hcc radiology train --task grade --model mcf --phantoms 80 --epochs 40 --out runs/grade
   wsi-hcc radiology train --task mvi --model graph --phantoms 60 --out runs/mvi_graph
+  wsi-hcc radiology train --task mvi --model multiphase --cases cases.csv --out runs/mvi_real
+  wsi-hcc radiology train --task grade --model mcf --cases cases.csv --classes G1,G2,G3 --out runs/grade_real
+  wsi-hcc radiology train --task mvi --model graph --cases cases.csv --covariates afp_log10 --out runs/graph_real
 
 \b
-Trains on a phantom cohort (make_phantom: MVI = enhancing satellite nodules in the 0-6 mm ring in
-every other case; grade = heterogeneity in thirds; fusion adds a simulated MR copy of each phase).
+--phantoms N: a phantom cohort (make_phantom: MVI = enhancing satellite nodules in the 0-6 mm ring
+in every other case; grade = heterogeneity in thirds; fusion adds a simulated MR copy of each phase).
+--cases CSV: one row per case, paths relative to the CSV; columns
+  case, label (mvi: 0/1 or a class name; grade: a class name), patient (optional: splits keep
+  a patient's cases together), image:PHASE (CT) / image:CT:PHASE / image:MR:PHASE (one column
+  per phase, every cell filled; fusion needs CT and MR of the same phases), tumour (mask),
+  tumour_label (optional int), liver, liver_label (optional), heterogeneity and satellites
+  (ted only), and the --covariates columns (graph: afp_log10).
+  Phases come from the image columns (--phase picks some). Every row is checked and loaded
+  before training; a bad one is an error naming its line.
 Writes OUT/model (weights.safetensors + card.json), metrics.json (held-out AUC, accuracy, Grad-CAM
 energy per region), predictions.csv, cam_example/ and, for graph on MVI, nomogram.png.""")
 @click.option("--task", type=click.Choice(["mvi", "grade"]), default="mvi", show_default=True)
 @click.option("--model", "model_kind", type=click.Choice(_MODELS), default="multiphase", show_default=True)
-@click.option("--phantoms", type=click.IntRange(8, 2000), default=60, show_default=True,
-              help="Number of phantom cases (train + held-out).")
+@click.option("--phantoms", type=click.IntRange(8, 2000),
+              help="Train on this many phantom cases (train + held-out). Either --phantoms or --cases.")
+@click.option("--cases", "cases_csv", type=click.Path(dir_okay=False),
+              help="Train on the cases of this CSV (columns: see below). Either --phantoms or --cases.")
+@click.option("--classes", help="With --cases: the CSV's class names, comma-separated, in the model's order "
+              "(mvi: no_mvi,mvi; grade: well,moderate,poor).")
+@click.option("--covariates", multiple=True, help="With --cases: covariate column(s) for the graph model's "
+              "nomogram (afp_log10; diameter_mm is measured from the mask unless listed). Repeat or comma-separate.")
 @click.option("--test-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.3,
-              show_default=True, help="Held-out share, stratified by label.")
+              show_default=True, help="Held-out share, stratified by label (by patient folds when patients repeat).")
 @click.option("--phase", "phases", multiple=True, default=("arterial", "portal"), show_default=True,
-              help="Phases used as channels (repeat). 'single' uses the first.")
+              help="Phases used as channels (repeat). 'single' uses the first. With --cases: default all the CSV's.")
 @click.option("--epochs", type=click.IntRange(min=1), default=60, show_default=True)
 @click.option("--crop-size", type=click.IntRange(8, 128), default=32, show_default=True, help="Crop voxels per side.")
 @click.option("--crop-spacing-mm", type=click.FloatRange(min=0.3), default=2.0, show_default=True)
 @click.option("--noise-hu", type=click.FloatRange(min=0), default=8.0, show_default=True, help="Phantom noise SD.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Run folder.")
-def train(task, model_kind, phantoms, test_fraction, phases, epochs, crop_size, crop_spacing_mm, noise_hu, seed,
-          out_dir):
-    """Train an MVI or grade classifier on tumour + ring crops of phantoms; evaluate held-out cases."""
+@click.pass_context
+def train(ctx, task, model_kind, phantoms, cases_csv, classes, covariates, test_fraction, phases, epochs, crop_size,
+          crop_spacing_mm, noise_hu, seed, out_dir):
+    """Train an MVI or grade classifier on tumour + ring crops of phantoms or a CSV of cases; evaluate held-out ones."""
+    from click.core import ParameterSource
+
+    from .errors import WsiHccError
     from .radiology.classify_run import run_training
     from .radiology.classify_train import TrainConfig
-    from .radiology.cohort import phantom_cohort
     from .radiology.crops import CropSpec
 
+    def given(name):
+        return ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
+
+    if (phantoms is None) == (cases_csv is None):
+        raise WsiHccError("give either --phantoms N (a phantom cohort) or --cases cases.csv (your cases), not "
+                          f"{'both' if phantoms is not None else 'neither'}")
     spec = CropSpec(crop_size, crop_spacing_mm)
-    config = TrainConfig(task=task, model=model_kind, phases=tuple(phases), single_phase=phases[0], crop=spec,
-                         epochs=epochs, seed=seed)
-    cases = phantom_cohort(phantoms, seed=seed, spec=spec, mri=model_kind == "fusion", phases=phases,
-                           noise_hu=noise_hu,
-                           progress=lambda done, total: done % 10 == 0 and click.echo(f"phantoms {done}/{total}"))
-    cohort = {"source": "phantom_cohort", "cases": phantoms, "phases": list(phases), "noise_hu": noise_hu,
-              "mri": model_kind == "fusion", "seed": seed}
+    if phantoms is not None:
+        extra = [o for o, v in (("--classes", classes), ("--covariates", covariates)) if v]
+        if extra:
+            raise WsiHccError(f"{' and '.join(extra)} apply to --cases only; drop them or train on --cases")
+        from .radiology.cohort import phantom_cohort
+
+        config = TrainConfig(task=task, model=model_kind, phases=tuple(phases), single_phase=phases[0], crop=spec,
+                             epochs=epochs, seed=seed)
+        cases = phantom_cohort(phantoms, seed=seed, spec=spec, mri=model_kind == "fusion", phases=phases,
+                               noise_hu=noise_hu,
+                               progress=lambda done, total: done % 10 == 0 and click.echo(f"phantoms {done}/{total}"))
+        cohort = {"source": "phantom_cohort", "cases": phantoms, "phases": list(phases), "noise_hu": noise_hu,
+                  "mri": model_kind == "fusion", "seed": seed}
+    else:
+        if given("noise_hu"):
+            raise WsiHccError("--noise-hu applies to --phantoms only; drop it with --cases")
+        from .radiology.case_table import check_table_for_model, read_case_table, table_cohort
+
+        names = [n.strip() for item in covariates for n in item.split(",") if n.strip()]
+        table = read_case_table(cases_csv, task, classes.split(",") if classes else None, names)
+        if given("phases"):
+            unknown = [p for p in phases if p not in table.phases]
+            if unknown:
+                raise WsiHccError(f"--phase {', '.join(unknown)}: {Path(cases_csv).name} has no image column for it "
+                                  f"(its phases: {', '.join(table.phases)}); pick from those")
+            phases = tuple(dict.fromkeys(phases))
+        else:
+            phases = table.phases
+        config = TrainConfig(task=task, model=model_kind, phases=tuple(phases), single_phase=phases[0], crop=spec,
+                             epochs=epochs, seed=seed)
+        check_table_for_model(table, model_kind, config.channels())
+        cases = table_cohort(table, config.channels(), spec,
+                             progress=lambda done, total: done % 10 == 0 and click.echo(f"cases {done}/{total}"))
+        cohort = table.describe() | {"phases": list(phases)}
     report = run_training(config, cases, out_dir, test_fraction, cohort=cohort, progress=click.echo)
     held = report["held_out"]
     auc = "-" if held["roc_auc"] is None else f"{held['roc_auc']:.3f}"

@@ -30,12 +30,27 @@ __all__ = ["split_cases", "cam_summary", "run_training"]
 
 def split_cases(cases: Sequence[CohortCase], task: str, test_fraction: float, seed: int
                 ) -> tuple[list[CohortCase], list[CohortCase]]:
-    """A split stratified by label (scikit-learn), reproducible from ``seed``."""
-    from sklearn.model_selection import train_test_split
+    """A split stratified by label (scikit-learn), reproducible from ``seed``.
+
+    When some patient has several cases, the split keeps each patient's cases on one side
+    (``StratifiedGroupKFold``, the first of ``round(1 / test_fraction)`` folds held out, so the
+    held-out share is approximate); otherwise every case is its own patient (``train_test_split``).
+    """
+    from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
     if not 0 < test_fraction < 1:
         raise WsiHccError(f"test fraction {test_fraction} must be between 0 and 1")
     labels = [case.label(task) for case in cases]
+    patients = [case.patient or case.case_id for case in cases]
+    if len(set(patients)) < len(cases):
+        n_folds = max(2, round(1 / test_fraction))
+        splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+        try:
+            train, test = next(splitter.split(np.zeros(len(cases)), labels, groups=patients))
+        except ValueError as exc:
+            raise WsiHccError(f"cannot split {len(set(patients))} patients into {n_folds} folds by {task} label "
+                              f"({exc}); give more patients or a larger --test-fraction") from None
+        return [cases[i] for i in sorted(train)], [cases[i] for i in sorted(test)]
     try:
         train, test = train_test_split(list(range(len(cases))), test_size=test_fraction, stratify=labels,
                                        random_state=seed)
@@ -95,7 +110,8 @@ def run_training(config: TrainConfig, cases: Sequence[CohortCase], out_dir: str 
     report = {"task": config.task, "model": config.model, "held_out": held_out["metrics"],
               "training_fit": train_fit["metrics"], "training": model.card["training"],
               "cam": cam_summary(model, test), "config": config.to_json(), "cohort": cohort or {},
-              "split": {"train": [c.case_id for c in train], "test": [c.case_id for c in test]},
+              "split": {"train": [c.case_id for c in train], "test": [c.case_id for c in test],
+                        "by": "patient" if any(c.patient for c in cases) else "case"},
               "created": utc_now(), "versions": stack_versions()}
     binary = len(model.classes) == 2
     positives = [c for c in test if c.label(config.task) == 1] if binary else list(test)

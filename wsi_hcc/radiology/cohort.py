@@ -11,6 +11,11 @@ Each case is a ``make_phantom`` phantom cropped around its tumour (``make_crop``
   log10 AFP drawn as ``N(1.2 + 0.6 * mvi, 0.6)`` (serum AFP is higher with MVI in published
   cohorts; here it is only a weakly informative number, not a simulation of biology).
 
+Cases from files (``case_table``) are built by the same ``volume_case`` as the phantoms: the crop,
+the measured diameter, the labels and whatever attributes and covariates the table gives; a case
+carries only the label of the task it was read for (the other is ``None``) and, optionally, its
+patient, so splits keep a patient's cases together.
+
 Simulated MRI (``simulate_mri``): a stand-in for a second modality in fusion tests, not MR
 physics. The CT values are passed through a decreasing sigmoid (dense, enhancing tissue dark,
 fat bright), blurred by 0.8 mm and given their own noise, so the CT and "MR" channels carry the
@@ -19,16 +24,18 @@ same anatomy with different, nonlinear contrast.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import WsiHccError
 from .crops import Crop, CropSpec, channel_name, make_crop
 from .phantom import Phantom, make_phantom
 from .volume import Volume
 
-__all__ = ["CohortCase", "phantom_case", "phantom_cohort", "simulate_mri", "grade_of", "ATTRIBUTES", "GRADE_NAMES"]
+__all__ = ["CohortCase", "volume_case", "phantom_case", "phantom_cohort", "simulate_mri", "grade_of", "ATTRIBUTES",
+           "GRADE_NAMES"]
 
 ATTRIBUTES = ("diameter_mm", "heterogeneity", "satellites")
 GRADE_NAMES = ("well", "moderate", "poor")
@@ -36,17 +43,23 @@ GRADE_NAMES = ("well", "moderate", "poor")
 
 @dataclass(frozen=True, eq=False)
 class CohortCase:
-    """One case: its crop, labels, radiological attributes and clinical-like covariates."""
+    """One case: its crop, labels (``None`` when unknown), radiological attributes, clinical(-like)
+    covariates and, optionally, its patient."""
 
     case_id: str
     crop: Crop
-    mvi: int
-    grade: int
+    mvi: int | None
+    grade: int | None
     attributes: dict[str, float] = field(default_factory=dict)
     covariates: dict[str, float] = field(default_factory=dict)
+    patient: str | None = None
 
     def label(self, task: str) -> int:
-        return self.mvi if task == "mvi" else self.grade
+        value = self.mvi if task == "mvi" else self.grade
+        if value is None:
+            raise WsiHccError(f"case {self.case_id} has no {task} label; train it for the task its labels were "
+                              "read for")
+        return value
 
 
 def grade_of(heterogeneity: float) -> int:
@@ -73,6 +86,31 @@ def diameter_mm(mask: np.ndarray, spacing_mm: Sequence[float]) -> float:
     return float((6.0 * volume_mm3 / np.pi) ** (1.0 / 3.0))
 
 
+def volume_case(case_id: str, images: Mapping[str, Volume], tumour: Volume, liver: Volume | None = None,
+                spec: CropSpec = CropSpec(), *, mvi: int | None = None, grade: int | None = None,
+                attributes: Mapping[str, float] | None = None, covariates: Mapping[str, float] | None = None,
+                patient: str | None = None) -> CohortCase:
+    """Crop ``images`` around ``tumour`` (``make_crop``) into a case; the tumour's equivalent-sphere
+    diameter (measured on the mask's own grid) is an attribute and a covariate unless given.
+
+    Parameters
+    ----------
+    images, tumour, liver, spec
+        As ``make_crop``: channel name -> volume, tumour (non-zero) and optional liver masks, any grids.
+    mvi, grade
+        Class indices; ``None`` when unknown.
+    attributes, covariates
+        Radiological attributes (TED targets) and clinical covariates (nomogram) of the case.
+    patient
+        Patient id (splits keep a patient's cases together); ``None``: the case is its own patient.
+    """
+    crop = make_crop(images, tumour, liver, spec)
+    diameter = diameter_mm(np.asarray(tumour.array) != 0, tumour.spacing_mm)
+    return CohortCase(case_id=case_id, crop=crop, mvi=mvi, grade=grade,
+                      attributes={"diameter_mm": diameter, **(attributes or {})},
+                      covariates={"diameter_mm": diameter, **(covariates or {})}, patient=patient)
+
+
 def phantom_case(phantom: Phantom, case_id: str, spec: CropSpec = CropSpec(), mri: bool = False,
                  phases: Sequence[str] | None = None) -> CohortCase:
     """Crop a phantom (and optionally its simulated MR copy) into a labelled case."""
@@ -82,16 +120,14 @@ def phantom_case(phantom: Phantom, case_id: str, spec: CropSpec = CropSpec(), mr
         images.update({channel_name("MR", p): simulate_mri(phantom.phases[p], seed=phantom.seed * 31 + i)
                        for i, p in enumerate(names)})
     reference = phantom.phases[phantom.reference_phase]
-    crop = make_crop(images, reference.with_array(phantom.tumour_mask), reference.with_array(phantom.liver_mask),
-                     spec)
     n_satellites = len(phantom.lesions[0].satellites) if phantom.lesions else 0
-    diameter = diameter_mm(phantom.tumour_mask, reference.spacing_mm)
     rng = np.random.default_rng(10_000 + phantom.seed)
     afp = float(rng.normal(1.2 + 0.6 * phantom.mvi, 0.6))
-    return CohortCase(case_id=case_id, crop=crop, mvi=int(phantom.mvi), grade=grade_of(phantom.heterogeneity),
-                      attributes={"diameter_mm": diameter, "heterogeneity": float(phantom.heterogeneity),
-                                  "satellites": float(n_satellites)},
-                      covariates={"diameter_mm": diameter, "afp_log10": afp})
+    return volume_case(case_id, images, reference.with_array(phantom.tumour_mask),
+                       reference.with_array(phantom.liver_mask), spec, mvi=int(phantom.mvi),
+                       grade=grade_of(phantom.heterogeneity),
+                       attributes={"heterogeneity": float(phantom.heterogeneity), "satellites": float(n_satellites)},
+                       covariates={"afp_log10": afp})
 
 
 def phantom_cohort(n_cases: int, seed: int = 0, spec: CropSpec = CropSpec(), mri: bool = False,
