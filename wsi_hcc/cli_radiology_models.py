@@ -117,7 +117,8 @@ in every other case; grade = heterogeneity in thirds; fusion adds a simulated MR
 --cases CSV: one row per case, paths relative to the CSV; columns
   case, label (mvi: 0/1 or a class name; grade: a class name), patient (optional: splits keep
   a patient's cases together), image:PHASE (CT) / image:CT:PHASE / image:MR:PHASE (one column
-  per phase, every cell filled; fusion needs CT and MR of the same phases), tumour (mask),
+  per phase, every cell filled; fusion pairs CT and MR of the same phases, the other models read
+  the CT columns), tumour (mask),
   tumour_label (optional int), liver, liver_label (optional), heterogeneity and satellites
   (ted only), and the --covariates columns (graph: afp_log10).
   Phases come from the image columns (--phase picks some). Every row is checked and loaded
@@ -182,20 +183,21 @@ def train(ctx, task, model_kind, phantoms, cases_csv, classes, covariates, test_
 
         names = [n.strip() for item in covariates for n in item.split(",") if n.strip()]
         table = read_case_table(cases_csv, task, classes.split(",") if classes else None, names)
+        available = table.model_phases(model_kind)
         if given("phases"):
-            unknown = [p for p in phases if p not in table.phases]
+            unknown = [p for p in phases if p not in available]
             if unknown:
                 raise WsiHccError(f"--phase {', '.join(unknown)}: {Path(cases_csv).name} has no image column for it "
-                                  f"(its phases: {', '.join(table.phases)}); pick from those")
+                                  f"(the {model_kind} model's phases there: {', '.join(available)}); pick from those")
             phases = tuple(dict.fromkeys(phases))
         else:
-            phases = table.phases
+            phases = available
         config = TrainConfig(task=task, model=model_kind, phases=tuple(phases), single_phase=phases[0], crop=spec,
                              epochs=epochs, seed=seed)
         check_table_for_model(table, model_kind, config.channels())
         cases = table_cohort(table, config.channels(), spec,
                              progress=lambda done, total: done % 10 == 0 and click.echo(f"cases {done}/{total}"))
-        cohort = table.describe() | {"phases": list(phases)}
+        cohort = table.describe() | {"phases": list(phases), "channels_used": config.channels()}
     report = run_training(config, cases, out_dir, test_fraction, cohort=cohort, progress=click.echo)
     held = report["held_out"]
     auc = "-" if held["roc_auc"] is None else f"{held['roc_auc']:.3f}"

@@ -9,7 +9,8 @@ Columns (one row per case; paths relative to the CSV's folder, or absolute):
 - ``patient`` (optional): splits keep a patient's cases together;
 - ``image:<phase>`` (CT), ``image:CT:<phase>``, ``image:MR:<phase>``: one column per channel
   (crops' ``"MODALITY:phase"`` names), every cell filled (a case without a phase is an error, not a
-  silently zero channel);
+  silently zero channel); the fusion model pairs CT and MR of the same phases, the other kinds read
+  the CT columns (and ignore MR ones);
 - ``tumour``: mask or label map; ``tumour_label`` (optional, int): the tumour's value (default any non-zero);
 - ``liver``, ``liver_label`` (optional): liver mask or label map, and its value;
 - ``diameter_mm``, ``heterogeneity``, ``satellites`` (optional, numbers): radiological attributes,
@@ -81,6 +82,11 @@ class CaseTable:
     def phases(self) -> tuple[str, ...]:
         """Phase names in column order, each once (over the modalities)."""
         return tuple(dict.fromkeys(split_channel(c)[1] for c in self.channels))
+
+    def model_phases(self, model: str) -> tuple[str, ...]:
+        """The phases a model kind trains on by default: every phase for fusion, the CT phases otherwise
+        (CT-only kinds ignore MR columns)."""
+        return self.phases if model == "fusion" else (self.phases_of("CT") or self.phases)
 
     def phases_of(self, modality: str) -> tuple[str, ...]:
         return tuple(p for m, p in map(split_channel, self.channels) if m == modality)
@@ -275,9 +281,9 @@ def check_table_for_model(table: CaseTable, model: str, channels: Sequence[str])
             raise WsiHccError(f"{name}: the fusion model pairs CT and MR of the same phases; the columns give CT "
                               f"{sorted(ct)} and MR {sorted(mr)}: add image:CT:PHASE and image:MR:PHASE columns "
                               "for the same phases")
-    elif table.phases_of("MR"):
-        raise WsiHccError(f"{name}: the {model} model reads CT phases; MR columns "
-                          f"({', '.join('image:MR:' + p for p in table.phases_of('MR'))}) need --model fusion")
+    elif not table.phases_of("CT"):
+        raise WsiHccError(f"{name}: the {model} model reads CT phases and the table has MR columns only; add "
+                          "image:CT:PHASE columns, or train --model fusion on CT and MR")
     absent = [c for c in channels if c not in table.channels]
     if absent:
         raise WsiHccError(f"{name}: the {model} model needs column(s) "
