@@ -214,3 +214,25 @@ def test_pathologist_corrections_in_qupath_become_labels_that_train_a_patch_mode
     assert any((s.labels == 1).any() for s in data.slides) and any((s.labels == 0).any() for s in data.slides)
     report = run_training(config.with_overrides(max_tiles_per_slide=48), tmp_path / "patch_run")
     assert (report.out_dir / "best.safetensors").is_file()
+
+
+def test_a_fresh_process_trains_a_bundle_on_descriptor_features_and_classifies_with_it(demo, tmp_path):
+    """The colour/texture backbone is registered by the code that made the features; a new process
+    (train-mil, then classify, from the shell) must rebuild it from the recorded card."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    out, _ = demo
+    config = tmp_path / "mil.yaml"
+    config.write_text(yaml.safe_dump({"mil": {
+        "stores": [str(out / "cohort" / "stores")], "labels_csv": str(out / "cohort" / "slides.csv"),
+        "class_names": ["non_tumour", "tumour"], "model": {"name": "gated", "hidden": 16, "dropout": 0.0},
+        "folds": 2, "epochs": 2, "bootstrap": 0, "cpu_threads": 1}}))
+    for args in (["train-mil", "--config", str(config), "--out", str(tmp_path / "run")],
+                 ["classify", str(out / "heldout" / "heldout00.svs"), "--model", str(tmp_path / "run" / "model"),
+                  "--out", str(tmp_path / "classify")]):
+        done = subprocess.run([sys.executable, "-m", "wsi_hcc", *args], capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+    assert _rows(tmp_path / "classify" / "predictions.csv")[0]["status"] == "done"

@@ -447,8 +447,8 @@ def _write_bundle(out_dir: Path, config: MilConfig, cohort: MilCohort, results: 
         members.append({"file": name, "fold": r["fold"], "sha256": file_sha256(tmp / name),
                         "best_val_loss": r["best_val_loss"]})
     first_store = read_store_meta(next(iter(cohort.stores.values())))
-    backbone = bundle_backbone(backbone_weights, tmp, cohort.features["backbone"], first_store["config"],
-                               cohort.features["dtype"])
+    backbone = bundle_backbone(backbone_weights, tmp, cohort.features["backbone"], cohort.features["card"],
+                               first_store["config"], cohort.features["dtype"])
     card = {
         "format": BUNDLE_FORMAT, "created": utc_now(), "kind": config.bundle,
         "class_names": config.class_names, "positive_class": config.class_names[1],

@@ -41,17 +41,21 @@ def save_member(model, path: Path) -> str:
     return file_sha256(path)
 
 
-def bundle_backbone(weights: Path, dest_dir: Path, backbone: str, tiling: dict[str, Any],
+def bundle_backbone(weights: Path, dest_dir: Path, backbone: str, card: dict[str, Any], tiling: dict[str, Any],
                     feature_dtype: str) -> dict[str, Any]:
     """Put the feature backbone's weights into a bundle folder as safetensors and describe them.
 
-    Our own safetensors are copied byte for byte, so features already extracted with them are
-    recognised (same digest) and reused by ``classify``; other formats are converted once.
+    ``card`` is the backbone's model card as the features recorded it. Our own safetensors are
+    copied byte for byte, so features already extracted with them are recognised (same digest) and
+    reused by ``classify``; other formats are converted once.
     """
     import shutil
 
     from ..models import create_backbone, save_weights, state_sha256
 
+    from .handcrafted import ensure_registered
+
+    ensure_registered(card)
     dest = dest_dir / BACKBONE_FILE
     model = create_backbone(backbone, num_classes=0, weights=weights)
     if weights.suffix == ".safetensors":
