@@ -8,12 +8,24 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "publish_dir", "partial_path"]
+__all__ = ["atomic_write_bytes", "atomic_write_json", "publish_dir", "partial_path", "fresh_partial_dir"]
 
 
 def partial_path(final: Path) -> Path:
     """The hidden temporary name a ``final`` output is written under."""
     return final.with_name(f".{final.name}.partial")
+
+
+def fresh_partial_dir(final: Path) -> Path:
+    """An empty temporary folder for ``final`` (left-overs of a killed run removed); publish it
+    with ``publish_dir`` when complete."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = partial_path(final)
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    return tmp
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

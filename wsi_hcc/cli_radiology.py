@@ -44,17 +44,9 @@ def provenance(**inputs) -> dict:
 
 
 def prepare_out(out_dir: str) -> Path:
-    import shutil
+    from .atomic import fresh_partial_dir
 
-    from .atomic import partial_path
-
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial_path(out)
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    return tmp
+    return fresh_partial_dir(Path(out_dir))
 
 
 @radiology.command("phantom", cls=OneLineCommand, epilog="""\b

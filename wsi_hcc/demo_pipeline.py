@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .atomic import atomic_write_bytes, publish_dir
+from .atomic import atomic_write_bytes, fresh_partial_dir, publish_dir
 from .classify_pipeline import ClassifyReport, run_classify
 from .mil.config import MilConfig
 from .mil_pipeline import run_mil_training, synthetic_cohort
@@ -119,10 +119,8 @@ def run_demo(out_dir: str | Path = "wsi-hcc-demo", *, n_train: int = 24, n_heldo
 
 
 def _publish_copy(source: Path, final: Path) -> None:
-    tmp = final.with_name(f".{final.name}.partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    shutil.copytree(source, tmp)
+    tmp = fresh_partial_dir(final)
+    shutil.copytree(source, tmp, dirs_exist_ok=True)
     publish_dir(tmp, final)
 
 

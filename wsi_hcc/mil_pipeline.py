@@ -36,7 +36,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .atomic import atomic_write_bytes, atomic_write_json, partial_path, publish_dir
+from .atomic import atomic_write_bytes, atomic_write_json, fresh_partial_dir, partial_path, publish_dir
 from .datasets import BagDataset, SlideLabel, class_balanced_weights, read_slide_labels
 from .errors import WsiHccError
 from .feature_pipeline import collect_stores
@@ -429,10 +429,7 @@ def _write_bundle(out_dir: Path, config: MilConfig, cohort: MilCohort, results: 
     import shutil
 
     final = out_dir / "model"
-    tmp = out_dir / ".model.partial"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    tmp = fresh_partial_dir(final)
     if config.bundle == "best_fold":
         chosen = [min(results, key=lambda r: (r["best_val_loss"], r["fold"]))]
         temperature, threshold = chosen[0]["temperature"], chosen[0]["threshold"]

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import csv
 import io
-import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_write_bytes, atomic_write_json, partial_path, publish_dir
+from ..atomic import atomic_write_bytes, atomic_write_json, fresh_partial_dir, publish_dir
 from ..errors import WsiHccError
 from ..versions import stack_versions, utc_now
 from .cam import cam_energy, grad_cam, write_cam
@@ -101,11 +100,7 @@ def run_training(config: TrainConfig, cases: Sequence[CohortCase], out_dir: str 
     held_out = evaluate(model, test)
     train_fit = evaluate(model, train)
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial_path(out_dir)
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    tmp = fresh_partial_dir(out_dir)
     save_classifier(model, tmp / "model")
     report = {"task": config.task, "model": config.model, "held_out": held_out["metrics"],
               "training_fit": train_fit["metrics"], "training": model.card["training"],

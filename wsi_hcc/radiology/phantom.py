@@ -295,17 +295,12 @@ def _move(volume: Volume, matrix: np.ndarray) -> Volume:
 
 def write_phantom(phantom: Phantom, out_dir: str | Path) -> Path:
     """Write ``<phase>.nii.gz`` per phase, ``labels.nii.gz`` and ``truth.json`` into ``out_dir`` (atomically)."""
-    import shutil
-
-    from ..atomic import atomic_write_json, partial_path, publish_dir
+    from ..atomic import atomic_write_json, fresh_partial_dir, publish_dir
     from ..versions import stack_versions, utc_now
     from .volume import save_nifti
 
     out_dir = Path(out_dir)
-    tmp = partial_path(out_dir)
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    tmp = fresh_partial_dir(out_dir)
     for name, volume in phantom.phases.items():
         save_nifti(volume, tmp / f"{name}.nii.gz")
     save_nifti(phantom.labels, tmp / "labels.nii.gz")

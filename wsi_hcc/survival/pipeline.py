@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import csv
 import io
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_write_bytes, atomic_write_json, partial_path, publish_dir
+from ..atomic import atomic_write_bytes, atomic_write_json, fresh_partial_dir, publish_dir
 from ..errors import OutputError, WsiHccError
 from ..figures import figure_png
 from ..versions import stack_versions, utc_now
@@ -139,11 +138,8 @@ def _prepare_out(out_dir: str | Path) -> tuple[Path, Path]:
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out}: exists and is not a folder; choose another --out")
-    tmp = partial_path(out)
     try:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
+        tmp = fresh_partial_dir(out)
     except OSError as exc:
         raise OutputError(f"{out}: cannot create the output folder ({exc.strerror}); choose a writable --out") from None
     return out, tmp
