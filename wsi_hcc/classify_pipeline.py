@@ -38,7 +38,7 @@ from .feature_store import read_store_meta, store_records
 from .inputs import SlideTask
 from .mil.bundle import MilBundle, load_mil_bundle
 from .models import file_sha256
-from .pipeline import BatchProgress, SlideOutcome, prepare_out_dir, run_tile, silent_progress
+from .pipeline import BatchProgress, SlideOutcome, one_line_reason, prepare_out_dir, run_tile, silent_progress
 from .qupath_export import slide_bounds_offset, write_qupath_geojson
 from .slide_exports import TilePredictions, slide_geojson_features, slide_heatmap_png
 from .versions import stack_versions, utc_now
@@ -176,9 +176,7 @@ def _classify_one(tiled: SlideOutcome, featured: SlideOutcome | None, stores_dir
         raise
     except Exception as exc:  # one bad slide never stops the batch
         log.debug("%s failed", tiled.path, exc_info=True)
-        text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        reason = text if isinstance(exc, WsiHccError) else f"{tiled.path}: {type(exc).__name__}: {text}"
-        return row | {"status": "failed", "reason": reason}
+        return row | {"status": "failed", "reason": one_line_reason(SlideTask(Path(tiled.path), tiled.stem), exc)}
     row |= _prediction_columns(prediction, bundle) | {"status": "done"}
     row["seconds"] = round(sum(float(row[k] or 0) for k in ("seconds_tile", "seconds_features", "seconds_mil",
                                                             "seconds_export")), 3)
