@@ -132,9 +132,9 @@ def test_macenko_stains_do_not_depend_on_the_sign_of_the_eigenvectors(flip, monk
 
 
 def test_lab_conversion_follows_the_cielab_formulas():
-    # OpenCV's sRGB->Lab interpolates a coarse table (off by up to 0.47 in a*); the normaliser
-    # linearises with an exact table and lets OpenCV evaluate the formulas from linear RGB.
-    from wsi_hcc.stain import _rgb_to_lab
+    # OpenCV's sRGB->Lab interpolates a coarse table (off by up to 0.47 in a*); ours evaluates
+    # the formulas, the dark pixels' linear piece included.
+    from wsi_hcc.cielab import srgb_to_lab
 
     levels = np.arange(0, 256, 5)
     rgb = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(len(levels) ** 2, -1, 3)
@@ -146,4 +146,27 @@ def test_lab_conversion_follows_the_cielab_formulas():
     f = np.where(xyz > 0.008856, np.cbrt(xyz), 7.787 * xyz + 16 / 116)
     lightness = np.where(xyz[..., 1] > 0.008856, 116 * f[..., 1] - 16, 903.3 * xyz[..., 1])
     expected = np.stack([lightness, 500 * (f[..., 0] - f[..., 1]), 200 * (f[..., 1] - f[..., 2])], -1)
-    assert np.abs(_rgb_to_lab(rgb.astype(np.uint8)) - expected).max() < 0.05
+    assert np.abs(srgb_to_lab(rgb.astype(np.uint8)) - expected).max() < 0.05
+
+
+def test_reinhard_identity_map_returns_every_colour_exactly():
+    # sRGB -> CIELAB f -> sRGB with nothing changed in between: the dark colours' linear
+    # pieces, both gamma curves and the encoding table all have to be right for this to hold.
+    from wsi_hcc.cielab import lab_moments, reinhard_to_srgb
+
+    levels = np.arange(0, 256, 3)
+    rgb = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(-1, 3).astype(np.uint8)
+    out = reinhard_to_srgb(lab_moments(rgb, None).f, np.ones(3), np.zeros(3), np.empty_like(rgb))
+    np.testing.assert_array_equal(out, rgb)
+
+
+def test_reinhard_statistics_of_a_large_image_match_float64():
+    # Sums run in float32 within blocks; over millions of pixels they must still match float64.
+    from wsi_hcc.cielab import lab_moments, srgb_to_lab
+
+    image = np.random.default_rng(0).integers(40, 230, (1500, 1500, 3), dtype=np.uint8)
+    moments = lab_moments(image.reshape(-1, 3), 200)
+    lab = srgb_to_lab(image).reshape(-1, 3).astype(np.float64)[image.reshape(-1, 3).min(axis=1) < 200]
+    assert moments.n_tissue == len(lab)
+    np.testing.assert_allclose(moments.means, lab.mean(axis=0), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(moments.stds, lab.std(axis=0), rtol=1e-5, atol=1e-4)

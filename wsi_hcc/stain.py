@@ -5,7 +5,8 @@ serialise their fitted reference to JSON, so that a model is always used with th
 it was trained with. Only tissue pixels inform a fit: glass and near-white pixels are left out,
 and a reference without tissue is an error.
 
-Numpy arrays are normalised with numpy and OpenCV, image by image. ``torch.Tensor`` input, also
+Numpy arrays are normalised image by image: Macenko with numpy and OpenCV, Reinhard with the
+compiled CIELAB loops of :mod:`wsi_hcc.cielab`. ``torch.Tensor`` input, also
 channels last, goes to :mod:`wsi_hcc.stain_torch`: the same computation in torch on the tensor's
 device (a GPU when the tensor is there), a batch in one vectorised pass, uint8 tensors out. Both
 paths share one fitted reference and agree to within a grey level. torch is imported only when a
@@ -15,6 +16,7 @@ tensor arrives: tiling workers import this module, and loading torch would add s
 from __future__ import annotations
 
 import json
+import math
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -58,13 +60,13 @@ class _Scratch(threading.local):
     tile-sized images are cached, so a thread never holds more than a few megabytes.
     """
 
-    MAX_CACHED_PIXELS = 1024 * 1024
+    MAX_CACHED_VALUES = 3 * 1024 * 1024  # a 1024 px RGB image
 
     def __init__(self):
         self.buffers: dict[tuple, np.ndarray] = {}
 
     def get(self, name: str, shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
-        if shape[0] * shape[1] > self.MAX_CACHED_PIXELS:
+        if math.prod(shape) > self.MAX_CACHED_VALUES:
             return np.empty(shape, dtype)
         key = (name, shape, np.dtype(dtype))
         buffer = self.buffers.get(key)
@@ -323,49 +325,39 @@ class ReinhardNormalizer(_Normalizer):
             self.means, self.stds = _torch_backend().reinhard_fit(self, reference)
             return self
         rgb, _ = _as_batch(reference)
-        # One tall image, so that a batch of references is fitted as a whole.
-        tall = np.ascontiguousarray(rgb.reshape(-1, rgb.shape[2], 3))
-        self.means, self.stds = self._stats(tall, _rgb_to_lab(tall), "reference")
+        # All pixels as one image, so that a batch of references is fitted as a whole.
+        moments = self._moments(rgb.reshape(-1, 3))
+        if self._too_little_tissue(moments):
+            raise StainError(f"the reference has no tissue (every pixel is brighter than "
+                             f"{self.white_threshold}); use an image with stained tissue")
+        self.means, self.stds = moments.means, moments.stds
         return self
 
     def _fitted(self) -> bool:
         return self.means is not None
 
     def _transform_into(self, image: np.ndarray, out: np.ndarray) -> None:
-        import cv2
+        from .cielab import reinhard_to_srgb
 
-        lab = _rgb_to_lab(image, _SCRATCH.get("linear", image.shape), _SCRATCH.get("lab", image.shape))
-        try:
-            means, stds = self._stats(image, lab, "image")
-        except StainError:
+        n_pixels = image.shape[0] * image.shape[1]
+        moments = self._moments(image.reshape(-1, 3), _SCRATCH.get("lab_f", (3, n_pixels)),
+                                _SCRATCH.get("tissue", (n_pixels,), np.uint8))
+        if self._too_little_tissue(moments):
             out[...] = image  # a tile of glass has no colours to map: leave it as it is
             return
-        scale = self.stds / np.maximum(stds, 1e-6)
-        # lab' = (lab - mean) * scale + reference mean, per channel, in one pass.
-        affine = np.hstack([np.diag(scale), (self.means - means * scale)[:, None]]).astype(np.float32)
-        mapped = cv2.transform(lab, affine, dst=_SCRATCH.get("mapped", image.shape))
-        _lab_to_rgb(mapped, out, work=_SCRATCH.get("linear", image.shape))
+        scale = self.stds / np.maximum(moments.stds, 1e-6)
+        reinhard_to_srgb(moments.f, scale, self.means - moments.means * scale, out.reshape(-1, 3))
 
     def _transform_tensor(self, rgb: torch.Tensor) -> torch.Tensor:
         return _torch_backend().reinhard_transform(self, rgb)
 
-    def _stats(self, image: np.ndarray, lab: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
-        """Per-channel mean and standard deviation of ``lab`` over the tissue of ``image`` (H, W, 3)."""
-        import cv2
+    def _moments(self, pixels: np.ndarray, f: np.ndarray | None = None, tissue: np.ndarray | None = None):
+        from .cielab import lab_moments
 
-        mask = None
-        if self.mask_background:
-            # Glass is every channel at or above the threshold; tissue is the rest (its darkest
-            # channel is below). inRange finds glass in one pass over the interleaved pixels.
-            t = float(self.white_threshold)
-            glass = cv2.inRange(image, (t, t, t), (255.0, 255.0, 255.0),
-                                dst=_SCRATCH.get("mask", image.shape[:2], np.uint8))
-            mask = cv2.bitwise_not(glass, dst=glass)
-            if int(cv2.countNonZero(mask)) < _MIN_TISSUE_PIXELS:
-                raise StainError(f"the {what} has no tissue (every pixel is brighter than "
-                                 f"{self.white_threshold}); use an image with stained tissue")
-        means, stds = cv2.meanStdDev(lab, mask=mask)
-        return means.ravel(), stds.ravel()
+        return lab_moments(pixels, self.white_threshold if self.mask_background else None, f, tissue)
+
+    def _too_little_tissue(self, moments) -> bool:
+        return self.mask_background and moments.n_tissue < _MIN_TISSUE_PIXELS
 
     def to_dict(self) -> dict[str, Any]:
         if self.means is None:
@@ -393,43 +385,3 @@ def normalizer_from_dict(data: dict[str, Any]) -> MacenkoNormalizer | ReinhardNo
     if data.get("method") not in kinds:
         raise StainError(f"unknown stain method {data.get('method')!r}; expected one of {', '.join(kinds)}")
     return kinds[data["method"]].from_dict(data)
-
-
-# --- CIELAB (sRGB, D65) --------------------------------------------------------------------------
-# OpenCV's float conversions: standard CIELAB, about 10x faster than numpy formulas. Going to Lab,
-# the sRGB curve is applied first with an exact 256-entry table and OpenCV converts linear RGB
-# (COLOR_LRGB2Lab), which evaluates the CIELAB formulas: its sRGB conversion (COLOR_RGB2Lab)
-# interpolates a coarse table instead, off by up to 0.5 in a* and b*, and is no faster.
-
-
-def _srgb_to_linear_table() -> np.ndarray:
-    unit = np.arange(256) / 255
-    return np.where(unit <= 0.04045, unit / 12.92, ((unit + 0.055) / 1.055) ** 2.4).astype(np.float32)
-
-
-_SRGB_TO_LINEAR = _srgb_to_linear_table()
-
-
-def _rgb_to_lab(image: np.ndarray, linear: np.ndarray | None = None, out: np.ndarray | None = None) -> np.ndarray:
-    """``(H, W, 3)`` uint8 sRGB to ``(H, W, 3)`` float32 L* [0, 100], a*, b*.
-
-    ``linear`` and ``out`` are optional float32 work and output buffers of the image's shape.
-    """
-    import cv2
-
-    return cv2.cvtColor(_lookup(image, _SRGB_TO_LINEAR, linear), cv2.COLOR_LRGB2Lab, dst=out)
-
-
-def _lab_to_rgb(lab: np.ndarray, out: np.ndarray, work: np.ndarray | None = None) -> np.ndarray:
-    """``(H, W, 3)`` float32 L*, a*, b* into ``out``, ``(H, W, 3)`` uint8 sRGB (clipped).
-
-    ``work`` is an optional float32 buffer of the image's shape.
-    """
-    import cv2
-
-    rgb = cv2.cvtColor(lab, cv2.COLOR_Lab2RGB, dst=work)
-    rgb *= 255
-    rgb += 0.5
-    np.clip(rgb, 0, 255, out=rgb)
-    np.copyto(out, rgb, casting="unsafe")  # truncates, as astype(uint8) does
-    return out

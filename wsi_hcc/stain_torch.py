@@ -24,7 +24,8 @@ import math
 import numpy as np
 import torch
 
-from .stain import _MIN_TISSUE_PIXELS, _SRGB_TO_LINEAR, StainError
+from . import cielab
+from .stain import _MIN_TISSUE_PIXELS, StainError
 
 __all__ = ["check_rgb", "macenko_fit", "macenko_transform", "reinhard_fit", "reinhard_transform"]
 
@@ -280,30 +281,18 @@ def _reinhard_chunk(normalizer, pixels: torch.Tensor) -> torch.Tensor:
     return _keep_glass(lab_to_rgb(lab).permute(1, 2, 0), pixels, has_tissue)
 
 
-# --- CIELAB (sRGB, D65), with OpenCV's constants -------------------------------------------------
+# --- CIELAB (sRGB, D65), with OpenCV's constants (from wsi_hcc.cielab) ---------------------------
 # The piecewise curves of CIELAB and sRGB are continuous, so each is written as the curve at
 # max(x, knee) plus the linear piece's slope times min(x - knee, 0): two clamps instead of a
 # mask. With OpenCV's rounded constants the pieces meet to within 4e-7.
-
-_XYZ_FROM_RGB = np.array([[0.412453, 0.357580, 0.180423],
-                          [0.212671, 0.715160, 0.072169],
-                          [0.019334, 0.119193, 0.950227]])
-_RGB_FROM_XYZ = np.array([[3.240479, -1.53715, -0.498535],
-                          [-0.969256, 1.875991, 0.041556],
-                          [0.055648, -0.204043, 1.057311]])
-_WHITE = np.array([0.950456, 1.0, 1.088754])
-_T_KNEE = 0.008856  # (6/29)^3: below it, CIELAB's cube root turns linear...
-_F_KNEE = 6 / 29  # ...which is where f, going back, stops being cubed
-_SLOPE = 7.787  # (29/3)^3 / 116, the slope of f on the linear piece
-_GAMMA_KNEE = 0.0031308  # linear sRGB below which the encoding is linear, with slope 12.92
 
 
 def rgb_to_lab(planes: torch.Tensor) -> torch.Tensor:
     """uint8 sRGB planes (3, ...) to float32 L* [0, 100], a*, b* planes (3, ...)."""
     # XYZ relative to the white point, as OpenCV folds it into the matrix.
-    xyz = _mix_constant(_lookup(_SRGB_TO_LINEAR, planes), _XYZ_FROM_RGB / _WHITE[:, None])
-    linear_piece = (xyz - _T_KNEE).clamp_max_(0).mul_(_SLOPE)
-    f = xyz.clamp_min_(_T_KNEE).log_().div_(3).exp_().add_(linear_piece)  # cube root, in place
+    xyz = _mix_constant(_lookup(cielab.SRGB_TO_LINEAR, planes), cielab.XYZ_FROM_RGB / cielab.WHITE[:, None])
+    linear_piece = (xyz - cielab.T_KNEE).clamp_max_(0).mul_(cielab.SLOPE)
+    f = xyz.clamp_min_(cielab.T_KNEE).log_().div_(3).exp_().add_(linear_piece)  # cube root, in place
     lab = torch.empty_like(f)
     # L* = 116 f(Y) - 16 holds on the linear piece too (116 * 7.787 = 903.3, OpenCV's slope).
     torch.mul(f[1], 116, out=lab[0]).sub_(16)
@@ -319,9 +308,9 @@ def lab_to_rgb(lab: torch.Tensor) -> torch.Tensor:
     torch.add(lab[0], 16, out=f[1]).div_(116)
     torch.add(f[1], lab[1], alpha=1 / 500, out=f[0])
     torch.sub(f[1], lab[2], alpha=1 / 200, out=f[2])
-    linear_piece = (f.clamp_max(_F_KNEE) - _F_KNEE).div_(_SLOPE)
-    xyz = f.clamp_min_(_F_KNEE).pow_(3).add_(linear_piece)
-    linear = _mix_constant(xyz, _RGB_FROM_XYZ * _WHITE[None, :]).clamp_(0, 1)
-    linear_piece = (linear.clamp_max(_GAMMA_KNEE) - _GAMMA_KNEE).mul_(12.92)
-    encoded = linear.clamp_min_(_GAMMA_KNEE).log_().div_(2.4).exp_().mul_(1.055).sub_(0.055).add_(linear_piece)
+    linear_piece = (f.clamp_max(cielab.F_KNEE) - cielab.F_KNEE).div_(cielab.SLOPE)
+    xyz = f.clamp_min_(cielab.F_KNEE).pow_(3).add_(linear_piece)
+    linear = _mix_constant(xyz, cielab.RGB_FROM_XYZ * cielab.WHITE[None, :]).clamp_(0, 1)
+    linear_piece = (linear.clamp_max(cielab.GAMMA_KNEE) - cielab.GAMMA_KNEE).mul_(12.92)
+    encoded = linear.clamp_min_(cielab.GAMMA_KNEE).log_().div_(2.4).exp_().mul_(1.055).sub_(0.055).add_(linear_piece)
     return encoded.mul_(255).add_(0.5).clamp_(0, 255).to(torch.uint8)  # truncates: rounds half up
