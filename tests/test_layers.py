@@ -9,7 +9,8 @@ PACKAGE = Path(wsi_hcc.__file__).parent
 
 # Lowest first. A module may import its own layer and the layers below it, never above.
 LAYERS = [
-    {"errors", "records", "versions", "atomic", "figures", "nomogram_scale", "cielab", "cielab_kernels"},
+    {"errors", "records", "versions", "atomic", "figures", "nomogram_scale", "cielab", "cielab_kernels",
+     "checked_weights"},
     {"readers", "mpp", "slideinfo", "grid", "tissue", "thumbnail", "qc", "store", "jpeg_tiles", "h5export",
      "config", "inputs", "synth", "stain", "stain_torch", "annotations", "augment", "datasets", "models",
      "feature_store", "qupath_export", "heatmap", "slide_exports", "radiology", "survival"},

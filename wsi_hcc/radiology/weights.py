@@ -8,33 +8,22 @@ classes, the number of folds, the training summary, the stack's versions and the
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
-from ..atomic import atomic_write_bytes, atomic_write_json
+from ..checked_weights import CARD_NAME, WEIGHTS_NAME, load_checked, save_checked
 from ..errors import WsiHccError
-from ..versions import stack_versions, utc_now
 from .seg_metrics import SEGMENT_CLASSES
 from .segment_models import SegConfig, SegModel, new_member
 
 __all__ = ["CARD_FORMAT", "save_seg_model", "load_seg_model"]
 
 CARD_FORMAT = "wsi_hcc.radiology.segment/1"
-WEIGHTS_NAME, CARD_NAME = "weights.safetensors", "card.json"
 
 
 def save_seg_model(model: SegModel, folder: str | Path) -> Path:
     """Write ``weights.safetensors`` and ``card.json`` into ``folder`` (created); returns the folder."""
-    from safetensors.torch import save
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    tensors = {f"fold{k}.{name}.{key}": value.detach().contiguous().cpu()
-               for k, member in enumerate(model.members) for name, net in member.items()
-               for key, value in net.state_dict().items()}
-    data = save(tensors)
-    atomic_write_bytes(folder / WEIGHTS_NAME, data)
+    tensors = {f"fold{k}.{name}.{key}": value for k, member in enumerate(model.members)
+               for name, net in member.items() for key, value in net.state_dict().items()}
     card = {"format": CARD_FORMAT, "config": model.config.to_json(), "folds": len(model.members),
             "in_channels": len(model.config.phases), "phases": list(model.config.phases),
             "classes": {str(k): v for k, v in SEGMENT_CLASSES.items()},
@@ -42,10 +31,8 @@ def save_seg_model(model: SegModel, folder: str | Path) -> Path:
                               "MR": "z-score"},
             "networks": {k: {"model": n, "classes": c, "args": a}
                          for k, (n, c, a) in model.config.stage_networks().items()},
-            "weights_sha256": hashlib.sha256(data).hexdigest(), "versions": stack_versions(), "created": utc_now(),
             "info": model.info}
-    atomic_write_json(folder / CARD_NAME, card)
-    return folder
+    return save_checked(folder, tensors, card)
 
 
 def _paths(path: Path) -> tuple[Path, Path]:
@@ -60,29 +47,9 @@ def _paths(path: Path) -> tuple[Path, Path]:
 
 def load_seg_model(path: str | Path) -> SegModel:
     """Read a model folder (or its ``weights.safetensors`` / ``card.json``) written by :func:`save_seg_model`."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load
-
-    path = Path(path)
-    weights_path, card_path = _paths(path)
-    try:
-        card = json.loads(card_path.read_text())
-        data = weights_path.read_bytes()
-    except FileNotFoundError as exc:
-        raise WsiHccError(f"{path}: not a segmentation model ({Path(exc.filename).name} missing); pass the folder "
-                          f"that wsi-hcc radiology segment train wrote") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise WsiHccError(f"{card_path}: damaged card (not JSON); retrain or restore the model") from None
-    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
-        raise WsiHccError(f"{card_path}: format {card.get('format') if isinstance(card, dict) else None!r} is not "
-                          f"{CARD_FORMAT}; pass a model written by wsi-hcc radiology segment train")
-    if hashlib.sha256(data).hexdigest() != card.get("weights_sha256"):
-        raise WsiHccError(f"{weights_path}: checksum differs from {card_path.name}; the weights were changed or "
-                          "damaged")
-    try:
-        tensors = load(data)
-    except SafetensorError as exc:
-        raise WsiHccError(f"{weights_path}: not a safetensors file ({str(exc)[:80]})") from None
+    weights_path, card_path = _paths(Path(path))
+    card, tensors = load_checked(weights_path, card_path, card_format=CARD_FORMAT, kind="a segmentation model",
+                                 writer="wsi-hcc radiology segment train")
     config = SegConfig.from_json(card["config"])
     members = []
     for k in range(int(card["folds"])):

@@ -7,16 +7,12 @@ the nomogram (if any), the config, the data description and the versions of the 
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_write_bytes, atomic_write_json
-from ..errors import WsiHccError
-from ..versions import stack_versions, utc_now
+from ..checked_weights import CARD_NAME, WEIGHTS_NAME, load_checked, save_checked
 from .cox import BreslowBaseline, CoxModel
 from .data import Standardizer
 from .groups import RiskCutoffs
@@ -54,12 +50,6 @@ def _tensors(model: SurvivalModel) -> dict:
 
 def save_model(model: SurvivalModel, folder: str | Path) -> Path:
     """Write the model into ``folder`` (created); returns the folder."""
-    from safetensors.torch import save
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    weights = save(_tensors(model))
-    atomic_write_bytes(folder / "weights.safetensors", weights)
     predictor = model.predictor
     card = {
         "format": CARD_FORMAT,
@@ -70,40 +60,21 @@ def save_model(model: SurvivalModel, folder: str | Path) -> Path:
         "cutoffs": model.cutoffs.to_json(),
         "baseline": {"time": model.baseline.time.tolist(), "survival": model.baseline.survival.tolist()},
         "nomogram": None if model.nomogram is None else model.nomogram.to_json(),
-        "weights_sha256": hashlib.sha256(weights).hexdigest(),
-        "versions": stack_versions(),
-        "created": utc_now(),
         **model.info,
     }
     if model.kind == "deepsurv":
         card["network"] = {"hidden": list(predictor.hidden), "dropout": predictor.dropout,
                            "best_epoch": predictor.best_epoch}
-    atomic_write_json(folder / "card.json", card)
-    return folder
+    return save_checked(folder, _tensors(model), card)
 
 
 def load_model(folder: str | Path) -> SurvivalModel:
     """Read a model folder written by :func:`save_model` (JSON and safetensors only)."""
-    from safetensors.torch import load
-
     from .deepsurv import DeepSurvModel, DeepSurvNet
 
     folder = Path(folder)
-    try:
-        card = json.loads((folder / "card.json").read_text())
-        weights_bytes = (folder / "weights.safetensors").read_bytes()
-    except FileNotFoundError as exc:
-        raise WsiHccError(f"{folder}: not a survival model folder ({Path(exc.filename).name} missing); pass the "
-                          f"model/ folder that wsi-hcc survival train wrote") from None
-    except json.JSONDecodeError:
-        raise WsiHccError(f"{folder / 'card.json'}: damaged card (not JSON); retrain or restore the model") from None
-    if card.get("format") != CARD_FORMAT:
-        raise WsiHccError(f"{folder / 'card.json'}: format {card.get('format')!r} is not {CARD_FORMAT}; retrain "
-                          f"with this version of wsi-hcc")
-    if hashlib.sha256(weights_bytes).hexdigest() != card["weights_sha256"]:
-        raise WsiHccError(f"{folder / 'weights.safetensors'}: checksum differs from the card; the weights were "
-                          f"changed or damaged")
-    tensors = load(weights_bytes)
+    card, tensors = load_checked(folder / WEIGHTS_NAME, folder / CARD_NAME, card_format=CARD_FORMAT,
+                                 kind="a survival model folder", writer="wsi-hcc survival train")
     names = tuple(card["feature_names"])
     standardizer = Standardizer(np.asarray(card["standardizer"]["mean"], dtype=np.float64),
                                 np.asarray(card["standardizer"]["std"], dtype=np.float64))
