@@ -81,7 +81,7 @@ def run_classify(inputs: list[str | Path], bundle_dir: str | Path, out_dir: str 
     stores_dir = Path(stores_dir) if stores_dir is not None else out_dir / "stores"
     progress = progress or (lambda stage: silent_progress())
     bundle = load_mil_bundle(bundle_dir)
-    bundle.create_backbone()  # fails now, with one line, if the bundle cannot make features
+    backbone_model = bundle.create_backbone()  # fails now, with one line, if the bundle cannot make features
     bundle_digest = file_sha256(Path(bundle_dir) / "card.json")
     truth = _true_labels(labels_csv)
     started = utc_now()
@@ -93,7 +93,8 @@ def run_classify(inputs: list[str | Path], bundle_dir: str | Path, out_dir: str 
     backbone = bundle.card["backbone"]
     featured = run_features(stores, stores_dir, backbone["name"], weights=Path(bundle_dir) / backbone["file"],
                             device=device, batch_size=batch_size, dtype=backbone["feature_dtype"],
-                            replace_other=True, progress=progress("features")).outcomes if stores else ()
+                            replace_other=True, model=backbone_model,
+                            progress=progress("features")).outcomes if stores else ()
     features_of = {o.stem: o for o in featured}
 
     rows: list[dict[str, Any]] = []

@@ -11,6 +11,7 @@ import os
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,6 +24,9 @@ from .models import create_backbone, file_sha256, save_weights, state_sha256
 from .pipeline import BatchProgress, BatchReport, SlideOutcome, one_line_reason, prepare_out_dir, silent_progress
 from .store import open_store
 from .versions import stack_versions, utc_now
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["collect_stores", "run_features", "default_workers"]
 
@@ -54,18 +58,21 @@ def run_features(stores: list[str | Path], out_dir: str | Path | None, backbone:
                  weights: str | Path | None = None, device: str = "auto", batch_size: int = 64,
                  num_workers: int | None = None, dtype: str = "float16", h5: bool = False,
                  overwrite: bool = False, replace_other: bool = False, gpu_decode: bool = True,
-                 progress: BatchProgress | None = None) -> BatchReport:
+                 model: torch.nn.Module | None = None, progress: BatchProgress | None = None) -> BatchReport:
     """Embed every tile of every store with ``backbone``; features go into each store.
 
     One DataLoader serves every store of the run, so decoding workers start once. Stores that
     already hold this model's features are skipped; ``replace_other`` replaces another model's.
+    ``model`` is the backbone already built from ``weights`` (a caller that checked it first
+    need not build it twice).
     """
     progress = progress or silent_progress()
     store_paths = collect_stores(stores)
     out_dir = Path(out_dir) if out_dir is not None else (store_paths[0].parent if store_paths else Path("."))
     prepare_out_dir(out_dir)
     torch_device = resolve_device(device)
-    model = create_backbone(backbone, num_classes=0, weights=weights)
+    if model is None:
+        model = create_backbone(backbone, num_classes=0, weights=weights)
     if weights is None:
         weights = _keep_random_weights(model, backbone, out_dir)
     extractor = FeatureExtractor(model, torch_device)
