@@ -29,5 +29,7 @@ def to_model_input(tiles, card: ModelCard, dtype=None):
                           align_corners=False)
     mean = torch.tensor(card.mean, dtype=dtype, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(card.std, dtype=dtype, device=x.device).view(1, 3, 1, 1)
-    # one fused multiply-add: (x * scale - mean) / std
-    return (x * (card.scale / std) - mean / std).contiguous(memory_format=torch.channels_last)
+    # (x * scale - mean) / std as one multiply-add written over x: on a CPU, allocating (and
+    # faulting in) a fresh batch-sized tensor per step cost more than the arithmetic.
+    x = x.contiguous(memory_format=torch.channels_last)
+    return torch.addcmul(-mean / std, x, card.scale / std, out=x)
