@@ -11,7 +11,8 @@ __all__ = ["stack_versions", "utc_now"]
 _PACKAGES = ("wsi-hcc", "numpy", "zarr", "numcodecs", "imagecodecs", "tifffile", "tiffslide",
              "openslide-python", "openslide-bin", "scikit-image", "Pillow", "dask", "distributed", "h5py",
              "torch", "torchvision", "timm", "safetensors", "scikit-learn", "albumentations", "matplotlib",
-             "pydantic", "monai", "SimpleITK", "nibabel", "pydicom", "lifelines", "torchsurv", "pandas")
+             "pydantic", "monai", "SimpleITK", "nibabel", "pydicom", "lifelines", "torchsurv", "pandas",
+             "opencv-python-headless", "numba")
 
 
 @lru_cache(maxsize=1)
