@@ -170,3 +170,20 @@ def test_reinhard_statistics_of_a_large_image_match_float64():
     assert moments.n_tissue == len(lab)
     np.testing.assert_allclose(moments.means, lab.mean(axis=0), rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(moments.stds, lab.std(axis=0), rtol=1e-5, atol=1e-4)
+
+
+def test_kernels_still_compile_where_no_cache_folder_can_be_written(monkeypatch):
+    import numba
+
+    from wsi_hcc import cielab_kernels
+
+    njit = numba.njit
+
+    def no_cache_anywhere(*args, cache=False, **kwargs):
+        if cache:
+            raise RuntimeError("cannot cache function: no locator available")
+        return njit(*args, **kwargs)
+
+    monkeypatch.setattr(numba, "njit", no_cache_anywhere)
+    double = cielab_kernels._compiled(lambda x: 2 * x)
+    assert double(21) == 42

@@ -3,8 +3,8 @@
 Each loop is written so that LLVM vectorises it: planes of float32 ``(3, N)``, the constants of
 a matrix copied into scalars, selects instead of branches, and table look-ups (which do not
 vectorise) kept in loops of their own. Interleaved ``(N, 3)`` arrays ran two to three times
-slower. ``cache=True`` keeps the machine code beside this file (or in the user's cache folder
-when the install is read-only), so only the first process ever compiles.
+slower. The machine code is cached beside this file (or in the user's cache folder when the install
+is read-only), so only the first process compiles.
 """
 
 from __future__ import annotations
@@ -13,10 +13,17 @@ import numba
 import numpy as np
 
 _FLOAT = np.float32
-_JIT = dict(cache=True, nogil=True, fastmath=True, boundscheck=False, error_model="numpy")
+_JIT = dict(nogil=True, fastmath=True, boundscheck=False, error_model="numpy")
 
 
-@numba.njit(**_JIT)
+def _compiled(function):
+    try:
+        return numba.njit(cache=True, **_JIT)(function)
+    except RuntimeError:  # no writable cache folder at all (say, no home folder): compile in each process
+        return numba.njit(**_JIT)(function)
+
+
+@_compiled
 def linear_xyz(pixels, linear_table, xyz_from_linear, white_threshold, xyz, tissue):
     """uint8 sRGB ``pixels`` (N, 3) -> white-relative XYZ planes ``xyz`` (3, N); ``tissue`` (N,)
     is 1 where the darkest channel is below ``white_threshold``."""
@@ -38,13 +45,13 @@ def linear_xyz(pixels, linear_table, xyz_from_linear, white_threshold, xyz, tiss
 _BLOCK = 4096
 
 
-@numba.njit(**_JIT)
+@_compiled
 def _linear_piece(f, f_knee, slope, offset):
     # Below the knee the cube root was of t = f^3; CIELAB's f is slope * t + offset there.
     return f if f > f_knee else slope * f * f * f + offset
 
 
-@numba.njit(**_JIT)
+@_compiled
 def finish_f_and_moments(f, tissue, f_knee, slope, offset):
     """Turn cube roots ``f`` (3, N) into CIELAB's f in place (the linear piece below ``f_knee``)
     and return the tissue's sums of L*, a*, b*, of their squares, and the tissue pixel count."""
@@ -73,7 +80,7 @@ def finish_f_and_moments(f, tissue, f_knee, slope, offset):
     return totals
 
 
-@numba.njit(**_JIT)
+@_compiled
 def f_to_srgb(f, f_map, linear_from_xyz, encode_table, out, f_knee, slope, offset):
     """Map CIELAB f planes (3, N) by the affine ``f_map`` (3, 4), back to XYZ, linear RGB and,
     through the 65,536-entry ``encode_table``, uint8 sRGB ``out`` (N, 3)."""
