@@ -102,6 +102,87 @@ def loader_only_model(card):
     return model
 
 
+def _units(stores: list[Path]):
+    from wsi_hcc.store import TileReader
+    from wsi_hcc.tile_feed import DECODE_UNIT, Unit
+
+    return [Unit(k, s, min(s + DECODE_UNIT, len(TileReader(p)))) for k, p in enumerate(stores)
+            for s in range(0, len(TileReader(p)), DECODE_UNIT)]
+
+
+def _time_feed(units, batches, repeats: int) -> tuple[float, float]:
+    """Median tiles/s and CPU us per tile of the consuming thread, which a GPU run has to share
+    with launching the model: ``batches()`` yields lists of uint8 tensors, about 256 tiles each."""
+    import torch
+
+    rates, costs = [], []
+    staging = None  # reused, as a GPU run's copy to the device reads every byte once into set memory
+    for _ in range(repeats):
+        start, cpu = time.perf_counter(), time.thread_time()
+        for parts in batches():
+            n = sum(map(len, parts))
+            if staging is None or len(staging) < n or staging.shape[1:] != parts[0].shape[1:]:
+                staging = torch.empty((max(n, 256), *parts[0].shape[1:]), dtype=torch.uint8)
+            torch.cat(parts, out=staging[:n])
+        n = sum(map(len, units))
+        rates.append(n / (time.perf_counter() - start))
+        costs.append((time.thread_time() - cpu) / n * 1e6)
+    return statistics.median(rates), statistics.median(costs)
+
+
+def feed_only(stores: list[Path], threads: int, repeats: int, batch: int = 256) -> tuple[float, float]:
+    """What the decoding threads deliver as model-sized CPU batches: no preprocessing, no model, no
+    writing. On a GPU host, the most the readers can feed the card."""
+    from wsi_hcc.tile_feed import DECODE_UNIT, TileFeed
+
+    units = _units(stores)
+
+    def batches():
+        feed, pending = TileFeed(stores, [False] * len(stores), units, threads=threads), []
+        for decoded in feed:
+            pending.append(decoded)
+            if len(pending) * DECODE_UNIT >= batch or decoded.unit == units[-1]:
+                yield [d.tiles for d in pending]
+                for d in pending:
+                    feed.recycle(d)
+                pending = []
+
+    return _time_feed(units, batches, repeats)
+
+
+def dataloader_feed_only(stores: list[Path], workers: int, repeats: int, batch: int = 256) -> tuple[float, float]:
+    """The same units from torch DataLoader worker processes (the design before the threads): each
+    unit arrives through shared memory that the receiving process maps, reads and frees."""
+    import numpy as np
+    import torch
+    from torch.utils.data import DataLoader, Dataset
+
+    from wsi_hcc.store import TileReader
+    from wsi_hcc.tile_feed import DECODE_UNIT
+
+    units = _units(stores)
+
+    class Units(Dataset):
+        def __len__(self):
+            return len(units)
+
+        def __getitem__(self, i):
+            reader = TileReader(stores[units[i].store])
+            return torch.from_numpy(np.stack([reader[j] for j in range(units[i].start, units[i].stop)]))
+
+    def batches():
+        pending = []
+        for tiles in DataLoader(Units(), batch_size=None, num_workers=workers, prefetch_factor=4):
+            pending.append(tiles)
+            if len(pending) * DECODE_UNIT >= batch:
+                yield pending
+                pending = []
+        if pending:
+            yield pending
+
+    return _time_feed(units, batches, repeats)
+
+
 def end_to_end(extractor, stores: list[Path], repeats: int, **kwargs) -> tuple[float, int]:
     from wsi_hcc.features import extract_features
 
@@ -117,7 +198,7 @@ def end_to_end(extractor, stores: list[Path], repeats: int, **kwargs) -> tuple[f
 def main() -> None:
     import torch
 
-    from wsi_hcc.feature_pipeline import default_workers
+    from wsi_hcc.feature_pipeline import default_decode_threads
     from wsi_hcc.features import FeatureExtractor, resolve_device
     from wsi_hcc.models import create_backbone
 
@@ -143,14 +224,14 @@ def main() -> None:
     if REAL_SVS.exists():
         stores["real CMU-1-Small-Region"] = [_store(REAL_SVS, CACHE)]
     batches = 40 if gpu else 2
-    workers = default_workers(device)
+    threads = default_decode_threads(device)
     lines = [f"Device: {card_name}. Model-only: batch 64, 224 px, median of {opts.repeats}. End to end: "
-             f"`extract_features`, {workers} decoding workers, median of {opts.repeats}; each end-to-end "
+             f"`extract_features`, {threads} decoding threads, median of {opts.repeats}; each end-to-end "
              f"run is paired with a model-only run and the ratio is the median of the pairs' ratios.", "",
              "| backbone | measure | tiles/s | x model-only |", "|---|---|---:|---:|"]
-    runs = [(label, store, {"batch_size": 64, "num_workers": workers}) for label, store in stores.items()]
+    runs = [(label, store, {"batch_size": 64, "decode_threads": threads}) for label, store in stores.items()]
     if gpu:
-        runs = [(f"{label}, batch 256, {how}", store, {"batch_size": 256, "num_workers": workers,
+        runs = [(f"{label}, batch 256, {how}", store, {"batch_size": 256, "decode_threads": threads,
                                                       "gpu_decode": how == "GPU decode"})
                 for label, store in stores.items() for how in ("GPU decode", "CPU decode")]
     verdicts = []
@@ -171,11 +252,22 @@ def main() -> None:
             lines.append(f"| {name} | end to end, {label} ({n} tiles) | {rate:.0f} | {ratio:.2f} |")
             if label.startswith("synthetic"):
                 verdicts.append((name, label, rate, ratio))
-    # The ceiling any backbone could reach end to end with these workers: no model at all.
+    # The ceiling any backbone could reach end to end with these threads: no model at all.
     loader = FeatureExtractor(loader_only_model(create_backbone("resnet34", num_classes=0).card), device)
     for label, store, kwargs in runs:
         rate, n = end_to_end(loader, store, opts.repeats, **kwargs)
         lines.append(f"| none (loader only) | end to end, {label} ({n} tiles) | {rate:.0f} | |")
+    lines += ["", "Tile feed alone (decoded tiles as batches of 256 on the CPU: no preprocessing, no model, no "
+              "writing), and the CPU time per tile of the thread that receives them, which a GPU run shares "
+              "with launching the model:", "",
+              "| stores | decoding | tiles/s | receiving thread, us/tile |", "|---|---|---:|---:|"]
+    for label, store in stores.items():
+        for count in sorted({1, 4, 8, threads} if gpu else {0, 1, 2}):
+            rate, cost = feed_only(store, count, opts.repeats)
+            lines.append(f"| {label} | {count} threads | {rate:.0f} | {cost:.0f} |")
+        for count in sorted({4, threads} if gpu else {1, 2}):
+            rate, cost = dataloader_feed_only(store, count, opts.repeats)
+            lines.append(f"| {label} | {count} DataLoader worker processes (before) | {rate:.0f} | {cost:.0f} |")
     lines.append("")
     for name, label, rate, ratio in verdicts:
         target = 0.80 if gpu else 0.85

@@ -22,7 +22,7 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 NO_ALBUMENTATIONS_UPDATE=1
 [ -e ../shared ] || ln -s "$PWD/shared" ../shared
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__, torch.cuda.get_device_name())"
-timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_features.py tests/test_training.py tests/test_stain_torch.py -k "cuda or gpu" \
+timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_features.py tests/test_tile_feed.py tests/test_training.py tests/test_stain_torch.py -k "cuda or gpu or feed" \
   2>&1 | tee "$OUT/pytest_cuda.log" | tail -8
 timeout 240 python3 benchmarks/bench_features.py --device cuda --copies 16 --synthetic-px 16384 --repeats 3 \
   --save-section "$OUT/gpu_features.json" 2>&1 | tee "$OUT/bench_features_gpu.log"

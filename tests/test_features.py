@@ -98,11 +98,11 @@ class _DiesAfter:
         self.inner, self.n, self.card, self.device = inner, n, inner.card, inner.device
         self.model_sha256 = inner.model_sha256
 
-    def __call__(self, tiles, normalizer=None):
+    def submit(self, tiles, normalizer=None):
         if self.n == 0:
             raise _Killed
         self.n -= 1
-        return self.inner(tiles, normalizer)
+        return self.inner.submit(tiles, normalizer)
 
 
 def test_a_killed_run_resumes_and_matches_an_uninterrupted_one(store, small_features, tmp_path):
@@ -119,9 +119,9 @@ def test_a_killed_run_resumes_and_matches_an_uninterrupted_one(store, small_feat
     np.testing.assert_array_equal(open_store(store)["features"][:], open_store(fresh)["features"][:])
 
 
-def test_worker_processes_give_the_same_features(store, small_features, tmp_path):
+def test_decoding_threads_give_the_same_features(store, small_features, tmp_path):
     extractor = FeatureExtractor(small_features, "cpu")
-    extract_store_features(store, extractor, batch_size=16, num_workers=2, dtype="float32")
+    extract_store_features(store, extractor, batch_size=16, decode_threads=2, dtype="float32")
     with_workers = np.asarray(open_store(store)["features"][:])
     np.testing.assert_allclose(with_workers, _direct_features(small_features, store), rtol=1e-4, atol=1e-4)
 
@@ -225,7 +225,7 @@ def test_cuda_features_agree_with_cpu_features(store, resnet_features, gpu_decod
     extract_store_features(store, cpu, dtype="float32", batch_size=32)
     on_cpu = np.asarray(open_store(store)["features"][:])
     cuda = FeatureExtractor(resnet_features, "cuda")
-    extract_store_features(store, cuda, dtype="float32", batch_size=32, num_workers=2, gpu_decode=gpu_decode,
+    extract_store_features(store, cuda, dtype="float32", batch_size=32, decode_threads=2, gpu_decode=gpu_decode,
                            overwrite=True)
     on_cuda = np.asarray(open_store(store)["features"][:])
     resnet_features.to("cpu")
@@ -241,7 +241,7 @@ def test_a_corrupt_tile_fails_its_store_only(store, tmp_path):
     stores[2] = stores[2].rename(stores[2].with_name("other.zarr"))
     (stores[1] / "tiles" / "3.0.0.0").write_bytes(b"not a jpeg")
     torch.manual_seed(0)
-    report = run_features(stores, tmp_path / "out", "test_resnet", device="cpu", num_workers=2, batch_size=8)
+    report = run_features(stores, tmp_path / "out", "test_resnet", device="cpu", decode_threads=2, batch_size=8)
     assert [o.status for o in report.outcomes] == ["done", "failed", "done"]
     assert report.outcomes[1].reason.startswith(f"{stores[1]}: tiles 0-7 unreadable")
     assert not (stores[1] / "features").exists() and (stores[2] / "features").exists()

@@ -14,7 +14,7 @@ LAYERS = [
     {"readers", "mpp", "slideinfo", "grid", "tissue", "thumbnail", "qc", "store", "jpeg_tiles", "h5export",
      "config", "inputs", "synth", "stain", "stain_torch", "annotations", "augment", "datasets", "models",
      "feature_store", "qupath_export", "heatmap", "slide_exports", "radiology", "survival"},
-    {"extract", "features", "training", "mil"},
+    {"extract", "features", "tile_feed", "training", "mil"},
     {"tiling"},
     {"pipeline", "progress"},
     {"feature_pipeline", "train_pipeline", "mil_pipeline", "classify_pipeline", "demo_pipeline"},

@@ -28,7 +28,7 @@ from .versions import stack_versions, utc_now
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["collect_stores", "run_features", "default_workers"]
+__all__ = ["collect_stores", "run_features", "default_decode_threads"]
 
 log = logging.getLogger(__name__)
 
@@ -45,23 +45,24 @@ def collect_stores(paths: list[str | Path]) -> list[Path]:
     return list(dict.fromkeys(stores))
 
 
-def default_workers(device) -> int:
-    """Decoding is ~1 ms a tile against tens of ms of CPU inference, so on a small CPU machine
-    a worker process would only steal a core from the model; a GPU needs many decoders."""
+def default_decode_threads(device) -> int:
+    """Decoding is ~0.4 ms a tile against tens of ms of CPU inference, so on a small CPU machine a
+    decoding thread would only steal a core from the model; a GPU needs many decoders (one core
+    stays with the thread that feeds it)."""
     cpus = os.cpu_count() or 1
     if device.type == "cuda":
-        return max(1, min(12, cpus - 2))
+        return max(1, min(16, cpus - 2))
     return 0 if cpus <= 4 else min(4, cpus // 4)
 
 
 def run_features(stores: list[str | Path], out_dir: str | Path | None, backbone: str, *,
                  weights: str | Path | None = None, device: str = "auto", batch_size: int = 64,
-                 num_workers: int | None = None, dtype: str = "float16", h5: bool = False,
+                 decode_threads: int | None = None, dtype: str = "float16", h5: bool = False,
                  overwrite: bool = False, replace_other: bool = False, gpu_decode: bool = True,
                  model: torch.nn.Module | None = None, progress: BatchProgress | None = None) -> BatchReport:
     """Embed every tile of every store with ``backbone``; features go into each store.
 
-    One DataLoader serves every store of the run, so decoding workers start once. Stores that
+    One pool of decoding threads serves every store of the run. Stores that
     already hold this model's features are skipped; ``replace_other`` replaces another model's.
     ``model`` is the backbone already built from ``weights`` (a caller that checked it first
     need not build it twice).
@@ -76,13 +77,13 @@ def run_features(stores: list[str | Path], out_dir: str | Path | None, backbone:
     if weights is None:
         weights = _keep_random_weights(model, backbone, out_dir)
     extractor = FeatureExtractor(model, torch_device)
-    workers = default_workers(torch_device) if num_workers is None else num_workers
+    threads = default_decode_threads(torch_device) if decode_threads is None else decode_threads
     started = utc_now()
     tasks = [SlideTask(path=store, stem=store.name.removesuffix(".zarr")) for store in store_paths]
     events = _Events(tasks, out_dir, h5, overwrite, progress)
     card = extractor.card
     extract_features(store_paths, extractor, normalizer_for=lambda meta: stain_normalizer_for(meta, card),
-                     batch_size=batch_size, num_workers=workers, dtype=dtype, gpu_decode=gpu_decode,
+                     batch_size=batch_size, decode_threads=threads, dtype=dtype, gpu_decode=gpu_decode,
                      overwrite=overwrite, replace_other=replace_other, events=events)
     outcomes = [events.outcomes[i] for i in range(len(tasks))]
     report = BatchReport(out_dir, tuple(outcomes))
@@ -90,7 +91,7 @@ def run_features(stores: list[str | Path], out_dir: str | Path | None, backbone:
         "command": "features", "started": started,
         "finished": utc_now(),
         "backbone": backbone, "weights": str(weights) if weights else None, "card": model.card.to_dict(),
-        "device": str(torch_device), "batch_size": batch_size, "workers": workers, "dtype": dtype,
+        "device": str(torch_device), "batch_size": batch_size, "decode_threads": threads, "dtype": dtype,
         "versions": stack_versions(), "summary": {s: report.count(s) for s in ("done", "skipped", "failed")},
         "slides": [{"stem": o.stem, "path": o.path, "status": o.status, "reason": o.reason} for o in outcomes],
     })

@@ -16,8 +16,9 @@ from .feature_store import (FeatureError, check_store_fits_card, feature_digest,
                             open_partial, partial_features_path, publish_features, read_store_meta, store_records)
 from .models import ModelCard, state_sha256, to_model_input
 from .store import TileReader
+from .tile_feed import DECODE_UNIT, Decoded, TileFeed, Unit
 
-__all__ = ["FeatureError", "FeatureResult", "FeatureExtractor", "FeatureEvents", "TileUnits", "extract_features",
+__all__ = ["BatchFeatures", "FeatureError", "FeatureResult", "FeatureExtractor", "FeatureEvents", "extract_features",
            "extract_store_features", "feature_digest", "partial_features_path", "read_store_meta", "resolve_device",
            "decode_on_device", "store_records"]
 
@@ -64,6 +65,11 @@ class FeatureExtractor:
 
         ``normalizer``, a fitted ``wsi_hcc.stain`` normaliser, recolours the tiles on the device first.
         """
+        return self.submit(tiles, normalizer).result()
+
+    def submit(self, tiles, normalizer=None) -> "BatchFeatures":
+        """Start ``__call__``'s work; on CUDA it returns before the GPU is done, so the caller can
+        queue the next batch while this one runs."""
         import torch
 
         with torch.inference_mode():
@@ -73,8 +79,27 @@ class FeatureExtractor:
             x = to_model_input(tiles, self.card)
             with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
                                 enabled=self.device.type == "cuda"):
-                out = self.model(x)
-            return out.float().cpu().numpy()
+                out = self.model(x).float()
+            if self.device.type != "cuda":
+                return BatchFeatures(out)
+            host = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
+            host.copy_(out, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record()
+            return BatchFeatures(host, done)
+
+
+@dataclass
+class BatchFeatures:
+    """A submitted batch's features: ``result()`` waits for the device, then gives them as numpy."""
+
+    features: object
+    done: object = None  # a CUDA event, recorded after the features' copy to the host
+
+    def result(self) -> np.ndarray:
+        if self.done is not None:
+            self.done.synchronize()
+        return self.features.numpy()
 
 
 def decode_on_device(chunks: list, tile_shape: tuple[int, int, int], device):
@@ -88,9 +113,6 @@ def decode_on_device(chunks: list, tile_shape: tuple[int, int, int], device):
     tiles = [next(decoded) if c is not None else torch.zeros(tile_shape[2], *tile_shape[:2], dtype=torch.uint8,
                                                                device=device) for c in chunks]
     return torch.stack(tiles).permute(0, 2, 3, 1)
-
-
-DECODE_UNIT = 32  # tiles per message from a decoding worker
 
 
 @dataclass
@@ -133,42 +155,6 @@ class _StoreJob:
         del self.pending[chunk]
 
 
-class TileUnits:
-    """A map-style dataset whose item ``i`` is a run of up to ``DECODE_UNIT`` tiles of one store.
-
-    Units of every store of a run share one DataLoader, so its workers start once and stay busy
-    across store boundaries (small biopsy stores would otherwise pay the start-up each). A unit
-    that cannot be read comes back as an error for its store alone. ``encoded`` units carry JPEG
-    bytes for decoding on the GPU. Each worker opens its own readers.
-    """
-
-    def __init__(self, stores: list[Path], encoded: list[bool], units: list[tuple[int, int, int]]):
-        self.stores, self.encoded, self.units = stores, encoded, units
-        self._readers: dict[int, TileReader] = {}
-
-    def __len__(self) -> int:
-        return len(self.units)
-
-    def __getitem__(self, i: int):
-        import torch
-
-        job, start, stop = self.units[i]
-        try:
-            if job not in self._readers:
-                self._readers[job] = TileReader(self.stores[job])
-            reader = self._readers[job]
-            if self.encoded[job]:
-                chunks = [reader.read_chunk(j) for j in range(start, stop)]
-                return i, [torch.frombuffer(bytearray(c), dtype=torch.uint8) if c is not None else None
-                           for c in chunks], None
-            return i, torch.from_numpy(np.stack([reader[j] for j in range(start, stop)])), None
-        except Exception as exc:  # reported against this store; the run goes on
-            return i, None, f"{self.stores[job]}: tiles {start}-{stop - 1} unreadable ({exc}); re-tile the slide"
-
-    def __getstate__(self):
-        return {**self.__dict__, "_readers": {}}
-
-
 class FeatureEvents:
     """What a front end hears while features are extracted; the default hears nothing."""
 
@@ -181,7 +167,7 @@ class FeatureEvents:
 
 def extract_features(stores: list[str | Path], extractor: FeatureExtractor, *,
                      normalizer_for: Callable[[dict], object] | None = None, batch_size: int = 64,
-                     num_workers: int = 0, dtype: str = "float16", chunk_rows: int = 4096,
+                     decode_threads: int = 0, dtype: str = "float16", chunk_rows: int = 4096,
                      gpu_decode: bool = False, overwrite: bool = False, replace_other: bool = False,
                      events: FeatureEvents | None = None) -> list[FeatureResult | BaseException]:
     """Write ``features`` (N, D) into every store, row i belonging to ``coords[i]``.
@@ -190,19 +176,20 @@ def extract_features(stores: list[str | Path], extractor: FeatureExtractor, *,
     store (a bad store never stops the others). A killed run resumes from its finished chunks.
     ``normalizer_for(store_meta)`` gives the stain normaliser a store's tiles need, or None.
     Features of this very model are kept unless ``overwrite``; features of another model are an
-    error unless ``overwrite`` or ``replace_other``.
+    error unless ``overwrite`` or ``replace_other``. ``decode_threads`` decode ahead of the model
+    (0: in the calling thread); ``gpu_decode`` leaves JPEG decoding to nvJPEG on a CUDA device.
     """
     events = events or FeatureEvents()
     unit = min(DECODE_UNIT, batch_size)
     chunk_rows = max(unit, chunk_rows // unit * unit)  # units never straddle chunks
     outcomes: list = [None] * len(stores)
     jobs: dict[int, _StoreJob] = {}
-    units: list[tuple[int, int, int]] = []
+    units: list[Unit] = []
     for index, store in enumerate(map(Path, stores)):
         try:
             job = _prepare(store, extractor, normalizer_for, dtype, chunk_rows, gpu_decode, overwrite, replace_other)
             if isinstance(job, _StoreJob):
-                todo = [(index, s, min(s + unit, job.n_tiles)) for c in _todo_chunks(job)
+                todo = [Unit(index, s, min(s + unit, job.n_tiles)) for c in _todo_chunks(job)
                         for s in range(c * chunk_rows, min((c + 1) * chunk_rows, job.n_tiles), unit)]
                 job.units_left = len(todo)
                 if todo:
@@ -213,33 +200,31 @@ def extract_features(stores: list[str | Path], extractor: FeatureExtractor, *,
             outcomes[index] = job
         except Exception as exc:  # one bad store never stops the others
             outcomes[index] = exc
-    _Run(stores, jobs, units, outcomes, extractor, batch_size, num_workers, dtype, events).go()
+    _Run(stores, jobs, units, outcomes, extractor, batch_size, decode_threads, dtype, events).go()
     return outcomes
 
 
 class _Run:
     """The loop of one ``extract_features`` call: units in, model batches across stores, rows out."""
 
-    def __init__(self, stores, jobs, units, outcomes, extractor, batch_size, num_workers, dtype, events):
+    def __init__(self, stores, jobs, units, outcomes, extractor, batch_size, decode_threads, dtype, events):
         self.stores, self.jobs, self.units, self.outcomes = stores, jobs, units, outcomes
-        self.extractor, self.batch_size, self.num_workers, self.dtype = extractor, batch_size, num_workers, dtype
-        self.events = events
+        self.extractor, self.batch_size, self.dtype, self.events = extractor, batch_size, dtype, events
+        self.feed = TileFeed([Path(s) for s in stores],
+                             [jobs[i].encoded if i in jobs else False for i in range(len(stores))], units,
+                             threads=decode_threads, pin_memory=extractor.device.type == "cuda")
         self.reported = 0  # stores before this index have had their events
-        self.pending: list[tuple[int, int, object]] = []
+        self.pending: list[tuple[Decoded, object]] = []  # units waiting for a full model batch
+        self.running: tuple[list[tuple[Decoded, object]], BatchFeatures] | None = None  # the batch on the device
 
     def go(self) -> None:
-        from torch.utils.data import DataLoader
+        from contextlib import closing
 
-        if self.units:
-            cuda = self.extractor.device.type == "cuda"
-            dataset = TileUnits([Path(s) for s in self.stores],
-                                [self.jobs[i].encoded if i in self.jobs else False for i in range(len(self.stores))],
-                                self.units)
-            loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=self.num_workers,
-                                pin_memory=cuda, prefetch_factor=4 if self.num_workers else None)
-            for i, payload, error in loader:
-                self._take(self.units[i], payload, error)
-            self._flush()
+        with closing(iter(self.feed)) as feed:  # an error here stops the decoding threads at once
+            for decoded in feed:
+                self._take(decoded)
+        self._flush()
+        self._collect()
         self._report_until(len(self.stores))
 
     def _report_until(self, limit: int) -> None:
@@ -250,8 +235,8 @@ class _Run:
                 self.events.store_finished(self.reported, self.outcomes[self.reported])
             self.reported += 1
 
-    def _take(self, unit: tuple[int, int, int], payload, error: str | None) -> None:
-        index, start, stop = unit
+    def _take(self, decoded: Decoded) -> None:
+        index = decoded.unit.store
         job = self.jobs[index]
         if self.reported <= index:
             self._report_until(index)
@@ -259,40 +244,55 @@ class _Run:
             if job.resumed:
                 self.events.tiles_done(job.resumed)
             self.reported = index + 1
-        if error and job.error is None:
-            job.error = FeatureError(error)
+        if decoded.error and job.error is None:
+            job.error = FeatureError(decoded.error)
         if job.error is not None:
+            self.feed.recycle(decoded)
             self._unit_done(index)
             return
         device = self.extractor.device
         if job.encoded:
-            tiles = decode_on_device(payload, job.tile_shape, device)
+            tiles = decode_on_device(decoded.tiles, job.tile_shape, device)
         else:
-            tiles = payload.to(device, non_blocking=True)
+            tiles = decoded.tiles.to(device, non_blocking=True)
         if job.normalizer is not None:
             tiles = job.normalizer.transform(tiles)
-        self.pending.append((index, start, tiles))
-        if sum(len(t) for _, _, t in self.pending) >= self.batch_size:
+        self.pending.append((decoded, tiles))
+        if sum(len(t) for _, t in self.pending) >= self.batch_size:
             self._flush()
 
     def _flush(self) -> None:
+        """Start the model on the pending units, then write out the batch before it: the device
+        works on one batch while the rows of the last are written."""
         import torch
 
         if not self.pending:
             return
-        rows = self.extractor(torch.cat([t for _, _, t in self.pending]))
+        started = self.extractor.submit(torch.cat([t for _, t in self.pending]))
+        self._collect()
+        self.running, self.pending = (self.pending, started), []
+
+    def _collect(self) -> None:
+        """Write the rows of the batch on the device. Its units' buffers are free again then: the
+        features have reached the host, so every copy queued before them has finished."""
+        if self.running is None:
+            return
+        units, started = self.running
+        self.running = None
+        rows = started.result()
         offset = 0
-        for index, start, tiles in self.pending:
+        for decoded, tiles in units:
+            self.feed.recycle(decoded)
+            index = decoded.unit.store
             job = self.jobs[index]
             if job.error is None:
                 try:
-                    job.add(start, rows[offset:offset + len(tiles)])
+                    job.add(decoded.unit.start, rows[offset:offset + len(tiles)])
                 except Exception as exc:  # e.g. a full disk: this store fails, the others go on
                     job.error = exc
             offset += len(tiles)
             self.events.tiles_done(len(tiles))
             self._unit_done(index)
-        self.pending = []
 
     def _unit_done(self, index: int) -> None:
         job = self.jobs[index]

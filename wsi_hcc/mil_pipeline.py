@@ -567,7 +567,7 @@ def synthetic_cohort(root: str | Path, n_slides: int = 40, size_px: tuple[int, i
     if report.count("failed"):
         raise WsiHccError(f"synthetic cohort: tiling failed ({report.failed[0].reason})")
     report = run_features([root / "stores"], root / "stores", backbone, device="cpu", batch_size=256,
-                          num_workers=0)
+                          decode_threads=0)
     if report.count("failed"):
         raise WsiHccError(f"synthetic cohort: features failed ({report.failed[0].reason})")
     header = "slide,patient,label" + (",grade" if grades else "") + "\n"

@@ -1,0 +1,107 @@
+"""The feature stage's tile feed: in-order units from decoding threads, recycled buffers, errors per unit."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from wsi_hcc.config import TileConfig
+from wsi_hcc.pipeline import run_tile
+from wsi_hcc.store import TileReader
+from wsi_hcc.tile_feed import DECODE_UNIT, LOOKAHEAD_PER_THREAD, TileFeed, Unit
+
+
+def _tiled(slide, tmp_path_factory, compression: str):
+    out = tmp_path_factory.mktemp(f"feed_{compression}")
+    report = run_tile([slide], out, TileConfig(target_mpp=1.0, tile_px=64, qc=False, compression=compression))
+    assert report.count("done") == 1
+    return out / "synthetic.zarr"
+
+
+@pytest.fixture(scope="module", params=["jpeg", "zstd", "none"])
+def store(request, synth_slide, tmp_path_factory):
+    return _tiled(synth_slide, tmp_path_factory, request.param)
+
+
+@pytest.fixture(scope="module")
+def jpeg_store(synth_slide, tmp_path_factory):
+    return _tiled(synth_slide, tmp_path_factory, "jpeg")
+
+
+def _units(n_tiles: int, store: int = 0, size: int = 5) -> list[Unit]:
+    return [Unit(store, s, min(s + size, n_tiles)) for s in range(0, n_tiles, size)]
+
+
+def test_read_into_gives_the_tiles_zarr_gives(store):
+    import zarr
+
+    reader = TileReader(store)
+    tiles = zarr.open_group(str(store), mode="r")["tiles"]
+    out = np.full(reader.shape[1:], 7, dtype=np.uint8)
+    for index in (0, len(reader) // 2, len(reader) - 1):
+        assert reader.read_into(index, out) is out
+        np.testing.assert_array_equal(out, tiles[index])
+
+
+@pytest.mark.parametrize("threads", [0, 3])
+def test_units_come_in_order_with_the_stores_tiles(store, threads):
+    reader = TileReader(store)
+    units = _units(len(reader))
+    feed = TileFeed([store], [False], units, threads=threads)
+    seen = []
+    for decoded in feed:
+        assert decoded.error is None
+        np.testing.assert_array_equal(decoded.tiles.numpy(),
+                                      np.stack([reader[j] for j in range(decoded.unit.start, decoded.unit.stop)]))
+        seen.append(decoded.unit)
+        feed.recycle(decoded)
+    assert seen == units
+
+
+def test_recycled_buffers_bound_the_memory(store):
+    threads = 2
+    units = _units(len(TileReader(store)), size=2) * 6
+    feed = TileFeed([store], [False], units, threads=threads)
+    buffers = set()
+    for decoded in feed:
+        buffers.add(id(decoded.buffer))
+        assert decoded.buffer.shape[0] == DECODE_UNIT
+        feed.recycle(decoded)
+    assert len(buffers) <= threads * LOOKAHEAD_PER_THREAD + 1 < len(units)
+
+
+def test_an_unreadable_unit_reports_its_store_and_the_rest_go_on(store, tmp_path):
+    broken = tmp_path / "broken.zarr"
+    shutil.copytree(store, broken)
+    (broken / "tiles" / "6.0.0.0").write_bytes(b"not a tile")
+    missing = tmp_path / "gone.zarr"
+    n = len(TileReader(store))
+    units = _units(n, 0) + _units(n, 1) + _units(n, 2)
+    decoded = list(TileFeed([store, broken, missing], [False] * 3, units, threads=2))
+    assert [d.unit for d in decoded] == units
+    errors = {d.unit: d.error for d in decoded if d.error}
+    assert set(errors) == {Unit(1, 5, 10)} | {u for u in units if u.store == 2}
+    assert errors[Unit(1, 5, 10)].startswith(f"{broken}: tiles 5-9 unreadable (")
+    assert errors[Unit(1, 5, 10)].endswith("); re-tile the slide")
+    assert all(d.tiles is not None for d in decoded if d.unit.store == 0)
+
+
+def test_encoded_units_carry_jpeg_bytes_for_a_gpu_decoder(jpeg_store):
+    reader = TileReader(jpeg_store)
+    assert reader.jpeg
+    decoded = next(iter(TileFeed([jpeg_store], [True], _units(len(reader)), threads=1)))
+    assert decoded.buffer is None
+    assert [bytes(t.numpy()) for t in decoded.tiles] == [reader.read_chunk(j) for j in range(5)]
+
+
+def test_closing_the_feed_early_stops_its_threads(jpeg_store):
+    import threading
+    from contextlib import closing
+
+    units = _units(len(TileReader(jpeg_store)), size=1)
+    with closing(iter(TileFeed([jpeg_store], [False], units, threads=3))) as feed:
+        next(feed)
+        assert any(t.name.startswith("wsi-hcc-decode") for t in threading.enumerate())
+    assert not any(t.name.startswith("wsi-hcc-decode") for t in threading.enumerate())
