@@ -262,10 +262,10 @@ def main() -> None:
               "with launching the model:", "",
               "| stores | decoding | tiles/s | receiving thread, us/tile |", "|---|---|---:|---:|"]
     for label, store in stores.items():
-        for count in sorted({1, 4, 8, threads} if gpu else {0, 1, 2}):
+        for count in sorted({4, 8, threads} if gpu else {0, 1, 2}):
             rate, cost = feed_only(store, count, opts.repeats)
             lines.append(f"| {label} | {count} threads | {rate:.0f} | {cost:.0f} |")
-        for count in sorted({4, threads} if gpu else {1, 2}):
+        for count in sorted({threads} if gpu else {1, 2}):
             rate, cost = dataloader_feed_only(store, count, opts.repeats)
             lines.append(f"| {label} | {count} DataLoader worker processes (before) | {rate:.0f} | {cost:.0f} |")
     lines.append("")
