@@ -130,15 +130,16 @@ def _time_feed(units, batches, repeats: int) -> tuple[float, float]:
     return statistics.median(rates), statistics.median(costs)
 
 
-def feed_only(stores: list[Path], threads: int, repeats: int, batch: int = 256) -> tuple[float, float]:
-    """What the decoding threads deliver as model-sized CPU batches: no preprocessing, no model, no
-    writing. On a GPU host, the most the readers can feed the card."""
+def feed_only(stores: list[Path], decoders: dict, repeats: int, batch: int = 256) -> tuple[float, float]:
+    """What ``TileFeed(**decoders)`` delivers as model-sized CPU batches: no preprocessing, no model,
+    no writing. On a GPU host, the most the readers can feed the card."""
     from wsi_hcc.tile_feed import DECODE_UNIT, TileFeed
 
     units = _units(stores)
 
     def batches():
-        feed, pending = TileFeed(stores, [False] * len(stores), units, threads=threads), []
+        feed = TileFeed(stores, [False] * len(stores), units, max_held=-(-batch // DECODE_UNIT) + 1, **decoders)
+        pending = []
         for decoded in feed:
             pending.append(decoded)
             if len(pending) * DECODE_UNIT >= batch or decoded.unit == units[-1]:
@@ -151,8 +152,8 @@ def feed_only(stores: list[Path], threads: int, repeats: int, batch: int = 256) 
 
 
 def dataloader_feed_only(stores: list[Path], workers: int, repeats: int, batch: int = 256) -> tuple[float, float]:
-    """The same units from torch DataLoader worker processes (the design before the threads): each
-    unit arrives through shared memory that the receiving process maps, reads and frees."""
+    """The same units from plain DataLoader worker processes (the design before the ring): each unit
+    arrives through fresh shared memory that the receiving process maps, reads and frees."""
     import numpy as np
     import torch
     from torch.utils.data import DataLoader, Dataset
@@ -226,14 +227,16 @@ def main() -> None:
     batches = 40 if gpu else 2
     threads = default_decode_threads(device)
     lines = [f"Device: {card_name}. Model-only: batch 64, 224 px, median of {opts.repeats}. End to end: "
-             f"`extract_features`, {threads} decoding threads, median of {opts.repeats}; each end-to-end "
+             f"`extract_features`, {threads} decoders (threads unless a row says processes), median of {opts.repeats}; each end-to-end "
              f"run is paired with a model-only run and the ratio is the median of the pairs' ratios.", "",
              "| backbone | measure | tiles/s | x model-only |", "|---|---|---:|---:|"]
     runs = [(label, store, {"batch_size": 64, "decode_threads": threads}) for label, store in stores.items()]
+    how_to_decode = {"GPU decode": {"gpu_decode": True, "decode_threads": threads},
+                     "CPU decode, threads": {"decode_threads": threads},
+                     "CPU decode, processes": {"decode_processes": threads}}
     if gpu:
-        runs = [(f"{label}, batch 256, {how}", store, {"batch_size": 256, "decode_threads": threads,
-                                                      "gpu_decode": how == "GPU decode"})
-                for label, store in stores.items() for how in ("GPU decode", "CPU decode")]
+        runs = [(f"{label}, batch 256, {how}", store, {"batch_size": 256, **decoders})
+                for label, store in stores.items() for how, decoders in how_to_decode.items()]
     verdicts = []
     for name in opts.backbones.split(","):
         model = create_backbone(name, num_classes=0)
@@ -263,11 +266,12 @@ def main() -> None:
               "| stores | decoding | tiles/s | receiving thread, us/tile |", "|---|---|---:|---:|"]
     for label, store in stores.items():
         for count in sorted({4, 8, threads} if gpu else {0, 1, 2}):
-            rate, cost = feed_only(store, count, opts.repeats)
-            lines.append(f"| {label} | {count} threads | {rate:.0f} | {cost:.0f} |")
+            for kind in ("threads", "processes") if count else ("threads",):
+                rate, cost = feed_only(store, {kind: count}, opts.repeats)
+                lines.append(f"| {label} | {count} {kind} | {rate:.0f} | {cost:.0f} |")
         for count in sorted({threads} if gpu else {1, 2}):
             rate, cost = dataloader_feed_only(store, count, opts.repeats)
-            lines.append(f"| {label} | {count} DataLoader worker processes (before) | {rate:.0f} | {cost:.0f} |")
+            lines.append(f"| {label} | {count} plain DataLoader processes (before) | {rate:.0f} | {cost:.0f} |")
     lines.append("")
     for name, label, rate, ratio in verdicts:
         target = 0.80 if gpu else 0.85

@@ -119,11 +119,12 @@ def test_a_killed_run_resumes_and_matches_an_uninterrupted_one(store, small_feat
     np.testing.assert_array_equal(open_store(store)["features"][:], open_store(fresh)["features"][:])
 
 
-def test_decoding_threads_give_the_same_features(store, small_features, tmp_path):
+@pytest.mark.parametrize("decoders", [{"decode_threads": 2}, {"decode_processes": 2}], ids=["threads", "processes"])
+def test_decoders_give_the_same_features(store, small_features, decoders):
     extractor = FeatureExtractor(small_features, "cpu")
-    extract_store_features(store, extractor, batch_size=16, decode_threads=2, dtype="float32")
-    with_workers = np.asarray(open_store(store)["features"][:])
-    np.testing.assert_allclose(with_workers, _direct_features(small_features, store), rtol=1e-4, atol=1e-4)
+    extract_store_features(store, extractor, batch_size=16, dtype="float32", **decoders)
+    decoded_ahead = np.asarray(open_store(store)["features"][:])
+    np.testing.assert_allclose(decoded_ahead, _direct_features(small_features, store), rtol=1e-4, atol=1e-4)
 
 
 def test_batch_writes_h5_reports_bad_stores_and_a_manifest(store, tmp_path):
@@ -165,6 +166,9 @@ def test_cli_features(store, resnet_features, tmp_path):
     assert result.exit_code == 2 and result.output.strip() == (
         "error: nope.pt: weights file not found; pass a local .safetensors, .pt/.pth or .h5 file "
         "(nothing is downloaded)")
+    result = runner.invoke(main, command + ["--decode-threads", "2", "--decode-processes", "2"])
+    assert result.exit_code == 2 and result.output.strip() == (
+        "error: --decode-threads and --decode-processes: choose one way to decode")
     if not torch.cuda.is_available():
         result = runner.invoke(main, ["features", str(store), "--backbone", "resnet34", "--device", "cuda"])
         assert result.exit_code == 2 and "no CUDA device" in result.output
@@ -219,14 +223,14 @@ def test_gpu_decoding_matches_cpu_decoding(store):
 
 
 @needs_cuda
-@pytest.mark.parametrize("gpu_decode", [True, False])
-def test_cuda_features_agree_with_cpu_features(store, resnet_features, gpu_decode):
+@pytest.mark.parametrize("decoding", [{"gpu_decode": True, "decode_threads": 2}, {"decode_threads": 2},
+                                      {"decode_processes": 2}], ids=["nvjpeg", "cpu-threads", "cpu-processes"])
+def test_cuda_features_agree_with_cpu_features(store, resnet_features, decoding):
     cpu = FeatureExtractor(resnet_features, "cpu")
     extract_store_features(store, cpu, dtype="float32", batch_size=32)
     on_cpu = np.asarray(open_store(store)["features"][:])
     cuda = FeatureExtractor(resnet_features, "cuda")
-    extract_store_features(store, cuda, dtype="float32", batch_size=32, decode_threads=2, gpu_decode=gpu_decode,
-                           overwrite=True)
+    extract_store_features(store, cuda, dtype="float32", batch_size=32, overwrite=True, **decoding)
     on_cuda = np.asarray(open_store(store)["features"][:])
     resnet_features.to("cpu")
     cosine = (on_cpu * on_cuda).sum(1) / np.linalg.norm(on_cpu, axis=1) / np.linalg.norm(on_cuda, axis=1)

@@ -1,4 +1,4 @@
-"""The feature stage's tile feed: in-order units from decoding threads, recycled buffers, errors per unit."""
+"""The feature stage's tile feed: in-order units from threads or processes, one ring of slots, errors per unit."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from wsi_hcc.config import TileConfig
 from wsi_hcc.pipeline import run_tile
 from wsi_hcc.store import TileReader
-from wsi_hcc.tile_feed import DECODE_UNIT, LOOKAHEAD_PER_THREAD, TileFeed, Unit
+from wsi_hcc.tile_feed import TileFeed, Unit
 
 
 def _tiled(slide, tmp_path_factory, compression: str):
@@ -45,11 +46,14 @@ def test_read_into_gives_the_tiles_zarr_gives(store):
         np.testing.assert_array_equal(out, tiles[index])
 
 
-@pytest.mark.parametrize("threads", [0, 3])
-def test_units_come_in_order_with_the_stores_tiles(store, threads):
+DECODERS = [{}, {"threads": 3}, {"processes": 2}]
+
+
+@pytest.mark.parametrize("decoders", DECODERS, ids=["inline", "threads", "processes"])
+def test_units_come_in_order_with_the_stores_tiles(store, decoders):
     reader = TileReader(store)
     units = _units(len(reader))
-    feed = TileFeed([store], [False], units, threads=threads)
+    feed = TileFeed([store], [False], units, **decoders)
     seen = []
     for decoded in feed:
         assert decoded.error is None
@@ -60,16 +64,34 @@ def test_units_come_in_order_with_the_stores_tiles(store, threads):
     assert seen == units
 
 
-def test_recycled_buffers_bound_the_memory(store):
-    threads = 2
-    units = _units(len(TileReader(store)), size=2) * 6
-    feed = TileFeed([store], [False], units, threads=threads)
-    buffers = set()
+@pytest.mark.parametrize("decoders", DECODERS[1:], ids=["threads", "processes"])
+def test_held_units_keep_their_tiles_while_decoders_run_ahead(jpeg_store, decoders):
+    """A consumer holding ``max_held`` units (a pending batch and one on the device) never sees
+    them overwritten, however far the decoders get ahead."""
+    reader = TileReader(jpeg_store)
+    units = _units(len(reader), size=2) * 4
+    max_held = 3
+    feed = TileFeed([jpeg_store], [False], units, max_held=max_held, **decoders)
+    held = []
     for decoded in feed:
-        buffers.add(id(decoded.buffer))
-        assert decoded.buffer.shape[0] == DECODE_UNIT
-        feed.recycle(decoded)
-    assert len(buffers) <= threads * LOOKAHEAD_PER_THREAD + 1 < len(units)
+        held.append((decoded, decoded.tiles.clone()))
+        if len(held) == max_held:
+            for kept, copy in held:
+                assert torch.equal(kept.tiles, copy)
+                feed.recycle(kept)
+            held = []
+
+
+def test_holding_more_than_max_held_is_refused_not_overwritten(jpeg_store):
+    units = _units(len(TileReader(jpeg_store)), size=1)
+    feed = TileFeed([jpeg_store], [False], units, max_held=1)
+    with pytest.raises(RuntimeError, match="held more units than max_held"):
+        list(feed)  # nothing recycled
+
+
+def test_threads_and_processes_together_are_refused(jpeg_store):
+    with pytest.raises(ValueError, match="threads or with processes"):
+        TileFeed([jpeg_store], [False], [], threads=1, processes=1)
 
 
 def test_an_unreadable_unit_reports_its_store_and_the_rest_go_on(store, tmp_path):
@@ -79,7 +101,11 @@ def test_an_unreadable_unit_reports_its_store_and_the_rest_go_on(store, tmp_path
     missing = tmp_path / "gone.zarr"
     n = len(TileReader(store))
     units = _units(n, 0) + _units(n, 1) + _units(n, 2)
-    decoded = list(TileFeed([store, broken, missing], [False] * 3, units, threads=2))
+    feed = TileFeed([store, broken, missing], [False] * 3, units, processes=2)
+    decoded = []
+    for d in feed:
+        decoded.append(d)
+        feed.recycle(d)
     assert [d.unit for d in decoded] == units
     errors = {d.unit: d.error for d in decoded if d.error}
     assert set(errors) == {Unit(1, 5, 10)} | {u for u in units if u.store == 2}
@@ -92,16 +118,22 @@ def test_encoded_units_carry_jpeg_bytes_for_a_gpu_decoder(jpeg_store):
     reader = TileReader(jpeg_store)
     assert reader.jpeg
     decoded = next(iter(TileFeed([jpeg_store], [True], _units(len(reader)), threads=1)))
-    assert decoded.buffer is None
+    assert decoded.slot is None
     assert [bytes(t.numpy()) for t in decoded.tiles] == [reader.read_chunk(j) for j in range(5)]
 
 
-def test_closing_the_feed_early_stops_its_threads(jpeg_store):
+@pytest.mark.parametrize("decoders", DECODERS[1:], ids=["threads", "processes"])
+def test_closing_the_feed_early_stops_its_decoders(jpeg_store, decoders):
+    import multiprocessing
     import threading
     from contextlib import closing
 
+    def decoding():
+        return (any(t.name.startswith("wsi-hcc-decode") for t in threading.enumerate())
+                or bool(multiprocessing.active_children()))
+
     units = _units(len(TileReader(jpeg_store)), size=1)
-    with closing(iter(TileFeed([jpeg_store], [False], units, threads=3))) as feed:
+    with closing(iter(TileFeed([jpeg_store], [False], units, **decoders))) as feed:
         next(feed)
-        assert any(t.name.startswith("wsi-hcc-decode") for t in threading.enumerate())
-    assert not any(t.name.startswith("wsi-hcc-decode") for t in threading.enumerate())
+        assert decoding()
+    assert not decoding()

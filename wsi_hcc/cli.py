@@ -191,11 +191,13 @@ Examples:
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=64, show_default=True)
 @click.option("--decode-threads", "--workers", "decode_threads", type=click.IntRange(0, 64), default=None,
               help="Tile-decoding threads [default: 0 on small CPU machines, up to 16 with a GPU].")
+@click.option("--decode-processes", type=click.IntRange(0, 64), default=0, show_default=True,
+              help="Decode in this many worker processes instead of threads.")
 @click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
 @click.option("--cpu-decode", is_flag=True, help="Decode JPEG tiles on the CPU even when a GPU could.")
 @click.option("--overwrite", is_flag=True, help="Recompute stores that already have features.")
-def features(stores, backbone, weights, out_dir, h5, device, batch_size, decode_threads, dtype, cpu_decode,
-             overwrite):
+def features(stores, backbone, weights, out_dir, h5, device, batch_size, decode_threads, decode_processes, dtype,
+             cpu_decode, overwrite):
     """Embed every tile of patch STORES (or folders of them) with a backbone.
 
     Features go into each store as `features` (N, D), row i for coords[i]; finished stores are
@@ -206,7 +208,8 @@ def features(stores, backbone, weights, out_dir, h5, device, batch_size, decode_
 
     with RichBatchProgress() as progress:
         report = run_features(list(stores), out_dir, backbone, weights=weights, device=device,
-                              batch_size=batch_size, decode_threads=decode_threads, dtype=dtype, h5=h5,
+                              batch_size=batch_size, decode_threads=decode_threads,
+                              decode_processes=decode_processes, dtype=dtype, h5=h5,
                               overwrite=overwrite, gpu_decode=not cpu_decode, progress=progress)
     progress.print_summary(report)
     sys.exit(1 if report.failed or not report.outcomes else 0)

@@ -17,7 +17,7 @@ import numpy as np
 
 from .atomic import atomic_write_json, partial_path
 from .feature_store import read_store_meta, stain_normalizer_for, store_records
-from .features import FeatureEvents, FeatureExtractor, extract_features, resolve_device
+from .features import FeatureError, FeatureEvents, FeatureExtractor, extract_features, resolve_device
 from .h5export import write_coords_h5
 from .inputs import SlideTask
 from .models import create_backbone, file_sha256, save_weights, state_sha256
@@ -57,16 +57,18 @@ def default_decode_threads(device) -> int:
 
 def run_features(stores: list[str | Path], out_dir: str | Path | None, backbone: str, *,
                  weights: str | Path | None = None, device: str = "auto", batch_size: int = 64,
-                 decode_threads: int | None = None, dtype: str = "float16", h5: bool = False,
-                 overwrite: bool = False, replace_other: bool = False, gpu_decode: bool = True,
+                 decode_threads: int | None = None, decode_processes: int = 0, dtype: str = "float16",
+                 h5: bool = False, overwrite: bool = False, replace_other: bool = False, gpu_decode: bool = True,
                  model: torch.nn.Module | None = None, progress: BatchProgress | None = None) -> BatchReport:
     """Embed every tile of every store with ``backbone``; features go into each store.
 
-    One pool of decoding threads serves every store of the run. Stores that
-    already hold this model's features are skipped; ``replace_other`` replaces another model's.
-    ``model`` is the backbone already built from ``weights`` (a caller that checked it first
-    need not build it twice).
+    One set of decoders (threads by default, or ``decode_processes`` DataLoader worker processes)
+    serves every store of the run. Stores that already hold this model's features are skipped;
+    ``replace_other`` replaces another model's. ``model`` is the backbone already built from
+    ``weights`` (a caller that checked it first need not build it twice).
     """
+    if decode_threads and decode_processes:
+        raise FeatureError("--decode-threads and --decode-processes: choose one way to decode")
     progress = progress or silent_progress()
     store_paths = collect_stores(stores)
     out_dir = Path(out_dir) if out_dir is not None else (store_paths[0].parent if store_paths else Path("."))
@@ -77,21 +79,24 @@ def run_features(stores: list[str | Path], out_dir: str | Path | None, backbone:
     if weights is None:
         weights = _keep_random_weights(model, backbone, out_dir)
     extractor = FeatureExtractor(model, torch_device)
-    threads = default_decode_threads(torch_device) if decode_threads is None else decode_threads
+    threads = decode_threads if decode_threads is not None else (
+        0 if decode_processes else default_decode_threads(torch_device))
     started = utc_now()
     tasks = [SlideTask(path=store, stem=store.name.removesuffix(".zarr")) for store in store_paths]
     events = _Events(tasks, out_dir, h5, overwrite, progress)
     card = extractor.card
     extract_features(store_paths, extractor, normalizer_for=lambda meta: stain_normalizer_for(meta, card),
-                     batch_size=batch_size, decode_threads=threads, dtype=dtype, gpu_decode=gpu_decode,
-                     overwrite=overwrite, replace_other=replace_other, events=events)
+                     batch_size=batch_size, decode_threads=threads, decode_processes=decode_processes,
+                     dtype=dtype, gpu_decode=gpu_decode, overwrite=overwrite, replace_other=replace_other,
+                     events=events)
     outcomes = [events.outcomes[i] for i in range(len(tasks))]
     report = BatchReport(out_dir, tuple(outcomes))
     atomic_write_json(out_dir / "features-manifest.json", {
         "command": "features", "started": started,
         "finished": utc_now(),
         "backbone": backbone, "weights": str(weights) if weights else None, "card": model.card.to_dict(),
-        "device": str(torch_device), "batch_size": batch_size, "decode_threads": threads, "dtype": dtype,
+        "device": str(torch_device), "batch_size": batch_size, "decode_threads": threads,
+        "decode_processes": decode_processes, "dtype": dtype,
         "versions": stack_versions(), "summary": {s: report.count(s) for s in ("done", "skipped", "failed")},
         "slides": [{"stem": o.stem, "path": o.path, "status": o.status, "reason": o.reason} for o in outcomes],
     })

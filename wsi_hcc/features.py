@@ -167,7 +167,8 @@ class FeatureEvents:
 
 def extract_features(stores: list[str | Path], extractor: FeatureExtractor, *,
                      normalizer_for: Callable[[dict], object] | None = None, batch_size: int = 64,
-                     decode_threads: int = 0, dtype: str = "float16", chunk_rows: int = 4096,
+                     decode_threads: int = 0, decode_processes: int = 0, dtype: str = "float16",
+                     chunk_rows: int = 4096,
                      gpu_decode: bool = False, overwrite: bool = False, replace_other: bool = False,
                      events: FeatureEvents | None = None) -> list[FeatureResult | BaseException]:
     """Write ``features`` (N, D) into every store, row i belonging to ``coords[i]``.
@@ -176,8 +177,9 @@ def extract_features(stores: list[str | Path], extractor: FeatureExtractor, *,
     store (a bad store never stops the others). A killed run resumes from its finished chunks.
     ``normalizer_for(store_meta)`` gives the stain normaliser a store's tiles need, or None.
     Features of this very model are kept unless ``overwrite``; features of another model are an
-    error unless ``overwrite`` or ``replace_other``. ``decode_threads`` decode ahead of the model
-    (0: in the calling thread); ``gpu_decode`` leaves JPEG decoding to nvJPEG on a CUDA device.
+    error unless ``overwrite`` or ``replace_other``. ``decode_threads`` or ``decode_processes``
+    decode ahead of the model (neither: the calling thread decodes); ``gpu_decode`` leaves JPEG
+    decoding to nvJPEG on a CUDA device.
     """
     events = events or FeatureEvents()
     unit = min(DECODE_UNIT, batch_size)
@@ -200,19 +202,20 @@ def extract_features(stores: list[str | Path], extractor: FeatureExtractor, *,
             outcomes[index] = job
         except Exception as exc:  # one bad store never stops the others
             outcomes[index] = exc
-    _Run(stores, jobs, units, outcomes, extractor, batch_size, decode_threads, dtype, events).go()
+    feed = TileFeed([Path(s) for s in stores], [jobs[i].encoded if i in jobs else False for i in range(len(stores))],
+                    units, threads=decode_threads, processes=decode_processes,
+                    max_held=2 * -(-batch_size // unit) + 1,  # the pending batch and the one on the device
+                    pin_memory=extractor.device.type == "cuda")
+    _Run(jobs, outcomes, feed, extractor, batch_size, dtype, events).go()
     return outcomes
 
 
 class _Run:
     """The loop of one ``extract_features`` call: units in, model batches across stores, rows out."""
 
-    def __init__(self, stores, jobs, units, outcomes, extractor, batch_size, decode_threads, dtype, events):
-        self.stores, self.jobs, self.units, self.outcomes = stores, jobs, units, outcomes
+    def __init__(self, jobs, outcomes, feed: TileFeed, extractor, batch_size, dtype, events):
+        self.jobs, self.outcomes, self.feed = jobs, outcomes, feed
         self.extractor, self.batch_size, self.dtype, self.events = extractor, batch_size, dtype, events
-        self.feed = TileFeed([Path(s) for s in stores],
-                             [jobs[i].encoded if i in jobs else False for i in range(len(stores))], units,
-                             threads=decode_threads, pin_memory=extractor.device.type == "cuda")
         self.reported = 0  # stores before this index have had their events
         self.pending: list[tuple[Decoded, object]] = []  # units waiting for a full model batch
         self.running: tuple[list[tuple[Decoded, object]], BatchFeatures] | None = None  # the batch on the device
@@ -220,12 +223,13 @@ class _Run:
     def go(self) -> None:
         from contextlib import closing
 
-        with closing(iter(self.feed)) as feed:  # an error here stops the decoding threads at once
-            for decoded in feed:
+        # an error stops the decoders at once; the ring outlives the copies still in flight
+        with self.feed, closing(iter(self.feed)) as decoded_units:
+            for decoded in decoded_units:
                 self._take(decoded)
-        self._flush()
-        self._collect()
-        self._report_until(len(self.stores))
+            self._flush()
+            self._collect()
+        self._report_until(len(self.outcomes))
 
     def _report_until(self, limit: int) -> None:
         """Events for the stores decided without any tiles (skipped, failed early), in order."""
