@@ -1,6 +1,7 @@
 #!/bin/bash
 # The GPU checks, as one script for a lent machine (device tool). Writes logs and the benchmark
 # section under $OUT; afterwards `python benchmarks/bench_features.py --publish FILE` records it.
+# It needs about 9 minutes: run it with timeout_s=590, as the only call of a fresh machine.
 #
 # The machine has torch, timm, h5py and scikit-image but cannot reach PyPI, so our other
 # dependencies travel as Python 3.12 wheels in .whl/ (ignored by git). Prepare them once with:
@@ -23,7 +24,7 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 NO_ALBUMENTATIONS_UPDATE=1
 [ -e ../shared ] || ln -s "$PWD/shared" ../shared
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__, torch.cuda.get_device_name())"
-timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_features.py tests/test_tile_feed.py tests/test_training.py tests/test_stain_torch.py -k "cuda or gpu or feed" \
+timeout 140 python3 -m pytest -q -p no:cacheprovider tests/test_features.py tests/test_tile_feed.py tests/test_training.py tests/test_stain_torch.py -k "cuda or gpu or feed" \
   2>&1 | tee "$OUT/pytest_cuda.log" | tail -8
-timeout 330 python3 benchmarks/bench_features.py --device cuda --copies 64 --synthetic-px 16384 --repeats 3 \
+timeout 400 python3 benchmarks/bench_features.py --device cuda --copies 64 --synthetic-px 16384 --repeats 3 \
   --save-section "$OUT/gpu_features.json" 2>&1 | tee "$OUT/bench_features_gpu.log"

@@ -105,7 +105,9 @@ class TileFeed:
         self.units, self.threads, self.processes = units, threads, processes
         self.pin_memory = pin_memory
         self._decoders = threads or processes
-        self._n_slots = self._decoders * AHEAD_PER_DECODER + max_held + 1
+        # every unit that can be in flight or held at once, and no more than the run has: a small
+        # store should not pay for allocating (and sharing) a ring sized for a large batch
+        self._n_slots = min(self._decoders * AHEAD_PER_DECODER + max_held + 1, max(1, len(units)))
         self._ring = None
         self._decoder = _Decoder(stores, encoded, units, None)
         self._free: list[int] = []
@@ -200,15 +202,14 @@ class TileFeed:
                 except Exception:  # that store's units report it
                     pass
         slot_bytes = DECODE_UNIT * max((int(np.prod(s)) for s in shapes), default=0)
-        self._ring = torch.empty((self._n_slots, slot_bytes), dtype=torch.uint8)
+        pinned = self.pin_memory and bool(slot_bytes)
+        self._ring = torch.empty((self._n_slots, slot_bytes), dtype=torch.uint8,
+                                 pin_memory=pinned and not self.processes)
         if self.processes:
             self._ring.share_memory_()
-        if self.pin_memory and slot_bytes:
-            if self.processes:  # shared memory is pinned where it lies
+            if pinned:  # shared memory is pinned where it lies
                 self._registered = torch.cuda.cudart().cudaHostRegister(
                     self._ring.data_ptr(), self._ring.numel(), 0) == 0
-            else:
-                self._ring = self._ring.pin_memory()
         self._decoder.ring = self._ring
         self._free = list(range(self._n_slots))
 
