@@ -3,8 +3,8 @@
 Decoders are threads or DataLoader worker processes; either way they decode straight into the slots
 of one ring of buffers allocated up front (shared memory for processes, pinned on CUDA), so no tile
 is copied between processes and memory is touched once. Shipping each decoded tile from a worker,
-as a plain DataLoader does, cost the receiving thread ~200 us a tile in page faults: a ceiling near
-5,000 tiles/s before the model runs (benchmarks/RESULTS.md). imagecodecs decodes with the GIL
+as a plain DataLoader does, cost the receiving thread 110-200 us a tile in page faults: a ceiling of
+5,000-9,000 tiles/s before the model runs (benchmarks/RESULTS.md). imagecodecs decodes with the GIL
 released, so threads scale as processes do; processes keep the GIL of the thread that launches
 the model free, at a little messaging per unit. Which is faster on a GPU host is measured there.
 """
