@@ -241,14 +241,15 @@ def main() -> None:
     threads = default_decode_threads(device)
     lines = _Shown()
     lines += [f"Device: {card_name}. Model-only: batch 64, 224 px, median of {opts.repeats}. End to end: "
-             f"`extract_features`, {threads} decoders (threads unless a row says processes), median of {opts.repeats}; each end-to-end "
-             f"run is paired with a model-only run and the ratio is the median of the pairs' ratios.", "",
-             "| backbone | measure | tiles/s | x model-only |", "|---|---|---:|---:|"]
+              f"`extract_features`, {threads} decoders (threads unless a row says processes), median of "
+              f"{opts.repeats}; each end-to-end run is paired with a model-only run and the ratio is the median "
+              f"of the pairs' ratios.", "",
+              "| backbone | measure | tiles/s | x model-only |", "|---|---|---:|---:|"]
     runs = [(label, store, {"batch_size": 64, "decode_threads": threads}) for label, store in stores.items()]
-    how_to_decode = {"GPU decode": {"gpu_decode": True, "decode_threads": threads},
-                     "CPU decode, threads": {"decode_threads": threads},
-                     "CPU decode, processes": {"decode_processes": threads}}
     if gpu:
+        how_to_decode = {"GPU decode": {"gpu_decode": True, "decode_threads": threads},
+                         "CPU decode, threads": {"decode_threads": threads},
+                         "CPU decode, processes": {"decode_processes": threads}}
         runs = [(f"{label}, batch 256, {how}", store, {"batch_size": 256, **decoders})
                 for label, store in stores.items() for how, decoders in how_to_decode.items()]
     verdicts = []
@@ -269,7 +270,7 @@ def main() -> None:
             lines.append(f"| {name} | end to end, {label} ({n} tiles) | {rate:.0f} | {ratio:.2f} |")
             if label.startswith("synthetic"):
                 verdicts.append((name, label, rate, ratio))
-    # The ceiling any backbone could reach end to end with these threads: no model at all.
+    # The ceiling any backbone could reach end to end with these decoders: no model at all.
     loader = FeatureExtractor(loader_only_model(create_backbone("resnet34", num_classes=0).card), device)
     for label, store, kwargs in runs:
         rate, n = end_to_end(loader, store, opts.repeats, **kwargs)

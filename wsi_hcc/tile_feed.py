@@ -195,12 +195,11 @@ class TileFeed:
         import torch
 
         shapes = []
-        for store, encoded in enumerate(self._decoder.encoded):
-            if not encoded:
-                try:
-                    shapes.append(self._decoder.reader(store).shape[1:])
-                except Exception:  # that store's units report it
-                    pass
+        for store in {unit.store for unit in self.units if not self._decoder.encoded[unit.store]}:
+            try:
+                shapes.append(self._decoder.reader(store).shape[1:])
+            except Exception:  # that store's units report it
+                pass
         slot_bytes = DECODE_UNIT * max((int(np.prod(s)) for s in shapes), default=0)
         pinned = self.pin_memory and bool(slot_bytes)
         self._ring = torch.empty((self._n_slots, slot_bytes), dtype=torch.uint8,
