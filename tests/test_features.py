@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from wsi_hcc.cli import main
 from wsi_hcc.config import TileConfig
 from wsi_hcc.feature_pipeline import run_features
-from wsi_hcc.features import (FeatureError, FeatureExtractor, extract_store_features, partial_features_path,
-                              read_store_meta)
+from wsi_hcc.features import (FeatureError, FeatureExtractor, extract_features, extract_store_features,
+                              partial_features_path, read_store_meta)
 from wsi_hcc.models import create_backbone, to_model_input
 from wsi_hcc.pipeline import run_tile
 from wsi_hcc.store import TileReader, open_store
@@ -68,6 +68,35 @@ def test_features_are_written_in_coords_order(store, resnet_features):
     assert provenance["backbone"] == "resnet34" and provenance["dtype"] == "float32"
     assert provenance["card"]["target_mpp"] == 0.5 and "torch" in provenance["versions"]
     assert not partial_features_path(store).exists()
+
+
+def test_an_extractor_embeds_a_batch_now_or_when_asked(store, small_features):
+    extractor = FeatureExtractor(small_features, "cpu")
+    reader = TileReader(store)
+    tiles = torch.from_numpy(np.stack([reader[i] for i in range(8)]))
+    expected = _direct_features(small_features, store)[:8]
+    np.testing.assert_allclose(extractor(tiles), expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(extractor.submit(tiles).result(), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_batch_of_tiny_stores_runs_with_decoders_ahead(small_features, tmp_path):
+    """Biopsy-sized stores give units of a few tiles: a model batch then spans many units, and the
+    decoders' buffers must not run out (each unit holds one until its batch is done)."""
+    from wsi_hcc.synth import write_synthetic_slide
+
+    write_synthetic_slide(tmp_path / "tiny.svs", size_px=(1024, 1024), mpp=0.25, seed=2)
+    run_tile([tmp_path / "tiny.svs"], tmp_path, TileConfig(target_mpp=0.5, tile_px=224, qc=False))
+    stores = [tmp_path / "tiny.zarr"]
+    for k in range(15):
+        stores.append(tmp_path / f"tiny{k}.zarr")
+        shutil.copytree(stores[0], stores[-1])
+    assert len(TileReader(stores[0])) < 8
+    extractor = FeatureExtractor(small_features, "cpu")
+    outcomes = extract_features(stores, extractor, batch_size=64, decode_threads=2, dtype="float32")
+    assert all(o.n_tiles == len(TileReader(stores[0])) for o in outcomes)
+    expected = _direct_features(small_features, stores[0])
+    for store in stores:
+        np.testing.assert_allclose(open_store(store)["features"][:], expected, rtol=1e-4, atol=1e-4)
 
 
 def test_rerun_skips_and_another_model_needs_overwrite(store, resnet_features):

@@ -202,20 +202,24 @@ def extract_features(stores: list[str | Path], extractor: FeatureExtractor, *,
             outcomes[index] = job
         except Exception as exc:  # one bad store never stops the others
             outcomes[index] = exc
+    # A batch also closes at this many units: stores of a few tiles give short units, and every
+    # held unit keeps a buffer until its batch is done.
+    batch_units = 2 * -(-batch_size // unit)
     feed = TileFeed([Path(s) for s in stores], [jobs[i].encoded if i in jobs else False for i in range(len(stores))],
                     units, threads=decode_threads, processes=decode_processes,
-                    max_held=2 * -(-batch_size // unit) + 1,  # the pending batch and the one on the device
+                    max_held=2 * batch_units + 1,  # the pending batch and the one on the device
                     pin_memory=extractor.device.type == "cuda")
-    _Run(jobs, outcomes, feed, extractor, batch_size, dtype, events).go()
+    _Run(jobs, outcomes, feed, extractor, batch_size, batch_units, dtype, events).go()
     return outcomes
 
 
 class _Run:
     """The loop of one ``extract_features`` call: units in, model batches across stores, rows out."""
 
-    def __init__(self, jobs, outcomes, feed: TileFeed, extractor, batch_size, dtype, events):
+    def __init__(self, jobs, outcomes, feed: TileFeed, extractor, batch_size, batch_units, dtype, events):
         self.jobs, self.outcomes, self.feed = jobs, outcomes, feed
-        self.extractor, self.batch_size, self.dtype, self.events = extractor, batch_size, dtype, events
+        self.extractor, self.batch_size, self.batch_units = extractor, batch_size, batch_units
+        self.dtype, self.events = dtype, events
         self.reported = 0  # stores before this index have had their events
         self.pending: list[tuple[Decoded, object]] = []  # units waiting for a full model batch
         self.running: tuple[list[tuple[Decoded, object]], BatchFeatures] | None = None  # the batch on the device
@@ -262,7 +266,7 @@ class _Run:
         if job.normalizer is not None:
             tiles = job.normalizer.transform(tiles)
         self.pending.append((decoded, tiles))
-        if sum(len(t) for _, t in self.pending) >= self.batch_size:
+        if sum(len(t) for _, t in self.pending) >= self.batch_size or len(self.pending) >= self.batch_units:
             self._flush()
 
     def _flush(self) -> None:
