@@ -99,6 +99,18 @@ def test_a_batch_of_tiny_stores_runs_with_decoders_ahead(small_features, tmp_pat
         np.testing.assert_allclose(open_store(store)["features"][:], expected, rtol=1e-4, atol=1e-4)
 
 
+def test_stores_of_two_tile_sizes_share_a_run(store, small_features, synth_slide, tmp_path):
+    """Both at the card's resolution, one at 256 px: batches never mix sizes; each store's rows are its own."""
+    run_tile([synth_slide], tmp_path / "256", TileConfig(target_mpp=0.5, tile_px=256, qc=False))
+    other = tmp_path / "256" / "synthetic.zarr"
+    extractor = FeatureExtractor(small_features, "cpu")
+    outcomes = extract_features([store, other], extractor, batch_size=64, dtype="float32")
+    assert [o.n_tiles for o in outcomes] == [len(TileReader(store)), len(TileReader(other))]
+    for path in (store, other):
+        np.testing.assert_allclose(open_store(path)["features"][:], _direct_features(small_features, path),
+                                   rtol=1e-4, atol=1e-4)
+
+
 def test_rerun_skips_and_another_model_needs_overwrite(store, resnet_features):
     extractor = FeatureExtractor(resnet_features, "cpu")
     extract_store_features(store, extractor, batch_size=32)

@@ -265,6 +265,8 @@ class _Run:
             tiles = decoded.tiles.to(device, non_blocking=True)
         if job.normalizer is not None:
             tiles = job.normalizer.transform(tiles)
+        if self.pending and self.pending[0][1].shape[1:] != tiles.shape[1:]:
+            self._flush()  # stores tiled at another tile_px: a batch holds tiles of one size
         self.pending.append((decoded, tiles))
         if sum(len(t) for _, t in self.pending) >= self.batch_size or len(self.pending) >= self.batch_units:
             self._flush()
