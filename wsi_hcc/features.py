@@ -168,9 +168,8 @@ class FeatureEvents:
 def extract_features(stores: list[str | Path], extractor: FeatureExtractor, *,
                      normalizer_for: Callable[[dict], object] | None = None, batch_size: int = 64,
                      decode_threads: int = 0, decode_processes: int = 0, dtype: str = "float16",
-                     chunk_rows: int = 4096,
-                     gpu_decode: bool = False, overwrite: bool = False, replace_other: bool = False,
-                     events: FeatureEvents | None = None) -> list[FeatureResult | BaseException]:
+                     chunk_rows: int = 4096, gpu_decode: bool = False, overwrite: bool = False,
+                     replace_other: bool = False, events: FeatureEvents | None = None) -> list[FeatureResult | BaseException]:
     """Write ``features`` (N, D) into every store, row i belonging to ``coords[i]``.
 
     Returns one outcome per store, in order: a ``FeatureResult``, or the error that stopped that

@@ -109,7 +109,7 @@ class TileReader:
 
         self.path = Path(path)
         self._tiles_dir = str(self.path / "tiles")
-        meta = json.loads((self.path / "tiles" / ".zarray").read_text())
+        meta = json.loads(Path(self._tiles_dir, ".zarray").read_text())
         if meta.get("chunks", [None])[0] != 1 or meta.get("filters") or meta.get("order", "C") != "C":
             raise ValueError(f"{self.path}: not a one-tile-per-chunk patch store")
         self.shape = tuple(meta["shape"])
