@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -184,16 +185,56 @@ def dataloader_feed_only(stores: list[Path], workers: int, repeats: int, batch: 
     return _time_feed(units, batches, repeats)
 
 
-def end_to_end(extractor, stores: list[Path], repeats: int, **kwargs) -> tuple[float, int]:
+def end_to_end(extractor, stores: list[Path], repeats: int, **kwargs) -> tuple[float, int, float]:
+    """Median tiles/s, tiles, and median CPU us per tile of the calling thread: on a GPU that
+    thread launches the model, takes decoded units and writes rows, so it can be the bound."""
     from wsi_hcc.features import extract_features
 
-    rates, n = [], 0
+    rates, costs, n = [], [], 0
     for _ in range(repeats):
         _sync(extractor.device)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.thread_time()
         n = sum(outcome.n_tiles for outcome in extract_features(stores, extractor, overwrite=True, **kwargs))
         rates.append(n / (time.perf_counter() - start))
-    return statistics.median(rates), n
+        costs.append((time.thread_time() - cpu) / n * 1e6)
+    return statistics.median(rates), n, statistics.median(costs)
+
+
+def profile_end_to_end(extractor, stores: list[Path], out: Path, **kwargs) -> None:
+    """One end-to-end run under cProfile (the calling thread only): where that thread's time goes."""
+    import cProfile
+    import io
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    end_to_end(extractor, stores, 1, **kwargs)
+    profiler.disable()
+    text = io.StringIO()
+    stats = pstats.Stats(profiler, stream=text)
+    stats.sort_stats("tottime").print_stats(25)
+    stats.sort_stats("cumtime").print_stats(25)
+    out.write_text(text.getvalue())
+
+
+def decode_only(store: Path, device, per_call: int, repeats: int) -> float:
+    """nvJPEG alone: tiles/s of ``decode_on_device`` on ``per_call`` JPEG tiles at a time, bytes in host memory."""
+    from wsi_hcc.features import decode_on_device
+    from wsi_hcc.store import TileReader
+
+    reader = TileReader(store)
+    chunks = [reader.read_chunk(j) for j in range(len(reader))]
+    calls = [chunks[s:s + per_call] for s in range(0, len(chunks) - per_call + 1, per_call)]
+    decode_on_device(calls[0], reader.shape[1:], device)
+    rates = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        for call in calls:
+            decode_on_device(call, reader.shape[1:], device)
+        _sync(device)
+        rates.append(per_call * len(calls) / (time.perf_counter() - start))
+    return statistics.median(rates)
 
 
 class _Shown(list):
@@ -209,6 +250,14 @@ class _Shown(list):
         return self
 
 
+def _decoding_ways(gpu: bool, threads: int) -> dict[str, dict]:
+    if not gpu:
+        return {"": {"decode_threads": threads}}
+    return {"CPU decode, threads": {"decode_threads": threads},
+            "CPU decode, processes": {"decode_processes": threads},
+            "GPU decode": {"gpu_decode": True, "decode_threads": threads}}
+
+
 def main() -> None:
     import torch
 
@@ -222,6 +271,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--synthetic-px", type=int, default=16384, help="width of the generated slide")
     parser.add_argument("--copies", type=int, default=1, help="time the synthetic store as a batch of this many")
+    parser.add_argument("--batch", type=int, default=256, help="model batch of the end-to-end runs on a GPU")
+    parser.add_argument("--profile", type=Path, help="folder for a cProfile of one end-to-end run per decoding way")
     parser.add_argument("--results", action="store_true", help="update benchmarks/RESULTS.md")
     parser.add_argument("--save-section", type=Path, help="write the section to this file (for a remote run)")
     parser.add_argument("--publish", type=Path, help="put a section saved by --save-section into RESULTS.md")
@@ -234,63 +285,87 @@ def main() -> None:
     gpu = device.type == "cuda"
     card_name = torch.cuda.get_device_name(device) if gpu else f"CPU, {torch.get_num_threads()} threads"
     synthetic = _copies(_synthetic_store(opts.synthetic_px), opts.copies)
-    stores = {"synthetic" if opts.copies == 1 else f"synthetic x{opts.copies} stores": synthetic}
-    if REAL_SVS.exists():
-        stores["real CMU-1-Small-Region"] = [_store(REAL_SVS, CACHE)]
+    synthetic_label = "synthetic" if opts.copies == 1 else f"synthetic x{opts.copies} stores"
+    real = [_store(REAL_SVS, CACHE)] if REAL_SVS.exists() else None
     batches = 40 if gpu else 2
     threads = default_decode_threads(device)
+    batch = opts.batch if gpu else 64
+    ways = _decoding_ways(gpu, threads)
     lines = _Shown()
-    lines += [f"Device: {card_name}. Model-only: batch 64, 224 px, median of {opts.repeats}. End to end: "
-              f"`extract_features`, {threads} decoders (threads unless a row says processes), median of "
-              f"{opts.repeats}; each end-to-end run is paired with a model-only run and the ratio is the median "
-              f"of the pairs' ratios.", "",
-              "| backbone | measure | tiles/s | x model-only |", "|---|---|---:|---:|"]
-    runs = [(label, store, {"batch_size": 64, "decode_threads": threads}) for label, store in stores.items()]
-    if gpu:
-        how_to_decode = {"GPU decode": {"gpu_decode": True, "decode_threads": threads},
-                         "CPU decode, threads": {"decode_threads": threads},
-                         "CPU decode, processes": {"decode_processes": threads}}
-        runs = [(f"{label}, batch 256, {how}", store, {"batch_size": 256, **decoders})
-                for label, store in stores.items() for how, decoders in how_to_decode.items()]
+    lines += [f"Device: {card_name}, {os.cpu_count()} CPUs. Model-only: batch 64, 224 px, median of {opts.repeats}. "
+              f"End to end: `extract_features` with {threads} decoders, batch {batch} unless a row says "
+              f"otherwise, median of {opts.repeats}; each end-to-end run is paired with a model-only run and the "
+              f"ratio is the median of the pairs' ratios. The last column is the CPU time per tile of the thread "
+              f"that launches the model (it also takes decoded units and writes rows).", "",
+              "| backbone | measure | tiles/s | x model-only | launching thread, us/tile |", "|---|---|---:|---:|---:|"]
     verdicts = []
+
+    def timed(name, model, extractor, label, stores, kwargs):
+        # alternate with model-only runs so machine noise hits both sides of the ratio alike
+        pairs = [(end_to_end(extractor, stores, 1, **kwargs), model_only(model, device, 64, batches, 1))
+                 for _ in range(opts.repeats)]
+        rate = statistics.median(p[0][0] for p in pairs)
+        ratio = statistics.median(p[0][0] / p[1] for p in pairs)
+        cost = statistics.median(p[0][2] for p in pairs)
+        lines.append(f"| {name} | end to end, {label} ({pairs[0][0][1]} tiles) | {rate:.0f} | {ratio:.2f} | {cost:.0f} |")
+        return rate, ratio
+
     for name in opts.backbones.split(","):
         model = create_backbone(name, num_classes=0)
-        base = model_only(model, device, 64, batches, opts.repeats)
-        lines.append(f"| {name} | model only, batch 64 | {base:.0f} | 1.00 |")
+        lines.append(f"| {name} | model only, batch 64 | {model_only(model, device, 64, batches, opts.repeats):.0f} "
+                     f"| 1.00 | |")
         if gpu:
             lines.append(f"| {name} | model only, batch 256 | {model_only(model, device, 256, 10, opts.repeats):.0f} "
-                         f"| |")
+                         f"| | |")
         extractor = FeatureExtractor(model, device)
-        for label, store, kwargs in runs:
-            # alternate with model-only runs so machine noise hits both sides of the ratio alike
-            pairs = [(end_to_end(extractor, store, 1, **kwargs), model_only(model, device, 64, batches, 1))
-                     for _ in range(opts.repeats)]
-            rate, n = statistics.median(p[0][0] for p in pairs), pairs[0][0][1]
-            ratio = statistics.median(p[0][0] / p[1] for p in pairs)
-            lines.append(f"| {name} | end to end, {label} ({n} tiles) | {rate:.0f} | {ratio:.2f} |")
-            if label.startswith("synthetic"):
-                verdicts.append((name, label, rate, ratio))
+        for how, decoders in ways.items():
+            label = ", ".join(filter(None, [synthetic_label, how]))
+            rate, ratio = timed(name, model, extractor, label, synthetic, {"batch_size": batch, **decoders})
+            verdicts.append((name, label, rate, ratio))
+        if gpu and name == "resnet34":
+            for other in (64, 512):  # the CLI's default batch, and a larger one
+                timed(name, model, extractor, f"{synthetic_label}, batch {other}, CPU decode, threads", synthetic,
+                      {"batch_size": other, "decode_threads": threads})
+            if opts.profile:
+                opts.profile.mkdir(parents=True, exist_ok=True)
+                for how, decoders in ways.items():
+                    profile_end_to_end(extractor, synthetic, opts.profile / f"profile-{name}-{how.replace(', ', '-').replace(' ', '_')}.txt",
+                                       batch_size=batch, **decoders)
+        del extractor
     # The ceiling any backbone could reach end to end with these decoders: no model at all.
     loader = FeatureExtractor(loader_only_model(create_backbone("resnet34", num_classes=0).card), device)
-    for label, store, kwargs in runs:
-        rate, n = end_to_end(loader, store, opts.repeats, **kwargs)
-        lines.append(f"| none (loader only) | end to end, {label} ({n} tiles) | {rate:.0f} | |")
+    for how, decoders in ways.items():
+        rate, n, cost = end_to_end(loader, synthetic, opts.repeats, batch_size=batch, **decoders)
+        label = ", ".join(filter(None, [synthetic_label, how]))
+        lines.append(f"| none (loader only) | end to end, {label} ({n} tiles) | {rate:.0f} | | {cost:.0f} |")
+    if gpu:
+        for per_call in (32, 256):
+            rate = decode_only(synthetic[0], device, per_call, opts.repeats)
+            lines.append(f"| none (nvJPEG decode only) | {per_call} tiles a call, bytes in host memory | {rate:.0f} | | |")
     lines += ["", "Tile feed alone (decoded tiles as batches of 256 on the CPU: no preprocessing, no model, no "
               "writing), and the CPU time per tile of the thread that receives them, which a GPU run shares "
               "with launching the model:", "",
               "| stores | decoding | tiles/s | receiving thread, us/tile |", "|---|---|---:|---:|"]
     # a batch of stores, so that starting decoders and their ring (once a run) weighs as in a lab's batch
     feed_copies = max(4, opts.copies)
-    feed_sets = {f"synthetic x{feed_copies} stores": _copies(synthetic[0], feed_copies),
-                 **{label: store for label, store in stores.items() if label.startswith("real")}}
-    for label, store in feed_sets.items():
+    feed_sets = {f"synthetic x{feed_copies} stores": _copies(synthetic[0], feed_copies)}
+    for label, stores in feed_sets.items():
         for count in sorted({4, 8, threads} if gpu else {0, 1, 2}):
             for kind in ("threads", "processes") if count else ("threads",):
-                rate, cost = feed_only(store, {kind: count}, opts.repeats)
+                rate, cost = feed_only(stores, {kind: count}, opts.repeats)
                 lines.append(f"| {label} | {count} {kind} | {rate:.0f} | {cost:.0f} |")
         for count in sorted({threads} if gpu else {1, 2}):
-            rate, cost = dataloader_feed_only(store, count, opts.repeats)
+            rate, cost = dataloader_feed_only(stores, count, opts.repeats)
             lines.append(f"| {label} | {count} plain DataLoader processes (before) | {rate:.0f} | {cost:.0f} |")
+    if real:
+        lines += ["", "The real slide's store (a few dozen tiles: the fixed cost of a run):", "",
+                  "| backbone | measure | tiles/s | launching thread, us/tile |", "|---|---|---:|---:|"]
+        model = create_backbone("resnet34", num_classes=0)
+        extractor = FeatureExtractor(model, device)
+        for how, decoders in ways.items():
+            rate, n, cost = end_to_end(extractor, real, opts.repeats, batch_size=batch, **decoders)
+            label = ", ".join(filter(None, ["real CMU-1-Small-Region", how]))
+            lines.append(f"| resnet34 | end to end, {label} ({n} tiles) | {rate:.0f} | {cost:.0f} |")
     lines.append("")
     for name, label, rate, ratio in verdicts:
         target = 0.80 if gpu else 0.85
