@@ -224,7 +224,7 @@ def decode_only(store: Path, device, per_call: int, repeats: int) -> float:
 
     reader = TileReader(store)
     chunks = [reader.read_chunk(j) for j in range(len(reader))]
-    calls = [chunks[s:s + per_call] for s in range(0, len(chunks) - per_call + 1, per_call)]
+    calls = [chunks[s:s + per_call] for s in range(0, len(chunks) - per_call + 1, per_call)] or [chunks]
     decode_on_device(calls[0], reader.shape[1:], device)
     rates = []
     for _ in range(repeats):
@@ -233,7 +233,7 @@ def decode_only(store: Path, device, per_call: int, repeats: int) -> float:
         for call in calls:
             decode_on_device(call, reader.shape[1:], device)
         _sync(device)
-        rates.append(per_call * len(calls) / (time.perf_counter() - start))
+        rates.append(sum(map(len, calls)) / (time.perf_counter() - start))
     return statistics.median(rates)
 
 
@@ -250,18 +250,34 @@ class _Shown(list):
         return self
 
 
-def _decoding_ways(gpu: bool, threads: int) -> dict[str, dict]:
-    if not gpu:
-        return {"": {"decode_threads": threads}}
-    return {"CPU decode, threads": {"decode_threads": threads},
-            "CPU decode, processes": {"decode_processes": threads},
-            "GPU decode": {"gpu_decode": True, "decode_threads": threads}}
+def nvjpeg_agreement(store: Path, device) -> str:
+    """nvJPEG against the CPU decoder on every tile of ``store``: mean, 99.9th percentile and worst
+    absolute difference in grey levels, and how many tiles differ by more than 32 anywhere."""
+    import numpy as np
+    import torch
+
+    from wsi_hcc.features import decode_on_device
+    from wsi_hcc.store import TileReader
+
+    reader = TileReader(store)
+    worst, means, p999, broken = 0, [], [], 0
+    for s in range(0, len(reader), 64):
+        indices = range(s, min(s + 64, len(reader)))
+        on_gpu = decode_on_device([reader.read_chunk(j) for j in indices], reader.shape[1:], device).cpu()
+        on_cpu = torch.from_numpy(np.stack([reader[j] for j in indices]))
+        difference = (on_gpu.int() - on_cpu.int()).abs()
+        worst = max(worst, int(difference.max()))
+        means.append(float(difference.float().mean()))
+        p999.append(float(torch.quantile(difference.float().flatten()[::7], 0.999)))
+        broken += int((difference.flatten(1).amax(1) > 32).sum())
+    return (f"mean {statistics.mean(means):.2f}, 99.9th percentile {max(p999):.0f}, worst {worst} grey levels; "
+            f"{broken} of {len(reader)} tiles off by more than 32")
 
 
 def main() -> None:
     import torch
 
-    from wsi_hcc.feature_pipeline import default_decode_threads
+    from wsi_hcc.feature_pipeline import default_batch_size, default_decoders
     from wsi_hcc.features import FeatureExtractor, resolve_device
     from wsi_hcc.models import create_backbone
 
@@ -271,8 +287,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--synthetic-px", type=int, default=16384, help="width of the generated slide")
     parser.add_argument("--copies", type=int, default=1, help="time the synthetic store as a batch of this many")
-    parser.add_argument("--batch", type=int, default=256, help="model batch of the end-to-end runs on a GPU")
-    parser.add_argument("--profile", type=Path, help="folder for a cProfile of one end-to-end run per decoding way")
+    parser.add_argument("--profile", type=Path, help="write a cProfile of one default end-to-end run to this file")
     parser.add_argument("--results", action="store_true", help="update benchmarks/RESULTS.md")
     parser.add_argument("--save-section", type=Path, help="write the section to this file (for a remote run)")
     parser.add_argument("--publish", type=Path, help="put a section saved by --save-section into RESULTS.md")
@@ -288,22 +303,28 @@ def main() -> None:
     synthetic_label = "synthetic" if opts.copies == 1 else f"synthetic x{opts.copies} stores"
     real = [_store(REAL_SVS, CACHE)] if REAL_SVS.exists() else None
     batches = 40 if gpu else 2
-    threads = default_decode_threads(device)
-    batch = opts.batch if gpu else 64
-    ways = _decoding_ways(gpu, threads)
+    batch = default_batch_size(device)
+    default = default_decoders(device)
+    count = max(default.values())
+    # the default first; on a GPU also the other kind of decoder, same count
+    ways = {"": default}
+    if gpu:
+        ways = {"CPU decode, processes": {"decode_processes": count}, "CPU decode, threads": {"decode_threads": count}}
     lines = _Shown()
     lines += [f"Device: {card_name}, {os.cpu_count()} CPUs. Model-only: batch 64, 224 px, median of {opts.repeats}. "
-              f"End to end: `extract_features` with {threads} decoders, batch {batch} unless a row says "
-              f"otherwise, median of {opts.repeats}; each end-to-end run is paired with a model-only run and the "
-              f"ratio is the median of the pairs' ratios. The last column is the CPU time per tile of the thread "
-              f"that launches the model (it also takes decoded units and writes rows).", "",
+              f"End to end: `extract_features` with the defaults of `wsi-hcc features` on this device "
+              f"({count} decoding {'processes' if 'decode_processes' in default else 'threads'}, batch {batch}) unless "
+              f"a row says otherwise, median of {opts.repeats}; each end-to-end run is paired with a model-only run "
+              f"and the ratio is the median of the pairs' ratios. The last column is the CPU time per tile of the "
+              f"thread that launches the model and takes decoded units (on CUDA it includes spinning while it "
+              f"waits for the device).", "",
               "| backbone | measure | tiles/s | x model-only | launching thread, us/tile |", "|---|---|---:|---:|---:|"]
     verdicts = []
 
-    def timed(name, model, extractor, label, stores, kwargs):
+    def timed(name, model, extractor, label, stores, kwargs, repeats=opts.repeats):
         # alternate with model-only runs so machine noise hits both sides of the ratio alike
         pairs = [(end_to_end(extractor, stores, 1, **kwargs), model_only(model, device, 64, batches, 1))
-                 for _ in range(opts.repeats)]
+                 for _ in range(repeats)]
         rate = statistics.median(p[0][0] for p in pairs)
         ratio = statistics.median(p[0][0] / p[1] for p in pairs)
         cost = statistics.median(p[0][2] for p in pairs)
@@ -323,14 +344,11 @@ def main() -> None:
             rate, ratio = timed(name, model, extractor, label, synthetic, {"batch_size": batch, **decoders})
             verdicts.append((name, label, rate, ratio))
         if gpu and name == "resnet34":
-            for other in (64, 512):  # the CLI's default batch, and a larger one
-                timed(name, model, extractor, f"{synthetic_label}, batch {other}, CPU decode, threads", synthetic,
-                      {"batch_size": other, "decode_threads": threads})
+            for other in (64,):  # the CPU default
+                timed(name, model, extractor, f"{synthetic_label}, batch {other}, CPU decode, processes", synthetic,
+                      {"batch_size": other, **default})
             if opts.profile:
-                opts.profile.mkdir(parents=True, exist_ok=True)
-                for how, decoders in ways.items():
-                    profile_end_to_end(extractor, synthetic, opts.profile / f"profile-{name}-{how.replace(', ', '-').replace(' ', '_')}.txt",
-                                       batch_size=batch, **decoders)
+                profile_end_to_end(extractor, synthetic, opts.profile, batch_size=batch, **default)
         del extractor
     # The ceiling any backbone could reach end to end with these decoders: no model at all.
     loader = FeatureExtractor(loader_only_model(create_backbone("resnet34", num_classes=0).card), device)
@@ -338,30 +356,37 @@ def main() -> None:
         rate, n, cost = end_to_end(loader, synthetic, opts.repeats, batch_size=batch, **decoders)
         label = ", ".join(filter(None, [synthetic_label, how]))
         lines.append(f"| none (loader only) | end to end, {label} ({n} tiles) | {rate:.0f} | | {cost:.0f} |")
-    if gpu:
-        for per_call in (32, 256):
-            rate = decode_only(synthetic[0], device, per_call, opts.repeats)
-            lines.append(f"| none (nvJPEG decode only) | {per_call} tiles a call, bytes in host memory | {rate:.0f} | | |")
     lines += ["", "Tile feed alone (decoded tiles as batches of 256 on the CPU: no preprocessing, no model, no "
               "writing), and the CPU time per tile of the thread that receives them, which a GPU run shares "
               "with launching the model:", "",
               "| stores | decoding | tiles/s | receiving thread, us/tile |", "|---|---|---:|---:|"]
-    # a batch of stores, so that starting decoders and their ring (once a run) weighs as in a lab's batch
     feed_copies = max(4, opts.copies)
-    feed_sets = {f"synthetic x{feed_copies} stores": _copies(synthetic[0], feed_copies)}
-    for label, stores in feed_sets.items():
-        for count in sorted({4, 8, threads} if gpu else {0, 1, 2}):
-            for kind in ("threads", "processes") if count else ("threads",):
-                rate, cost = feed_only(stores, {kind: count}, opts.repeats)
-                lines.append(f"| {label} | {count} {kind} | {rate:.0f} | {cost:.0f} |")
-        for count in sorted({threads} if gpu else {1, 2}):
-            rate, cost = dataloader_feed_only(stores, count, opts.repeats)
-            lines.append(f"| {label} | {count} plain DataLoader processes (before) | {rate:.0f} | {cost:.0f} |")
+    feed_label = f"synthetic x{feed_copies} stores"
+    feed_stores = _copies(synthetic[0], feed_copies)
+    for n in sorted({8, count} if gpu else {0, 1, 2}):
+        for kind in ("threads", "processes") if n else ("threads",):
+            rate, cost = feed_only(feed_stores, {kind: n}, opts.repeats)
+            lines.append(f"| {feed_label} | {n} {kind} | {rate:.0f} | {cost:.0f} |")
+    for n in sorted({count} if gpu else {1, 2}):
+        rate, cost = dataloader_feed_only(feed_stores, n, opts.repeats)
+        lines.append(f"| {feed_label} | {n} plain DataLoader processes (before) | {rate:.0f} | {cost:.0f} |")
+    if gpu:  # last: slow, so a run cut short loses only these
+        lines += ["", "nvJPEG (`--gpu-decode`, torchvision's `decode_jpeg` on the device):", "",
+                  "| measure | result |", "|---|---|"]
+        lines.append(f"| agreement with CPU decoding, {synthetic_label.split(' x')[0]} store | "
+                     f"{nvjpeg_agreement(synthetic[0], device)} |")
+        for per_call in (32, 256):
+            lines.append(f"| decode only, {per_call} tiles a call, bytes in host memory | "
+                         f"{decode_only(synthetic[0], device, per_call, 1):.0f} tiles/s |")
+        model = create_backbone("resnet34", num_classes=0)
+        rate, n, cost = end_to_end(FeatureExtractor(model, device), synthetic[:4], 1, batch_size=batch,
+                                   gpu_decode=True, decode_threads=count)
+        lines.append(f"| resnet34 end to end, synthetic x{len(synthetic[:4])} stores, GPU decode ({n} tiles), one run "
+                     f"| {rate:.0f} tiles/s |")
     if real:
         lines += ["", "The real slide's store (a few dozen tiles: the fixed cost of a run):", "",
                   "| backbone | measure | tiles/s | launching thread, us/tile |", "|---|---|---:|---:|"]
-        model = create_backbone("resnet34", num_classes=0)
-        extractor = FeatureExtractor(model, device)
+        extractor = FeatureExtractor(create_backbone("resnet34", num_classes=0), device)
         for how, decoders in ways.items():
             rate, n, cost = end_to_end(extractor, real, opts.repeats, batch_size=batch, **decoders)
             label = ", ".join(filter(None, ["real CMU-1-Small-Region", how]))

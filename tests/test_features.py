@@ -99,6 +99,45 @@ def test_a_batch_of_tiny_stores_runs_with_decoders_ahead(small_features, tmp_pat
         np.testing.assert_allclose(open_store(store)["features"][:], expected, rtol=1e-4, atol=1e-4)
 
 
+def test_a_failed_write_fails_its_store_only_and_events_come_in_order(store, small_features, tmp_path, monkeypatch):
+    """Rows are written by a writer thread behind the model: a full disk there fails that store,
+    the others finish, and every store's events still arrive (started before finished)."""
+    import wsi_hcc.features as features
+    from wsi_hcc.features import FeatureEvents
+
+    stores = [store]
+    for name in ("b", "c"):
+        stores.append(tmp_path / name / f"{name}.zarr")
+        shutil.copytree(store, stores[-1])
+    real_mark = features.mark_chunk_done
+
+    def full_disk(path, chunk):
+        if path == stores[1]:
+            raise OSError(28, "No space left on device")
+        real_mark(path, chunk)
+
+    monkeypatch.setattr(features, "mark_chunk_done", full_disk)
+    heard = []
+
+    class Events(FeatureEvents):
+        def store_started(self, index, n_tiles):
+            heard.append(("started", index))
+
+        def store_finished(self, index, outcome):
+            heard.append(("finished", index, type(outcome).__name__))
+
+    outcomes = extract_features(stores, FeatureExtractor(small_features, "cpu"), batch_size=16, decode_threads=2,
+                                dtype="float32", chunk_rows=64, events=Events())
+    assert isinstance(outcomes[1], OSError) and "No space left" in str(outcomes[1])
+    assert [o.n_tiles for o in (outcomes[0], outcomes[2])] == [len(TileReader(store))] * 2
+    assert not (stores[1] / "features").exists() and (stores[2] / "features").exists()
+    assert sorted(e for e in heard if e[0] == "finished") == [("finished", 0, "FeatureResult"),
+                                                              ("finished", 1, "OSError"),
+                                                              ("finished", 2, "FeatureResult")]
+    assert all(heard.index(("started", i)) < heard.index(next(e for e in heard if e[:2] == ("finished", i)))
+               for i in range(3))
+
+
 def test_stores_of_two_tile_sizes_share_a_run(store, small_features, synth_slide, tmp_path):
     """Both at the card's resolution, one at 256 px: batches never mix sizes; each store's rows are its own."""
     run_tile([synth_slide], tmp_path / "256", TileConfig(target_mpp=0.5, tile_px=256, qc=False))
@@ -259,8 +298,10 @@ def test_gpu_decoding_matches_cpu_decoding(store):
     on_gpu = decode_on_device([reader.read_chunk(i) for i in indices], reader.shape[1:], torch.device("cuda"))
     on_cpu = torch.from_numpy(np.stack([reader[i] for i in indices]))
     difference = (on_gpu.cpu().int() - on_cpu.int()).abs()
-    # nvJPEG and libjpeg-turbo may round their IDCTs differently; a colour shift would be far larger
-    assert on_gpu.shape == on_cpu.shape and difference.float().mean() < 1.0 and difference.max() <= 8
+    # nvJPEG upsamples chroma without libjpeg-turbo's smoothing, so single pixels at sharp colour
+    # edges differ (21 grey levels at most on an H200, mean 0.65); a colour shift would move the mean
+    assert on_gpu.shape == on_cpu.shape and difference.float().mean() < 1.0
+    assert (difference > 8).float().mean() < 0.01 and difference.max() <= 32
 
 
 @needs_cuda

@@ -70,7 +70,7 @@ def run_classify(inputs: list[str | Path], bundle_dir: str | Path, out_dir: str 
                  stores_dir: str | Path | None = None, labels_csv: str | Path | None = None,
                  region_threshold: float = 0.5, recursive: bool = False, slide_mpp: float | None = None,
                  overwrite: bool = False, workers: int = 1, scheduler: str | None = None, device: str = "auto",
-                 batch_size: int = 64, progress: Callable[[str], BatchProgress] | None = None) -> ClassifyReport:
+                 batch_size: int | None = None, progress: Callable[[str], BatchProgress] | None = None) -> ClassifyReport:
     """Score every slide named by ``inputs`` with the bundle in ``bundle_dir``; outputs into ``out_dir``.
 
     ``progress(stage)`` gives the progress receiver of a stage (``"tile"``, ``"features"``,

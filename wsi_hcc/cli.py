@@ -188,16 +188,19 @@ Examples:
               help="Folder for the run manifest and .h5 files [default: the first store's folder].")
 @click.option("--h5", is_flag=True, help="Also write CLAM/TRIDENT-style <stem>.h5 (features, coords).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--batch-size", type=click.IntRange(1, 4096), default=64, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=None,
+              help="Tiles per model batch [default: 256 on a GPU, 64 on the CPU].")
 @click.option("--decode-threads", "--workers", "decode_threads", type=click.IntRange(0, 64), default=None,
-              help="Tile-decoding threads [default: 0 on small CPU machines, up to 16 with a GPU].")
-@click.option("--decode-processes", type=click.IntRange(0, 64), default=0, show_default=True,
-              help="Decode in this many worker processes instead of threads.")
+              help="Decode tiles in this many threads [default: 0 on small CPU machines, 4 on larger ones].")
+@click.option("--decode-processes", type=click.IntRange(0, 64), default=None,
+              help="Decode tiles in this many worker processes [default with a GPU: CPU cores - 2, up to 16].")
 @click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
-@click.option("--cpu-decode", is_flag=True, help="Decode JPEG tiles on the CPU even when a GPU could.")
+@click.option("--gpu-decode", is_flag=True, help="Decode JPEG tiles with nvJPEG on the GPU (slower than CPU decoding "
+              "on an H200; see benchmarks/RESULTS.md).")
+@click.option("--cpu-decode", is_flag=True, hidden=True, help="Kept for old scripts: CPU decoding is the default.")
 @click.option("--overwrite", is_flag=True, help="Recompute stores that already have features.")
 def features(stores, backbone, weights, out_dir, h5, device, batch_size, decode_threads, decode_processes, dtype,
-             cpu_decode, overwrite):
+             gpu_decode, cpu_decode, overwrite):
     """Embed every tile of patch STORES (or folders of them) with a backbone.
 
     Features go into each store as `features` (N, D), row i for coords[i]; finished stores are
@@ -210,7 +213,7 @@ def features(stores, backbone, weights, out_dir, h5, device, batch_size, decode_
         report = run_features(list(stores), out_dir, backbone, weights=weights, device=device,
                               batch_size=batch_size, decode_threads=decode_threads,
                               decode_processes=decode_processes, dtype=dtype, h5=h5,
-                              overwrite=overwrite, gpu_decode=not cpu_decode, progress=progress)
+                              overwrite=overwrite, gpu_decode=gpu_decode and not cpu_decode, progress=progress)
     progress.print_summary(report)
     sys.exit(1 if report.failed or not report.outcomes else 0)
 

@@ -43,7 +43,8 @@ are tiled the way the bundle's training slides were; rerunning skips finished sl
               help="Local worker processes for tiling.")
 @click.option("--scheduler", help="dask.distributed scheduler address (tcp://host:8786) to tile on.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--batch-size", type=click.IntRange(1, 4096), default=64, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=None,
+              help="Tiles per model batch [default: 256 on a GPU, 64 on the CPU].")
 def classify(inputs, bundle_dir, out_dir, stores_dir, labels_csv, region_threshold, recursive, slide_mpp,
              overwrite, workers, scheduler, device, batch_size):
     """Score slides with a model bundle: HCC probability and grade per slide, heatmaps, QuPath files.

@@ -28,7 +28,7 @@ from .versions import stack_versions, utc_now
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["collect_stores", "run_features", "default_decode_threads"]
+__all__ = ["collect_stores", "run_features", "default_decoders", "default_batch_size"]
 
 log = logging.getLogger(__name__)
 
@@ -45,25 +45,41 @@ def collect_stores(paths: list[str | Path]) -> list[Path]:
     return list(dict.fromkeys(stores))
 
 
-def default_decode_threads(device) -> int:
-    """Decoding is ~0.4 ms a tile against tens of ms of CPU inference, so on a small CPU machine a
-    decoding thread would only steal a core from the model; a GPU needs many decoders (one core
-    stays with the thread that feeds it)."""
+GPU_BATCH_SIZE = 256  # an H200 runs ResNet-34 1.3x faster at 256 than at 64 (benchmarks/RESULTS.md)
+CPU_BATCH_SIZE = 64
+
+
+def default_decoders(device) -> dict[str, int]:
+    """How tiles are decoded when the caller does not say: ``{"decode_threads": n}`` or
+    ``{"decode_processes": n}``.
+
+    On a small CPU machine a decoding thread would only steal a core from the model (decoding is
+    ~0.1 ms a tile against tens of ms of CPU inference). A GPU needs many decoders, one core staying
+    with the thread that launches the model; processes, since decoding threads share that thread's
+    GIL: on an H200 with 16 cores, 14 processes fed ResNet-34 1.4x faster than 14 threads
+    (benchmarks/RESULTS.md).
+    """
     cpus = os.cpu_count() or 1
     if device.type == "cuda":
-        return max(1, min(16, cpus - 2))
-    return 0 if cpus <= 4 else min(4, cpus // 4)
+        return {"decode_processes": max(1, min(16, cpus - 2))}
+    return {"decode_threads": 0 if cpus <= 4 else min(4, cpus // 4)}
+
+
+def default_batch_size(device) -> int:
+    return GPU_BATCH_SIZE if device.type == "cuda" else CPU_BATCH_SIZE
 
 
 def run_features(stores: list[str | Path], out_dir: str | Path | None, backbone: str, *,
-                 weights: str | Path | None = None, device: str = "auto", batch_size: int = 64,
-                 decode_threads: int | None = None, decode_processes: int = 0, dtype: str = "float16",
-                 h5: bool = False, overwrite: bool = False, replace_other: bool = False, gpu_decode: bool = True,
+                 weights: str | Path | None = None, device: str = "auto", batch_size: int | None = None,
+                 decode_threads: int | None = None, decode_processes: int | None = None, dtype: str = "float16",
+                 h5: bool = False, overwrite: bool = False, replace_other: bool = False, gpu_decode: bool = False,
                  model: torch.nn.Module | None = None, progress: BatchProgress | None = None) -> BatchReport:
     """Embed every tile of every store with ``backbone``; features go into each store.
 
-    One set of decoders (threads by default, or ``decode_processes`` DataLoader worker processes)
-    serves every store of the run. Stores that already hold this model's features are skipped;
+    One set of decoders (``decode_threads`` threads or ``decode_processes`` DataLoader worker
+    processes; neither given: ``default_decoders``) serves every store of the run. ``gpu_decode``
+    decodes plain JPEG stores with nvJPEG instead (measured slower on an H200). ``batch_size``
+    defaults to 256 on CUDA and 64 on the CPU. Stores that already hold this model's features are skipped;
     ``replace_other`` replaces another model's. ``model`` is the backbone already built from
     ``weights`` (a caller that checked it first need not build it twice).
     """
@@ -79,14 +95,18 @@ def run_features(stores: list[str | Path], out_dir: str | Path | None, backbone:
     if weights is None:
         weights = _keep_random_weights(model, backbone, out_dir)
     extractor = FeatureExtractor(model, torch_device)
-    threads = decode_threads if decode_threads is not None else (
-        0 if decode_processes else default_decode_threads(torch_device))
+    if decode_threads is None and decode_processes is None:
+        decoders = default_decoders(torch_device)
+    else:
+        decoders = {"decode_threads": decode_threads or 0, "decode_processes": decode_processes or 0}
+    threads, processes = decoders.get("decode_threads", 0), decoders.get("decode_processes", 0)
+    batch_size = batch_size or default_batch_size(torch_device)
     started = utc_now()
     tasks = [SlideTask(path=store, stem=store.name.removesuffix(".zarr")) for store in store_paths]
     events = _Events(tasks, out_dir, h5, overwrite, progress)
     card = extractor.card
     extract_features(store_paths, extractor, normalizer_for=lambda meta: stain_normalizer_for(meta, card),
-                     batch_size=batch_size, decode_threads=threads, decode_processes=decode_processes,
+                     batch_size=batch_size, decode_threads=threads, decode_processes=processes,
                      dtype=dtype, gpu_decode=gpu_decode, overwrite=overwrite, replace_other=replace_other,
                      events=events)
     outcomes = [events.outcomes[i] for i in range(len(tasks))]
@@ -96,7 +116,7 @@ def run_features(stores: list[str | Path], out_dir: str | Path | None, backbone:
         "finished": utc_now(),
         "backbone": backbone, "weights": str(weights) if weights else None, "card": model.card.to_dict(),
         "device": str(torch_device), "batch_size": batch_size, "decode_threads": threads,
-        "decode_processes": decode_processes, "dtype": dtype,
+        "decode_processes": processes, "gpu_decode": gpu_decode, "dtype": dtype,
         "versions": stack_versions(), "summary": {s: report.count(s) for s in ("done", "skipped", "failed")},
         "slides": [{"stem": o.stem, "path": o.path, "status": o.status, "reason": o.reason} for o in outcomes],
     })

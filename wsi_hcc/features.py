@@ -6,7 +6,9 @@ this module decodes tiles, runs the model and routes rows to their stores.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -138,21 +140,30 @@ class _StoreJob:
         """Rows a previous run already wrote."""
         return sum(min(self.chunk_rows, self.n_tiles - c * self.chunk_rows) for c in self.done)
 
-    def add(self, start: int, rows: np.ndarray) -> None:
-        """Keep ``rows`` (tiles ``start`` onwards); write their chunk once it is complete."""
+    def add(self, start: int, rows: np.ndarray) -> tuple[int, np.ndarray] | None:
+        """Keep ``rows`` (tiles ``start`` onwards); once their chunk is complete, give it as
+        ``(chunk, block)`` for ``write``."""
         chunk = start // self.chunk_rows
         parts = self.pending.setdefault(chunk, {})
         parts[start] = rows
         chunk_start, chunk_end = chunk * self.chunk_rows, min((chunk + 1) * self.chunk_rows, self.n_tiles)
         if sum(len(p) for p in parts.values()) < chunk_end - chunk_start:
-            return
-        block = np.concatenate([parts[k] for k in sorted(parts)])
-        if block.shape[1] != self.array.shape[1]:
-            raise FeatureError(f"{self.store}: the model gives {block.shape[1]} features per tile but its card "
-                               f"says {self.array.shape[1]}; fix feature_dim in the card")
-        self.array[chunk_start:chunk_end] = block.astype(self.array.dtype)
-        mark_chunk_done(self.store, chunk)
+            return None
         del self.pending[chunk]
+        return chunk, np.concatenate([parts[k] for k in sorted(parts)])
+
+    def write(self, chunk: int, block: np.ndarray) -> None:
+        """Write a complete chunk of rows and mark it done; a failure (a full disk) fails this store."""
+        if self.error is not None:
+            return
+        try:
+            if block.shape[1] != self.array.shape[1]:
+                raise FeatureError(f"{self.store}: the model gives {block.shape[1]} features per tile but its card "
+                                   f"says {self.array.shape[1]}; fix feature_dim in the card")
+            self.array[chunk * self.chunk_rows:chunk * self.chunk_rows + len(block)] = block.astype(self.array.dtype)
+            mark_chunk_done(self.store, chunk)
+        except Exception as exc:
+            self.error = exc
 
 
 class FeatureEvents:
@@ -213,7 +224,11 @@ def extract_features(stores: list[str | Path], extractor: FeatureExtractor, *,
 
 
 class _Run:
-    """The loop of one ``extract_features`` call: units in, model batches across stores, rows out."""
+    """The loop of one ``extract_features`` call: units in, model batches across stores, rows out.
+
+    The calling thread only takes decoded units and launches the model, which on a GPU is the work
+    that bounds a run; one writer thread writes rows and publishes finished stores behind it.
+    """
 
     def __init__(self, jobs, outcomes, feed: TileFeed, extractor, batch_size, batch_units, dtype, events):
         self.jobs, self.outcomes, self.feed = jobs, outcomes, feed
@@ -222,16 +237,22 @@ class _Run:
         self.reported = 0  # stores before this index have had their events
         self.pending: list[tuple[Decoded, object]] = []  # units waiting for a full model batch
         self.running: tuple[list[tuple[Decoded, object]], BatchFeatures] | None = None  # the batch on the device
+        self.writer = ThreadPoolExecutor(1, thread_name_prefix="wsi-hcc-write")  # one: writes stay in order
+        self.finishing: deque[tuple[int, Future]] = deque()  # stores whose last rows are being written
 
     def go(self) -> None:
         from contextlib import closing
 
-        # an error stops the decoders at once; the ring outlives the copies still in flight
-        with self.feed, closing(iter(self.feed)) as decoded_units:
-            for decoded in decoded_units:
-                self._take(decoded)
-            self._flush()
-            self._collect()
+        try:
+            # an error stops the decoders at once; the ring outlives the copies still in flight
+            with self.feed, closing(iter(self.feed)) as decoded_units:
+                for decoded in decoded_units:
+                    self._take(decoded)
+                self._flush()
+                self._collect()
+        finally:
+            self.writer.shutdown(wait=True)  # nothing is left half-written behind a caller
+        self._report_finished(wait=True)
         self._report_until(len(self.outcomes))
 
     def _report_until(self, limit: int) -> None:
@@ -271,8 +292,8 @@ class _Run:
             self._flush()
 
     def _flush(self) -> None:
-        """Start the model on the pending units, then write out the batch before it: the device
-        works on one batch while the rows of the last are written."""
+        """Start the model on the pending units, then hand the batch before it to the writer: the
+        device works on one batch while the last one's rows are collected."""
         import torch
 
         if not self.pending:
@@ -282,8 +303,8 @@ class _Run:
         self.running, self.pending = (self.pending, started), []
 
     def _collect(self) -> None:
-        """Write the rows of the batch on the device. Its units' buffers are free again then: the
-        features have reached the host, so every copy queued before them has finished."""
+        """Hand the rows of the batch on the device to the writer. Its units' buffers are free again
+        then: the features have reached the host, so every copy queued before them has finished."""
         if self.running is None:
             return
         units, started = self.running
@@ -295,27 +316,35 @@ class _Run:
             index = decoded.unit.store
             job = self.jobs[index]
             if job.error is None:
-                try:
-                    job.add(decoded.unit.start, rows[offset:offset + len(tiles)])
-                except Exception as exc:  # e.g. a full disk: this store fails, the others go on
-                    job.error = exc
+                complete = job.add(decoded.unit.start, rows[offset:offset + len(tiles)])
+                if complete is not None:
+                    self.writer.submit(job.write, *complete)
             offset += len(tiles)
             self.events.tiles_done(len(tiles))
             self._unit_done(index)
+        self._report_finished(wait=False)
 
     def _unit_done(self, index: int) -> None:
         job = self.jobs[index]
         job.units_left -= 1
-        if job.units_left:
-            return
-        outcome = job.error
-        if outcome is None:
-            try:
-                outcome = _finish(job, self.extractor, self.dtype)
-            except Exception as exc:
-                outcome = exc
-        self.outcomes[index] = outcome
-        self.events.store_finished(index, outcome)
+        if not job.units_left:  # queued behind the store's last writes, so it runs after them
+            self.finishing.append((index, self.writer.submit(self._finish_job, job)))
+
+    def _finish_job(self, job: _StoreJob):
+        """In the writer: the store's outcome once all its rows are written."""
+        if job.error is not None:
+            return job.error
+        try:
+            return _finish(job, self.extractor, self.dtype)
+        except Exception as exc:
+            return exc
+
+    def _report_finished(self, wait: bool) -> None:
+        """Outcomes and events of stores the writer has finished, in the order they were queued."""
+        while self.finishing and (wait or self.finishing[0][1].done()):
+            index, future = self.finishing.popleft()
+            self.outcomes[index] = future.result()
+            self.events.store_finished(index, self.outcomes[index])
 
 
 def extract_store_features(store: str | Path, extractor: FeatureExtractor, *, normalizer=None,
