@@ -222,6 +222,31 @@ def test_batch_writes_h5_reports_bad_stores_and_a_manifest(store, tmp_path):
     assert manifest["summary"] == {"done": 1, "skipped": 0, "failed": 1} and manifest["card"]["feature_dim"] == 512
 
 
+def test_defaults_follow_the_device(monkeypatch):
+    """Measured on an H200 (benchmarks/RESULTS.md): decoding processes beat threads there, and batch
+    256 beats 64; a small CPU machine decodes in the calling thread."""
+    import wsi_hcc.feature_pipeline as pipeline
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 16)
+    assert pipeline.default_decoders(cuda) == {"decode_processes": 14}
+    assert pipeline.default_decoders(cpu) == {"decode_threads": 4}
+    monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 2)
+    assert pipeline.default_decoders(cuda) == {"decode_processes": 1}
+    assert pipeline.default_decoders(cpu) == {"decode_threads": 0}
+    assert (pipeline.default_batch_size(cuda), pipeline.default_batch_size(cpu)) == (256, 64)
+
+
+def test_a_cpu_run_records_its_defaults(store, small_features, tmp_path, monkeypatch):
+    import wsi_hcc.feature_pipeline as pipeline
+
+    monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 2)
+    run_features([store], tmp_path / "out", "test_resnet", model=small_features, device="cpu")
+    manifest = json.loads((tmp_path / "out" / "features-manifest.json").read_text())
+    assert (manifest["batch_size"], manifest["decode_threads"], manifest["decode_processes"],
+            manifest["gpu_decode"]) == (64, 0, 0, False)
+
+
 def test_store_at_the_wrong_resolution_fails_with_the_fix(synth_slide, tmp_path):
     run_tile([synth_slide], tmp_path, TileConfig(target_mpp=1.0, tile_px=224, qc=False))
     report = run_features([tmp_path / "synthetic.zarr"], tmp_path, "resnet34", device="cpu")
