@@ -179,7 +179,7 @@ def augment_preview(image, config_path, out_path, n_samples, tile_px, seed):
 Examples:
   wsi-hcc features stores/ --backbone resnet34 --weights resnet34_hcc.safetensors
   wsi-hcc features stores/a.zarr stores/b.zarr --backbone livernet --weights KMC/LiverNet_test_fold1_weights.h5
-  wsi-hcc features stores/ --backbone resnet34 --out h5_files/ --h5 --device cuda --batch-size 256""")
+  wsi-hcc features stores/ --backbone resnet34 --out h5_files/ --h5 --device cuda --decode-processes 8""")
 @click.argument("stores", nargs=-1, required=True)
 @click.option("--backbone", required=True, help="resnet34, livernet, or any timm model name.")
 @click.option("--weights", type=click.Path(dir_okay=False), default=None,
@@ -191,7 +191,7 @@ Examples:
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=None,
               help="Tiles per model batch [default: 256 on a GPU, 64 on the CPU].")
 @click.option("--decode-threads", "--workers", "decode_threads", type=click.IntRange(0, 64), default=None,
-              help="Decode tiles in this many threads [default: 0 on small CPU machines, 4 on larger ones].")
+              help="Decode tiles in this many threads [default: 0 on small CPU machines, up to 4 on larger ones].")
 @click.option("--decode-processes", type=click.IntRange(0, 64), default=None,
               help="Decode tiles in this many worker processes [default with a GPU: CPU cores - 2, up to 16].")
 @click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
