@@ -40,12 +40,12 @@ def _bundle() -> Path:
     """A resnet34 + gated-MIL bundle trained briefly on six small synthetic slides (cached)."""
     import yaml
 
-    from wsi_hcc.config import TileConfig
-    from wsi_hcc.feature_pipeline import run_features
     from wsi_hcc.mil.config import MilConfig
-    from wsi_hcc.mil_pipeline import run_mil_training
-    from wsi_hcc.pipeline import run_tile
+    from wsi_hcc.pipelines.features import run_features
+    from wsi_hcc.pipelines.tile import run_tile
+    from wsi_hcc.pipelines.train_mil import run_mil_training
     from wsi_hcc.synth import write_synthetic_slide
+    from wsi_hcc.tiling.config import TileConfig
 
     bundle = CACHE / "run" / "model"
     if (bundle / "card.json").exists():
@@ -71,7 +71,7 @@ def main() -> None:
     parser.add_argument("--results", action="store_true", help="write the section of benchmarks/RESULTS.md")
     args = parser.parse_args()
 
-    from wsi_hcc.classify_pipeline import run_classify
+    from wsi_hcc.pipelines.classify import run_classify
 
     slide = _big_slide(args.width, args.height)
     bundle = _bundle()

@@ -33,8 +33,8 @@ SECTION = {"cpu": "bench_features", "cuda": "bench_features_gpu"}
 
 
 def _store(slide: Path, out: Path) -> Path:
-    from wsi_hcc.config import TileConfig
-    from wsi_hcc.pipeline import run_tile
+    from wsi_hcc.pipelines.tile import run_tile
+    from wsi_hcc.tiling.config import TileConfig
 
     store = out / f"{slide.stem}.zarr"
     if not store.exists():
@@ -108,8 +108,8 @@ def loader_only_model(card):
 
 
 def _units(stores: list[Path]):
-    from wsi_hcc.store import TileReader
-    from wsi_hcc.tile_feed import DECODE_UNIT, Unit
+    from wsi_hcc.features.tile_feed import DECODE_UNIT, Unit
+    from wsi_hcc.store.patch_store import TileReader
 
     return [Unit(k, s, min(s + DECODE_UNIT, len(TileReader(p)))) for k, p in enumerate(stores)
             for s in range(0, len(TileReader(p)), DECODE_UNIT)]
@@ -138,7 +138,7 @@ def _time_feed(units, batches, repeats: int) -> tuple[float, float]:
 def feed_only(stores: list[Path], decoders: dict, repeats: int, batch: int = 256) -> tuple[float, float]:
     """What ``TileFeed(**decoders)`` delivers as model-sized CPU batches: no preprocessing, no model,
     no writing. On a GPU host, the most the readers can feed the card."""
-    from wsi_hcc.tile_feed import DECODE_UNIT, TileFeed
+    from wsi_hcc.features.tile_feed import DECODE_UNIT, TileFeed
 
     units = _units(stores)
 
@@ -163,8 +163,8 @@ def dataloader_feed_only(stores: list[Path], workers: int, repeats: int, batch: 
     import torch
     from torch.utils.data import DataLoader, Dataset
 
-    from wsi_hcc.store import TileReader
-    from wsi_hcc.tile_feed import DECODE_UNIT
+    from wsi_hcc.features.tile_feed import DECODE_UNIT
+    from wsi_hcc.store.patch_store import TileReader
 
     units = _units(stores)
 
@@ -192,7 +192,7 @@ def dataloader_feed_only(stores: list[Path], workers: int, repeats: int, batch: 
 def end_to_end(extractor, stores: list[Path], repeats: int, **kwargs) -> tuple[float, int, float]:
     """Median tiles/s, tiles, and median CPU us per tile of the calling thread: on a GPU that
     thread launches the model, takes decoded units and writes rows, so it can be the bound."""
-    from wsi_hcc.features import extract_features
+    from wsi_hcc.features.extract import extract_features
 
     rates, costs, n = [], [], 0
     for _ in range(repeats):
@@ -223,8 +223,8 @@ def profile_end_to_end(extractor, stores: list[Path], out: Path, **kwargs) -> No
 
 def decode_only(store: Path, device, per_call: int, repeats: int) -> float:
     """nvJPEG alone: tiles/s of ``decode_on_device`` on ``per_call`` JPEG tiles at a time, bytes in host memory."""
-    from wsi_hcc.features import decode_on_device
-    from wsi_hcc.store import TileReader
+    from wsi_hcc.features.extract import decode_on_device
+    from wsi_hcc.store.patch_store import TileReader
 
     reader = TileReader(store)
     chunks = [reader.read_chunk(j) for j in range(len(reader))]
@@ -260,8 +260,8 @@ def nvjpeg_agreement(store: Path, device) -> str:
     import numpy as np
     import torch
 
-    from wsi_hcc.features import decode_on_device
-    from wsi_hcc.store import TileReader
+    from wsi_hcc.features.extract import decode_on_device
+    from wsi_hcc.store.patch_store import TileReader
 
     reader = TileReader(store)
     worst, means, p999, broken = 0, [], [], 0
@@ -281,9 +281,9 @@ def nvjpeg_agreement(store: Path, device) -> str:
 def main() -> None:
     import torch
 
-    from wsi_hcc.feature_pipeline import default_batch_size, default_decoders
-    from wsi_hcc.features import FeatureExtractor, resolve_device
+    from wsi_hcc.features.extract import FeatureExtractor, resolve_device
     from wsi_hcc.models import create_backbone
+    from wsi_hcc.pipelines.features import default_batch_size, default_decoders
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
@@ -332,7 +332,8 @@ def main() -> None:
         rate = statistics.median(p[0][0] for p in pairs)
         ratio = statistics.median(p[0][0] / p[1] for p in pairs)
         cost = statistics.median(p[0][2] for p in pairs)
-        lines.append(f"| {name} | end to end, {label} ({pairs[0][0][1]} tiles) | {rate:.0f} | {ratio:.2f} | {cost:.0f} |")
+        lines.append(f"| {name} | end to end, {label} ({pairs[0][0][1]} tiles) "
+                     f"| {rate:.0f} | {ratio:.2f} | {cost:.0f} |")
         return rate, ratio
 
     for name in opts.backbones.split(","):

@@ -18,18 +18,18 @@ HERE = Path(__file__).resolve().parent
 
 
 def _store(root: Path) -> Path:
-    from wsi_hcc.config import TileConfig
     from wsi_hcc.synth import write_synthetic_slide
-    from wsi_hcc.tiling import tile_slide
+    from wsi_hcc.tiling.config import TileConfig
+    from wsi_hcc.tiling.slide_tiler import tile_slide
 
     slide = write_synthetic_slide(root / "loader.svs", size_px=(16384, 12288), mpp=0.25, seed=3)
     return tile_slide(slide.path, root / "out", TileConfig(min_tissue=0.5)).store_path
 
 
 def main() -> None:
-    from wsi_hcc.augment import load_augmentation
-    from wsi_hcc.datasets import PatchDataset
-    from wsi_hcc.store import open_store
+    from wsi_hcc.stain.augment import load_augmentation
+    from wsi_hcc.store.patch_store import open_store
+    from wsi_hcc.training.datasets import PatchDataset
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)

@@ -39,7 +39,7 @@ def main() -> None:
 
     from wsi_hcc.mil import load_mil_bundle
     from wsi_hcc.mil.config import load_mil_config
-    from wsi_hcc.mil_pipeline import attention_in_mask, run_mil_training, synthetic_cohort
+    from wsi_hcc.pipelines.train_mil import attention_in_mask, run_mil_training, synthetic_cohort
 
     started = time.perf_counter()
     cohort = synthetic_cohort(CACHE / f"cohort{opts.slides}", n_slides=opts.slides)
@@ -75,7 +75,8 @@ def main() -> None:
                      f"| {pooled['ece']:.3f} | {report.metrics['pooled']['grade']['quadratic_weighted_kappa']:.3f} "
                      f"| {found['fraction']:.3f} | {mean_fold:.1f} | {rate:.0f} |")
     lines += ["", "Attention for `mean` is uniform, so its in-mask share is the tumour share of the slides' tissue "
-              "(uniform weights rank tiles in store order: about chance); for `max` it is the softmax of the tile scores of the predicted class."]
+              "(uniform weights rank tiles in store order: about chance); for `max` it is the softmax of the tile "
+              "scores of the predicted class."]
     publish("bench_mil", "Attention-MIL on a synthetic cohort: `benchmarks/bench_mil.py`", lines, opts.results)
 
 

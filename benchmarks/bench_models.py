@@ -34,7 +34,8 @@ def main() -> None:
     cpu = torch.device("cpu")
     lines = [f"CPU, {torch.get_num_threads()} threads, batch {opts.batch} at 224 px, inference mode, "
              f"median of {opts.repeats}.", "",
-             "| backbone | classes | parameters | multiply-adds per image | CPU images/s |", "|---|---:|---:|---:|---:|"]
+             "| backbone | classes | parameters | multiply-adds per image | CPU images/s |",
+             "|---|---:|---:|---:|---:|"]
     for name, classes in (("resnet34", 2), ("livernet", 4)):
         model = create_backbone(name, num_classes=classes)
         params = sum(p.numel() for p in model.parameters())

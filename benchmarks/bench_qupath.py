@@ -38,7 +38,7 @@ def _slide(n_tiles: int, seed: int = 0):
 
 
 def main() -> None:
-    from wsi_hcc.qupath_export import probability_regions, region_features, tile_features, write_qupath_geojson
+    from wsi_hcc.qupath.export import probability_regions, region_features, tile_features, write_qupath_geojson
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiles", type=int, default=50_000)

@@ -63,7 +63,7 @@ def _cpu_rows(tiles: np.ndarray, reference: np.ndarray, repeats: int) -> list[di
     from torchstain.numpy.normalizers import NumpyMacenkoNormalizer, NumpyReinhardNormalizer
     from torchstain.torch.normalizers import TorchMacenkoNormalizer, TorchReinhardNormalizer
 
-    from wsi_hcc.stain import MacenkoNormalizer, ReinhardNormalizer
+    from wsi_hcc.stain.normalizers import MacenkoNormalizer, ReinhardNormalizer
 
     n = len(tiles)
     ours_m, ours_r = MacenkoNormalizer().fit(reference), ReinhardNormalizer().fit(reference)
@@ -83,7 +83,8 @@ def _cpu_rows(tiles: np.ndarray, reference: np.ndarray, repeats: int) -> list[di
 
     return [
         {"operation": "Reinhard transform", "backend": "numpy",
-         "ours": rate(lambda: ours_r.transform(tiles)), "torchstain": rate(lambda: [theirs_r.normalize(t) for t in tiles])},
+         "ours": rate(lambda: ours_r.transform(tiles)),
+         "torchstain": rate(lambda: [theirs_r.normalize(t) for t in tiles])},
         {"operation": "Macenko transform", "backend": "numpy",
          "ours": rate(lambda: ours_m.transform(tiles)),
          "torchstain": rate(lambda: [theirs_m.normalize(t, stains=False) for t in tiles])},
@@ -91,7 +92,8 @@ def _cpu_rows(tiles: np.ndarray, reference: np.ndarray, repeats: int) -> list[di
          "ours": rate(lambda: [MacenkoNormalizer().fit(t) for t in tiles]),
          "torchstain": rate(lambda: [NumpyMacenkoNormalizer().fit(t) for t in tiles])},
         {"operation": "Reinhard transform", "backend": "torch CPU",
-         "ours": rate(lambda: ours_r.transform(batch)), "torchstain": rate(lambda: [torch_r.normalize(t) for t in chw])},
+         "ours": rate(lambda: ours_r.transform(batch)),
+         "torchstain": rate(lambda: [torch_r.normalize(t) for t in chw])},
         {"operation": "Macenko transform", "backend": "torch CPU",
          "ours": rate(lambda: ours_m.transform(batch)),
          "torchstain": rate(lambda: [torch_m.normalize(t, stains=False) for t in chw])},
@@ -130,7 +132,7 @@ def _gpu_rows(tiles: np.ndarray, reference: np.ndarray, repeats: int, batch_size
     import torch
     from torchstain.torch.normalizers import TorchMacenkoNormalizer, TorchReinhardNormalizer
 
-    from wsi_hcc.stain import MacenkoNormalizer, ReinhardNormalizer
+    from wsi_hcc.stain.normalizers import MacenkoNormalizer, ReinhardNormalizer
 
     device = torch.device("cuda")
     # The tissue tiles, repeated to fill the batch.

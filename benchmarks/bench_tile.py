@@ -213,7 +213,8 @@ def _target_checks(med: dict, ceiling: float, openslide_loop: float) -> list[str
         ("224 px at 0.5 um/px >= 500 patches/s per core", resampled["per_s"], 500, "/s"),
         ("pass-through >= 1.0x decode ceiling", passed["per_s"] / ceiling, 1.0, "x"),
     ]
-    out = [f"{name}: {value:.2f}{unit} -> {'met' if value >= goal else 'NOT met'}" for name, value, goal, unit in checks]
+    out = [f"{name}: {value:.2f}{unit} -> {'met' if value >= goal else 'NOT met'}"
+           for name, value, goal, unit in checks]
     out.append(f"peak memory < 1500 MB: {peak:.0f} MB -> {'met' if peak < 1500 else 'NOT met'}; full-size slide "
                f"{one['peak_mb']:.0f} MB vs half-size {half['peak_mb']:.0f} MB (4x fewer pixels)")
     return out

@@ -1,64 +1,73 @@
-"""Data flows one way: no module imports a module of a higher layer (checked on the source)."""
+"""Data flows one way: the import-linter contracts in pyproject.toml hold, and they catch a wrong import."""
 
-import ast
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 import wsi_hcc
 
-PACKAGE = Path(wsi_hcc.__file__).parent
+ROOT = Path(__file__).resolve().parents[1]
+PYPROJECT = ROOT / "pyproject.toml"
+LINT_IMPORTS = [sys.executable, "-c", "import sys; from importlinter.cli import lint_imports_command; "
+                "sys.exit(lint_imports_command())", "--no-cache"]
 
-# Lowest first. A module may import its own layer and the layers below it, never above.
-LAYERS = [
-    {"errors", "records", "versions", "atomic", "figures", "nomogram_scale", "cielab", "cielab_kernels",
-     "checked_weights"},
-    {"readers", "mpp", "slideinfo", "grid", "tissue", "thumbnail", "qc", "store", "jpeg_tiles", "h5export",
-     "config", "inputs", "synth", "stain", "stain_torch", "annotations", "augment", "datasets", "models",
-     "feature_store", "qupath_export", "heatmap", "slide_exports", "radiology", "survival"},
-    {"extract", "features", "tile_feed", "training", "mil"},
-    {"tiling"},
-    {"pipeline", "progress"},
-    {"feature_pipeline", "train_pipeline", "mil_pipeline", "classify_pipeline", "demo_pipeline"},
-    {"cli", "cli_errors", "cli_train", "cli_mil", "cli_classify", "cli_radiology", "cli_radiology_segment", "cli_radiology_models",
-     "cli_survival", "__main__"},
-]
-LAYER_OF = {name: i for i, layer in enumerate(LAYERS) for name in layer}
+pytest.importorskip("importlinter", reason="import-linter is a test dependency: pip install '.[test]'")
 
 
-def _top_module(path: Path) -> str:
-    parts = path.relative_to(PACKAGE).with_suffix("").parts
-    return parts[0]
+def _lint(package_parent: Path, workdir: Path) -> subprocess.CompletedProcess:
+    """Run the contracts on the ``wsi_hcc`` found in ``package_parent``, with pyproject.toml's settings."""
+    shutil.copy(PYPROJECT, workdir / "pyproject.toml")
+    env = {"PYTHONPATH": str(package_parent), "PATH": "/usr/bin:/bin"}
+    return subprocess.run(LINT_IMPORTS, cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
 
 
-def _imported_top_modules(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text())
-    depth_of_file = len(path.relative_to(PACKAGE).parts) - 1
-    found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level:
-            climbs = node.level - 1
-            if climbs > depth_of_file:
-                continue
-            prefix = list(path.relative_to(PACKAGE).parts[:depth_of_file - climbs])
-            target = prefix + (node.module.split(".") if node.module else [n.name for n in node.names][:1])
-            if target:
-                found.add(target[0])
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("wsi_hcc."):
-            found.add(node.module.split(".")[1])
-    return found
+def _copy_package(tmp_path: Path) -> Path:
+    parent = tmp_path / "src"
+    shutil.copytree(Path(wsi_hcc.__file__).parent, parent / "wsi_hcc",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    return parent
 
 
-def test_every_module_has_a_layer():
-    modules = {_top_module(p) for p in PACKAGE.rglob("*.py") if p.name != "__init__.py" or p.parent != PACKAGE}
-    assert modules <= set(LAYER_OF), f"add to LAYERS: {sorted(modules - set(LAYER_OF))}"
+def test_the_layer_and_cycle_contracts_hold(tmp_path):
+    result = _lint(_copy_package(tmp_path), tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 kept, 0 broken" in result.stdout
 
 
-def test_no_module_imports_a_higher_layer():
-    violations = []
-    for path in PACKAGE.rglob("*.py"):
-        if path.parent == PACKAGE and path.name == "__init__.py":
-            continue
-        own = LAYER_OF[_top_module(path)]
-        for imported in _imported_top_modules(path):
-            if imported in LAYER_OF and LAYER_OF[imported] > own:
-                violations.append(f"{path.relative_to(PACKAGE)} imports {imported}")
-    assert not violations, violations
+@pytest.mark.parametrize("module, line, broken", [
+    # a low layer reaching up, even inside a function
+    ("utils/atomic.py", "def _up():\n    from wsi_hcc.cli import main\n", "wsi_hcc.utils.atomic -> wsi_hcc.cli"),
+    # two siblings of one layer
+    ("tiling/grid.py", "from wsi_hcc.features import tile_feed\n", "wsi_hcc.tiling.grid -> wsi_hcc.features"),
+    # a cycle inside a package
+    ("stain/common.py", "from wsi_hcc.stain import normalizers\n", "No import cycles"),
+])
+def test_a_forbidden_import_breaks_a_contract(tmp_path, module, line, broken):
+    parent = _copy_package(tmp_path)
+    target = parent / "wsi_hcc" / module
+    target.write_text(target.read_text() + "\n" + line)
+    result = _lint(parent, tmp_path)
+    assert result.returncode != 0
+    assert broken in result.stdout, result.stdout
+
+
+def test_the_top_level_keeps_only_a_handful_of_modules():
+    top = sorted(p.name for p in Path(wsi_hcc.__file__).parent.glob("*.py"))
+    assert top == ["__init__.py", "__main__.py", "errors.py", "records.py"]
+
+
+def test_every_package_states_its_job_and_exports_its_api():
+    import importlib
+
+    package_root = Path(wsi_hcc.__file__).parent
+    for init in sorted(package_root.glob("*/__init__.py")):
+        package = importlib.import_module(f"wsi_hcc.{init.parent.name}")
+        assert package.__doc__ and package.__doc__.strip(), f"{init}: say the package's job in its docstring"
+        assert package.__all__, f"{init}: export the package's API in __all__"
+        for name in package.__all__:
+            assert getattr(package, name) is not None, f"wsi_hcc.{init.parent.name}.{name}"

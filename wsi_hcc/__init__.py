@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os as _os
-from importlib.metadata import PackageNotFoundError, version as _version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
 
 # albumentations checks PyPI for updates on import; hospital networks are often offline, and a
 # library must not phone home (the failed check also surfaces as a warning).

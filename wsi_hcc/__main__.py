@@ -1,3 +1,3 @@
-from .cli import main
+from wsi_hcc.cli.app import main
 
 main(prog_name="wsi-hcc")

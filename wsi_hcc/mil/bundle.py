@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import WsiHccError
-from ..models import file_sha256
+from wsi_hcc.errors import WsiHccError
+from wsi_hcc.models import file_sha256
 
 __all__ = ["BUNDLE_FORMAT", "BACKBONE_FILE", "MilBundle", "load_mil_bundle", "save_member", "bundle_backbone"]
 
@@ -51,9 +51,8 @@ def bundle_backbone(weights: Path, dest_dir: Path, backbone: str, card: dict[str
     """
     import shutil
 
-    from ..models import create_backbone, save_weights, state_sha256
-
-    from .handcrafted import ensure_registered
+    from wsi_hcc.mil.handcrafted import ensure_registered
+    from wsi_hcc.models import create_backbone, save_weights, state_sha256
 
     ensure_registered(card)
     dest = dest_dir / BACKBONE_FILE
@@ -84,9 +83,8 @@ class MilBundle:
 
     def create_backbone(self):
         """The feature backbone with the bundle's weights (a feature extractor: no classifier)."""
-        from ..models import create_backbone
-
-        from .handcrafted import ensure_registered
+        from wsi_hcc.mil.handcrafted import ensure_registered
+        from wsi_hcc.models import create_backbone
 
         entry = self._need_backbone()
         ensure_registered(self.card["features"]["card"])
@@ -104,7 +102,7 @@ class MilBundle:
         probabilities ``tile_probs`` ``{head: (N, C)}`` (each tile scored as a bag of one)."""
         import torch
 
-        from .metrics import softmax
+        from wsi_hcc.mil.metrics import softmax
 
         x = torch.as_tensor(np.asarray(features, dtype=np.float32))
         temperature = float(self.card.get("temperature") or 1.0)
@@ -135,7 +133,7 @@ def load_mil_bundle(path: str | Path, device: str = "cpu") -> MilBundle:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from .models import build_mil_model
+    from wsi_hcc.mil.models import build_mil_model
 
     path = Path(path)
     card_path = path / "card.json"

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..config import read_config_section, validate_section, with_dotted_overrides
+from wsi_hcc.utils.config import read_config_section, validate_section, with_dotted_overrides
 
 __all__ = ["MilConfig", "MilModelConfig", "load_mil_config", "validate_mil_config"]
 

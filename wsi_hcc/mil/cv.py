@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..datasets import SlideLabel
-from ..errors import WsiHccError
+from wsi_hcc.errors import WsiHccError
+from wsi_hcc.training.datasets import SlideLabel
 
 __all__ = ["patient_folds", "split_validation", "patients_by_class"]
 

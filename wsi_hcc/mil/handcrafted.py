@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..models import BackboneEntry, ModelCard, get_entry, register_backbone
+from wsi_hcc.models import BackboneEntry, ModelCard, get_entry, register_backbone
 
 __all__ = ["ColourTextureFeatures", "register_colour_texture", "ensure_registered", "FEATURE_DIM"]
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from ..figures import figure_png
-from ..training.metrics import classification_metrics
+from wsi_hcc.training.metrics import classification_metrics
+from wsi_hcc.viz.figures import figure_png
 
 __all__ = ["bootstrap_auc", "youden_threshold", "binary_metrics", "grade_metrics", "expected_calibration_error",
            "reliability_bins", "fit_temperature", "softmax", "roc_png", "reliability_png"]

@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
-from .card import ModelCard, tiling_from_card
-from .preprocess import to_model_input
-from .livernet_entry import LIVERNET
-from .registry import BackboneEntry, card_for, create_backbone, get_entry, list_backbones, register_backbone
-from .resnet import RESNET34
-from .weights import WeightsError, card_from_weights, file_sha256, read_state_dict, save_weights, state_sha256
+from wsi_hcc.models.card import ModelCard, tiling_from_card
+from wsi_hcc.models.livernet_entry import LIVERNET
+from wsi_hcc.models.preprocess import to_model_input
+from wsi_hcc.models.registry import (
+    BackboneEntry,
+    card_for,
+    create_backbone,
+    get_entry,
+    list_backbones,
+    register_backbone,
+)
+from wsi_hcc.models.resnet import RESNET34
+from wsi_hcc.models.weights import (
+    WeightsError,
+    card_from_weights,
+    file_sha256,
+    read_state_dict,
+    save_weights,
+    state_sha256,
+)
 
 __all__ = ["ModelCard", "BackboneEntry", "WeightsError", "create_backbone", "register_backbone", "list_backbones",
-           "get_entry", "card_for", "tiling_from_card", "to_model_input", "save_weights", "read_state_dict", "card_from_weights", "file_sha256",
-           "state_sha256"]
+           "get_entry", "card_for", "tiling_from_card", "to_model_input", "save_weights", "read_state_dict",
+           "card_from_weights", "file_sha256", "state_sha256"]
 
 register_backbone(RESNET34)
 register_backbone(LIVERNET)

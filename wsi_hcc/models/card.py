@@ -69,7 +69,7 @@ class ModelCard:
 
 def tiling_from_card(card: ModelCard, target_mpp: float | None = None, tile_px: int | None = None) -> tuple[float, int]:
     """The ``(target_mpp, tile_px)`` to tile for ``card``; explicit values must agree with it."""
-    from ..errors import ConfigError
+    from wsi_hcc.errors import ConfigError
 
     for flag, given, expected in (("--mpp", target_mpp, card.target_mpp), ("--tile-px", tile_px, card.tile_px)):
         if given is not None and abs(given - expected) > 1e-9 * max(1.0, expected):

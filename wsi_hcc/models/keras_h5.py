@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import WsiHccError
-from .livernet import LiverNet
+from wsi_hcc.errors import WsiHccError
+from wsi_hcc.models.livernet import LiverNet
 
 __all__ = ["load_livernet_keras_h5", "KERAS_LAYER_ORDER"]
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .card import ModelCard
-from .registry import BackboneEntry
+from wsi_hcc.models.card import ModelCard
+from wsi_hcc.models.registry import BackboneEntry
 
 __all__ = ["LIVERNET", "KMC_CLASS_NAMES"]
 
@@ -13,13 +13,13 @@ KMC_CLASS_NAMES = ("non-cancerous", "low grade", "medium grade", "high grade")
 
 
 def _build_livernet(num_classes: int, **kwargs):
-    from .livernet import LiverNet
+    from wsi_hcc.models.livernet import LiverNet
 
     return LiverNet(num_classes=num_classes, **kwargs)
 
 
 def _load_keras(path):
-    from .keras_h5 import load_livernet_keras_h5
+    from wsi_hcc.models.keras_h5 import load_livernet_keras_h5
 
     return load_livernet_keras_h5(path)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .card import ModelCard
+from wsi_hcc.models.card import ModelCard
 
 __all__ = ["to_model_input"]
 

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .card import ModelCard
-from .weights import WeightsError, card_from_weights, file_sha256, read_state_dict
+from wsi_hcc.models.card import ModelCard
+from wsi_hcc.models.weights import WeightsError, card_from_weights, file_sha256, read_state_dict
 
 __all__ = ["BackboneEntry", "register_backbone", "create_backbone", "list_backbones", "get_entry", "card_for"]
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .card import ModelCard
-from .registry import BackboneEntry
+from wsi_hcc.models.card import ModelCard
+from wsi_hcc.models.registry import BackboneEntry
 
 __all__ = ["RESNET34"]
 

@@ -11,9 +11,9 @@ import hashlib
 import json
 from pathlib import Path
 
-from ..atomic import partial_path
-from ..errors import WsiHccError
-from .card import ModelCard
+from wsi_hcc.errors import WsiHccError
+from wsi_hcc.models.card import ModelCard
+from wsi_hcc.utils.atomic import partial_path
 
 __all__ = ["WeightsError", "file_sha256", "state_sha256", "read_state_dict", "save_weights", "card_from_weights"]
 

@@ -5,19 +5,15 @@ LPS patient frame (see ``wsi_hcc.radiology.volume``). Functions are pure on arra
 records; file I/O lives in ``volume`` and ``dicom``.
 """
 
-from .dicom import is_dicom_seg, read_dicom_file, read_dicom_seg, read_dicom_series
-from .intensity import CT_WINDOWS, MRI_NORMALISATIONS, ct_window, mri_normalise, normalise_volume
-from .phantom import Phantom, PhantomLesion, make_phantom, write_phantom
-from .region_features import (
-    first_order_features,
-    glcm_features,
-    habitats,
-    region_features,
-)
-from .register import Registration, apply_registration, register_phases, register_volume
-from .resample import reorient, resample_like, resample_to_spacing
-from .ring import peritumoral_ring, ring_sweep, signed_distance_mm
-from .volume import Volume, from_sitk, load_volume, save_nifti, to_sitk
+from wsi_hcc.radiology.dicom import is_dicom_seg, read_dicom_file, read_dicom_seg, read_dicom_series
+from wsi_hcc.radiology.intensity import CT_WINDOWS, MRI_NORMALISATIONS, ct_window, mri_normalise, normalise_volume
+from wsi_hcc.radiology.load import load_volume
+from wsi_hcc.radiology.phantom import Phantom, PhantomLesion, make_phantom, write_phantom
+from wsi_hcc.radiology.region_features import first_order_features, glcm_features, habitats, region_features
+from wsi_hcc.radiology.register import Registration, apply_registration, register_phases, register_volume
+from wsi_hcc.radiology.resample import reorient, resample_like, resample_to_spacing
+from wsi_hcc.radiology.ring import peritumoral_ring, ring_sweep, signed_distance_mm
+from wsi_hcc.radiology.volume import Volume, from_sitk, save_nifti, to_sitk
 
 __all__ = [
     "Volume", "load_volume", "save_nifti", "to_sitk", "from_sitk",

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .crops import Crop
+from wsi_hcc.radiology.crops import Crop
 
 __all__ = ["grad_cam", "cam_energy", "cam_figure", "write_cam", "REGION_COLOURS"]
 
@@ -65,7 +65,7 @@ def grad_cam(model, crop: Crop, class_index: int | None = None) -> tuple[np.ndar
     """
     from monai.visualize import GradCAM
 
-    from .classify_train import model_inputs, predict_proba
+    from wsi_hcc.radiology.classify_train import model_inputs, predict_proba
 
     if class_index is None:
         class_index = 1 if len(model.classes) == 2 else int(predict_proba(model, [crop])[0].argmax())
@@ -139,9 +139,9 @@ def write_cam(cam: np.ndarray, crop: Crop, out_dir: str | Path, prefix: str = "c
 
     Returns the written file names and the slices drawn.
     """
-    from ..atomic import atomic_write_bytes
-    from ..figures import figure_png
-    from .volume import save_nifti
+    from wsi_hcc.radiology.volume import save_nifti
+    from wsi_hcc.utils.atomic import atomic_write_bytes
+    from wsi_hcc.viz.figures import figure_png
 
     out_dir = Path(out_dir)
     files = {"cam": f"{prefix}.nii.gz", "channels": {}, "png": []}

@@ -35,10 +35,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import WsiHccError
-from .cohort import ATTRIBUTES, CohortCase, volume_case
-from .crops import CropSpec, channel_name, split_channel
-from .volume import Volume, load_volume
+from wsi_hcc.errors import WsiHccError
+from wsi_hcc.radiology.cohort import ATTRIBUTES, CohortCase, volume_case
+from wsi_hcc.radiology.crops import CropSpec, channel_name, split_channel
+from wsi_hcc.radiology.load import load_volume
+from wsi_hcc.radiology.volume import Volume
 
 __all__ = ["CaseRow", "CaseTable", "read_case_table", "check_table_for_model", "load_case", "table_cohort",
            "IMAGE_PREFIX"]
@@ -104,7 +105,7 @@ class CaseTable:
 
 
 def _task_classes(task: str) -> tuple[str, ...]:
-    from .classify_train import TASK_CLASSES
+    from wsi_hcc.radiology.classify_train import TASK_CLASSES
 
     if task not in TASK_CLASSES:
         raise WsiHccError(f"task {task!r} is not one of {sorted(TASK_CLASSES)}")
@@ -268,7 +269,7 @@ def check_table_for_model(table: CaseTable, model: str, channels: Sequence[str])
 
     ``channels`` are the model's input channels (``TrainConfig.channels()``).
     """
-    from .classify_train import COVARIATES
+    from wsi_hcc.radiology.classify_train import COVARIATES
 
     name = table.path.name
     unused = [c for c in table.covariates if c not in COVARIATES]

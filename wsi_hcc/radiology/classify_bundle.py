@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..checked_weights import CARD_NAME, WEIGHTS_NAME, load_checked, save_checked
+from wsi_hcc.utils.checked_weights import CARD_NAME, WEIGHTS_NAME, load_checked, save_checked
 
 __all__ = ["save_classifier", "load_classifier", "CARD_FORMAT"]
 
@@ -23,7 +23,7 @@ def save_classifier(model, folder: str | Path) -> Path:
 
 def load_classifier(folder: str | Path):
     """Read a folder written by :func:`save_classifier` (JSON and safetensors only); the network is in eval mode."""
-    from .classify_train import ClassifierModel, build_model_network
+    from wsi_hcc.radiology.classify_train import ClassifierModel, build_model_network
 
     folder = Path(folder)
     if folder.is_file():

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_write_bytes, atomic_write_json, fresh_partial_dir, publish_dir
-from ..errors import WsiHccError
-from ..versions import stack_versions, utc_now
-from .cam import cam_energy, grad_cam, write_cam
-from .classify_bundle import save_classifier
-from .classify_train import ClassifierModel, TrainConfig, evaluate, train_classifier
-from .cohort import CohortCase
+from wsi_hcc.errors import WsiHccError
+from wsi_hcc.radiology.cam import cam_energy, grad_cam, write_cam
+from wsi_hcc.radiology.classify_bundle import save_classifier
+from wsi_hcc.radiology.classify_train import ClassifierModel, TrainConfig, evaluate, train_classifier
+from wsi_hcc.radiology.cohort import CohortCase
+from wsi_hcc.utils.atomic import atomic_write_bytes, atomic_write_json, fresh_partial_dir, publish_dir
+from wsi_hcc.utils.versions import stack_versions, utc_now
 
 __all__ = ["split_cases", "cam_summary", "run_training"]
 
@@ -90,10 +90,11 @@ def _predictions_csv(model: ClassifierModel, rows: list[tuple[str, CohortCase, n
 
 def run_training(config: TrainConfig, cases: Sequence[CohortCase], out_dir: str | Path, test_fraction: float = 0.3,
                  cohort: dict | None = None, progress: Callable[[str], None] | None = None) -> dict:
-    """Split ``cases``, train, evaluate and explain the held-out cases, write the run folder; returns metrics.json's content."""
-    from ..figures import figure_png
-    from .classify_train import predict_proba
-    from .graph_nomogram import LogisticNomogram, nomogram_figure
+    """Split ``cases``, train, evaluate and explain the held-out cases, write the run folder; returns metrics.json's
+    content."""
+    from wsi_hcc.radiology.classify_train import predict_proba
+    from wsi_hcc.radiology.graph_nomogram import LogisticNomogram, nomogram_figure
+    from wsi_hcc.viz.figures import figure_png
 
     train, test = split_cases(cases, config.task, test_fraction, config.seed)
     model = train_classifier(train, config, progress=progress)

@@ -27,11 +27,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import WsiHccError
-from .classifiers import CNN_KINDS, build_network, check_pools
-from .cohort import ATTRIBUTES, GRADE_NAMES, CohortCase
-from .crops import MASK_CHANNELS, Crop, CropSpec, channel_name
-from .graph_nomogram import GraphNet, LogisticNomogram, fit_nomogram, node_feature_names, node_features
+from wsi_hcc.errors import WsiHccError
+from wsi_hcc.radiology.classifiers import CNN_KINDS, build_network, check_pools
+from wsi_hcc.radiology.cohort import ATTRIBUTES, GRADE_NAMES, CohortCase
+from wsi_hcc.radiology.crops import MASK_CHANNELS, Crop, CropSpec, channel_name
+from wsi_hcc.radiology.graph_nomogram import GraphNet, LogisticNomogram, fit_nomogram, node_feature_names, node_features
 
 __all__ = ["TrainConfig", "ClassifierModel", "MODEL_KINDS", "TASK_CLASSES", "COVARIATES", "model_inputs",
            "train_classifier", "untrained_model", "build_model_network", "predict_proba", "evaluate", "graph_score",
@@ -286,7 +286,8 @@ def train_classifier(cases: Sequence[CohortCase], config: TrainConfig,
         if progress is not None and (epoch + 1) % max(1, epochs // 10) == 0:
             progress(f"epoch {epoch + 1}/{epochs} loss {history[-1]:.4f}")
     network.eval()
-    card["training"] = {"cases": len(cases), "class_counts": np.bincount(labels, minlength=len(config.classes)).tolist(),
+    card["training"] = {"cases": len(cases),
+                        "class_counts": np.bincount(labels, minlength=len(config.classes)).tolist(),
                         "epochs": epochs, "seconds": round(perf_counter() - started, 2),
                         "final_loss": round(history[-1], 5), "loss_history": [round(v, 5) for v in history]}
     model = ClassifierModel(network, card)
@@ -328,7 +329,13 @@ def nomogram_inputs(model: ClassifierModel, cases: Sequence, covariates: Sequenc
 def evaluate(model: ClassifierModel, cases: Sequence[CohortCase]) -> dict:
     """Held-out metrics: ROC AUC (one-vs-rest macro for grade), accuracy, balanced accuracy, confusion,
     and for grade the quadratic weighted kappa; nomogram AUC when the model has one."""
-    from sklearn.metrics import accuracy_score, balanced_accuracy_score, cohen_kappa_score, confusion_matrix, roc_auc_score
+    from sklearn.metrics import (
+        accuracy_score,
+        balanced_accuracy_score,
+        cohen_kappa_score,
+        confusion_matrix,
+        roc_auc_score,
+    )
 
     labels = np.asarray([case.label(model.card["task"]) for case in cases])
     probabilities = predict_proba(model, [case.crop for case in cases])

@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import WsiHccError
-from .crops import Crop, CropSpec, channel_name, make_crop
-from .phantom import Phantom, make_phantom
-from .volume import Volume
+from wsi_hcc.errors import WsiHccError
+from wsi_hcc.radiology.crops import Crop, CropSpec, channel_name, make_crop
+from wsi_hcc.radiology.phantom import Phantom, make_phantom
+from wsi_hcc.radiology.volume import Volume
 
 __all__ = ["CohortCase", "volume_case", "phantom_case", "phantom_cohort", "simulate_mri", "grade_of", "ATTRIBUTES",
            "GRADE_NAMES"]
@@ -147,8 +147,8 @@ def phantom_cohort(n_cases: int, seed: int = 0, spec: CropSpec = CropSpec(), mri
         case_seed = int(rng.integers(0, 2**31 - 1))
         heterogeneity = float(rng.uniform(0.0, 1.0))
         phantom = make_phantom(shape=shape, spacing_mm=spacing_mm, phases=phases, mvi=bool(i % 2),
-                               heterogeneity=heterogeneity, lesion_radius_mm=lesion_radius_mm, n_satellites=n_satellites,
-                               noise_hu=noise_hu,
+                               heterogeneity=heterogeneity, lesion_radius_mm=lesion_radius_mm,
+                               n_satellites=n_satellites, noise_hu=noise_hu,
                                reference_phase=reference, seed=case_seed)
         cases.append(phantom_case(phantom, f"phantom_{i:03d}", spec, mri=mri))
         if progress is not None:

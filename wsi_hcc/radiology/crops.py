@@ -24,11 +24,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import WsiHccError
-from .intensity import ct_window, mri_normalise
-from .resample import resample_like
-from .ring import peritumoral_ring
-from .volume import Volume
+from wsi_hcc.errors import WsiHccError
+from wsi_hcc.radiology.intensity import ct_window, mri_normalise
+from wsi_hcc.radiology.resample import resample_like
+from wsi_hcc.radiology.ring import peritumoral_ring
+from wsi_hcc.radiology.volume import Volume
 
 __all__ = ["CropSpec", "Crop", "make_crop", "channel_name", "split_channel", "CT_CROP_WINDOW", "CT_CROP_SCALE_HU",
            "MASK_CHANNELS"]

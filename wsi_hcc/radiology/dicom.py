@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import WsiHccError
-from .volume import Volume, from_sitk
+from wsi_hcc.errors import WsiHccError
+from wsi_hcc.radiology.volume import Volume, from_sitk
 
 __all__ = ["read_dicom_series", "read_dicom_file", "read_dicom_seg", "is_dicom_seg", "SEG_SOP_CLASS_UID"]
 

@@ -22,10 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import WsiHccError
-from ..nomogram_scale import PointsScale
-from .crops import Crop
-from .region_features import region_features
+from wsi_hcc.errors import WsiHccError
+from wsi_hcc.radiology.crops import Crop
+from wsi_hcc.radiology.region_features import region_features
+from wsi_hcc.viz.nomogram_scale import PointsScale
 
 __all__ = ["REGIONS", "NODE_STATISTICS", "node_features", "node_feature_names", "region_adjacency", "GraphConv",
            "GraphNet", "LogisticNomogram", "fit_nomogram", "nomogram_figure"]
@@ -129,7 +129,8 @@ class LogisticNomogram(PointsScale):
 
 
 def fit_nomogram(values: np.ndarray, labels: np.ndarray, covariates: Sequence[str], c: float = 1.0) -> LogisticNomogram:
-    """Fit an L2 logistic regression (scikit-learn) on standardised ``values`` ``(n, k)``; coefficients back in raw units."""
+    """Fit an L2 logistic regression (scikit-learn) on standardised ``values`` ``(n, k)``; coefficients back in raw
+    units."""
     from sklearn.linear_model import LogisticRegression
 
     values = np.asarray(values, np.float64)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .volume import Volume
+from wsi_hcc.radiology.volume import Volume
 
 __all__ = ["CT_WINDOWS", "MRI_NORMALISATIONS", "ct_window", "mri_normalise", "normalise_volume"]
 

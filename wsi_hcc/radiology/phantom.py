@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import WsiHccError
-from .volume import Volume
+from wsi_hcc.errors import WsiHccError
+from wsi_hcc.radiology.volume import Volume
 
 __all__ = ["Phantom", "PhantomLesion", "make_phantom", "write_phantom", "PHASE_HU", "LABELS"]
 
@@ -283,7 +283,7 @@ def _move(volume: Volume, matrix: np.ndarray) -> Volume:
     """Move the anatomy by ``matrix`` (LPS): the value at ``p`` goes to ``matrix @ p``."""
     import SimpleITK as sitk
 
-    from .resample import resample_like
+    from wsi_hcc.radiology.resample import resample_like
 
     inverse = np.linalg.inv(matrix)
     transform = sitk.AffineTransform(3)
@@ -295,9 +295,9 @@ def _move(volume: Volume, matrix: np.ndarray) -> Volume:
 
 def write_phantom(phantom: Phantom, out_dir: str | Path) -> Path:
     """Write ``<phase>.nii.gz`` per phase, ``labels.nii.gz`` and ``truth.json`` into ``out_dir`` (atomically)."""
-    from ..atomic import atomic_write_json, fresh_partial_dir, publish_dir
-    from ..versions import stack_versions, utc_now
-    from .volume import save_nifti
+    from wsi_hcc.radiology.volume import save_nifti
+    from wsi_hcc.utils.atomic import atomic_write_json, fresh_partial_dir, publish_dir
+    from wsi_hcc.utils.versions import stack_versions, utc_now
 
     out_dir = Path(out_dir)
     tmp = fresh_partial_dir(out_dir)

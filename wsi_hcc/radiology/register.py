@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import WsiHccError
-from .resample import resample_like
-from .volume import Volume, to_sitk
+from wsi_hcc.errors import WsiHccError
+from wsi_hcc.radiology.resample import resample_like
+from wsi_hcc.radiology.volume import Volume, to_sitk
 
 __all__ = ["Registration", "register_volume", "register_phases", "apply_registration", "TRANSFORMS"]
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .volume import Volume, from_sitk, to_sitk
+from wsi_hcc.radiology.volume import Volume, from_sitk, to_sitk
 
 __all__ = ["resample_to_spacing", "resample_like", "reorient", "INTERPOLATORS"]
 

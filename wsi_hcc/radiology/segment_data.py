@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import WsiHccError
-from .intensity import normalise_volume
-from .volume import Volume
+from wsi_hcc.errors import WsiHccError
+from wsi_hcc.radiology.intensity import normalise_volume
+from wsi_hcc.radiology.volume import Volume
 
 __all__ = ["SegCase", "three_classes", "stack_phases", "phantom_cases", "folder_case", "prepare_phases"]
 
@@ -44,7 +44,7 @@ def prepare_phases(phases: Mapping[str, Volume], order: Sequence[str], spacing_m
                    reference: str | None = None) -> dict[str, Volume]:
     """The phases named in ``order``, on the grid of ``reference`` (default: the first of ``order``),
     resampled to ``spacing_mm`` when given and different by more than 1 %."""
-    from .resample import resample_like, resample_to_spacing
+    from wsi_hcc.radiology.resample import resample_like, resample_to_spacing
 
     missing = [name for name in order if name not in phases]
     if missing:
@@ -78,7 +78,7 @@ def phantom_cases(n: int, seed: int = 0, phases: Sequence[str] = ("arterial", "p
                   shape: Sequence[int] = (32, 64, 64), spacing_mm: Sequence[float] = (3.0, 2.5, 2.5),
                   window: str = "liver", lesions: tuple[int, int] = (1, 2), noise_hu: float = 8.0) -> list[SegCase]:
     """``n`` phantoms (seeds ``seed .. seed+n-1``) with 1-2 lesions of random size and heterogeneity."""
-    from .phantom import make_phantom
+    from wsi_hcc.radiology.phantom import make_phantom
 
     cases = []
     for k in range(n):
@@ -95,8 +95,8 @@ def phantom_cases(n: int, seed: int = 0, phases: Sequence[str] = ("arterial", "p
 def folder_case(folder: str | Path, phases: Sequence[str], spacing_mm: Sequence[float] | None = None,
                 window: str = "liver", labels_name: str = "labels.nii.gz") -> SegCase:
     """A case from a folder holding ``<phase>.nii.gz`` per phase and ``labels.nii.gz`` (the phantom layout)."""
-    from .resample import resample_like
-    from .volume import load_volume
+    from wsi_hcc.radiology.load import load_volume
+    from wsi_hcc.radiology.resample import resample_like
 
     folder = Path(folder)
     volumes = {}

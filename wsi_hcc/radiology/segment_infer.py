@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .segment_models import SegModel
-from .volume import Volume
+from wsi_hcc.radiology.segment_models import SegModel
+from wsi_hcc.radiology.volume import Volume
 
 __all__ = ["SegResult", "network_probabilities", "predict_probabilities", "clean_labels", "liver_roi",
            "segment_volume"]
@@ -115,8 +115,8 @@ def segment_volume(model: SegModel, phases: Mapping[str, Volume], reference: str
     Phases are resampled onto the reference phase (default: the model's first phase) and that grid
     to the model's training spacing; labels come back on the reference phase's own grid.
     """
-    from .resample import resample_like
-    from .segment_data import prepare_phases, stack_phases
+    from wsi_hcc.radiology.resample import resample_like
+    from wsi_hcc.radiology.segment_data import prepare_phases, stack_phases
 
     config = model.config
     reference = reference or config.phases[0]

@@ -12,8 +12,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from .segment_data import SegCase
-from .segment_models import SegConfig, SegModel, new_member
+from wsi_hcc.radiology.segment_data import SegCase
+from wsi_hcc.radiology.segment_models import SegConfig, SegModel, new_member
 
 __all__ = ["train_model", "train_network", "fold_split", "evaluate_model"]
 
@@ -87,7 +87,7 @@ def train_network(net, cases: Sequence[SegCase], targets: Sequence[np.ndarray], 
 def _train_member(cases: Sequence[SegCase], config: SegConfig, seed: int, progress, tag: str) -> tuple[dict, dict]:
     import torch
 
-    from .segment_infer import liver_roi
+    from wsi_hcc.radiology.segment_infer import liver_roi
 
     torch.manual_seed(seed)
     member = new_member(config)
@@ -115,8 +115,8 @@ def _train_member(cases: Sequence[SegCase], config: SegConfig, seed: int, progre
 
 def evaluate_model(model: SegModel, cases: Sequence[SegCase], min_tumour_mm3: float = 20.0) -> list[dict]:
     """Per-case metrics (``seg_metrics.case_metrics``) of the cleaned prediction against each case's labels."""
-    from .seg_metrics import case_metrics
-    from .segment_infer import clean_labels, predict_probabilities
+    from wsi_hcc.radiology.seg_metrics import case_metrics
+    from wsi_hcc.radiology.segment_infer import clean_labels, predict_probabilities
 
     rows = []
     for case in cases:

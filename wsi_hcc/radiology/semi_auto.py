@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ..errors import WsiHccError
-from .volume import Volume
+from wsi_hcc.errors import WsiHccError
+from wsi_hcc.radiology.volume import Volume
 
 __all__ = ["Measurement", "PromptResult", "remeasure", "edit_mask", "prompt_segment", "crop_volume"]
 
@@ -180,7 +180,7 @@ def prompt_segment(phases: Mapping[str, Volume], point: Sequence[int] | None = N
     crop_mm
         Edge of the cube around a point-only prompt.
     """
-    from .resample import resample_like
+    from wsi_hcc.radiology.resample import resample_like
 
     if not phases:
         raise WsiHccError("no phases given; pass at least one volume")
@@ -225,9 +225,9 @@ def prompt_segment(phases: Mapping[str, Volume], point: Sequence[int] | None = N
 
 def _model_mask(model, phases: Mapping[str, Volume], ref_crop: Volume, reference: str) -> np.ndarray:
     """Tumour mask of the crop from the model's tumour networks (probability > 0.5), on the crop grid."""
-    from .resample import resample_like
-    from .segment_data import prepare_phases, stack_phases
-    from .segment_infer import network_probabilities
+    from wsi_hcc.radiology.resample import resample_like
+    from wsi_hcc.radiology.segment_data import prepare_phases, stack_phases
+    from wsi_hcc.radiology.segment_infer import network_probabilities
 
     config = model.config
     cropped = {name: resample_like(phases[name], ref_crop) if name != reference else ref_crop

@@ -1,4 +1,4 @@
-"""The ``Volume`` record and its file edges: read NIfTI / DICOM / DICOM SEG, write NIfTI.
+"""The ``Volume`` record, its SimpleITK conversions and NIfTI writing (``load`` reads any volume file).
 
 Conventions (the same everywhere in ``wsi_hcc.radiology``):
 
@@ -26,12 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import WsiHccError
+from wsi_hcc.errors import WsiHccError
 
-__all__ = ["Volume", "load_volume", "save_nifti", "to_sitk", "from_sitk"]
+__all__ = ["Volume", "save_nifti", "to_sitk", "from_sitk", "is_nifti_path", "ITK_SUFFIXES"]
 
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
-_ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
 
 
 @dataclass(frozen=True, eq=False)
@@ -131,53 +131,8 @@ def from_sitk(image, modality: str = "", label_names: Mapping[int, str] | None =
                   label_names=dict(label_names or {}))
 
 
-def _is_nifti(path: Path) -> bool:
+def is_nifti_path(path: Path) -> bool:
     return path.name.lower().endswith(_NIFTI_SUFFIXES)
-
-
-def load_volume(path: str | Path, modality: str | None = None, series_uid: str | None = None) -> Volume:
-    """Read a NIfTI/NRRD/MHA file, a DICOM series folder, a single DICOM file or a DICOM SEG.
-
-    Parameters
-    ----------
-    path
-        ``.nii``/``.nii.gz``/``.nrrd``/``.mha`` file, a folder holding one DICOM series (any transfer
-        syntax GDCM reads, JPEG-2000 included), or a ``.dcm`` file (a DICOM SEG becomes a label map).
-    modality
-        Overrides the modality (NIfTI files carry none; DICOM files carry their own).
-    series_uid
-        Picks one series when a folder holds several.
-
-    Returns
-    -------
-    Volume
-        ``array`` in ``(z, y, x)`` order with spacing, LPS origin and direction.
-    """
-    from .dicom import is_dicom_seg, read_dicom_file, read_dicom_seg, read_dicom_series
-
-    path = Path(path)
-    if not path.exists():
-        raise WsiHccError(f"{path}: no such file or folder; give a NIfTI file, a DICOM file or a DICOM series folder")
-    if path.is_dir():
-        volume = read_dicom_series(path, series_uid=series_uid)
-    elif _is_nifti(path) or path.name.lower().endswith(_ITK_SUFFIXES):
-        volume = _read_itk_file(path)
-    elif is_dicom_seg(path):
-        volume = read_dicom_seg(path)
-    else:
-        volume = read_dicom_file(path)
-    return replace(volume, modality=modality) if modality is not None else volume
-
-
-def _read_itk_file(path: Path) -> Volume:
-    import SimpleITK as sitk
-
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else "unreadable"
-        raise WsiHccError(f"{path}: cannot read the image ({first[:120]}); check that the file is complete") from exc
-    return from_sitk(image)
 
 
 def save_nifti(volume: Volume, path: str | Path) -> Path:
@@ -188,10 +143,10 @@ def save_nifti(volume: Volume, path: str | Path) -> Path:
     """
     import nibabel as nib
 
-    from ..atomic import atomic_write_bytes
+    from wsi_hcc.utils.atomic import atomic_write_bytes
 
     path = Path(path)
-    if not _is_nifti(path):
+    if not is_nifti_path(path):
         raise WsiHccError(f"{path}: a NIfTI output name must end in .nii or .nii.gz")
     if not path.parent.is_dir():
         raise WsiHccError(f"{path}: the folder {path.parent} does not exist; create it first")

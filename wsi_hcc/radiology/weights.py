@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..checked_weights import CARD_NAME, WEIGHTS_NAME, load_checked, save_checked
-from ..errors import WsiHccError
-from .seg_metrics import SEGMENT_CLASSES
-from .segment_models import SegConfig, SegModel, new_member
+from wsi_hcc.errors import WsiHccError
+from wsi_hcc.radiology.seg_metrics import SEGMENT_CLASSES
+from wsi_hcc.radiology.segment_models import SegConfig, SegModel, new_member
+from wsi_hcc.utils.checked_weights import CARD_NAME, WEIGHTS_NAME, load_checked, save_checked
 
 __all__ = ["CARD_FORMAT", "save_seg_model", "load_seg_model"]
 

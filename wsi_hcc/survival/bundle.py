@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..checked_weights import CARD_NAME, WEIGHTS_NAME, load_checked, save_checked
-from .cox import BreslowBaseline, CoxModel
-from .data import Standardizer
-from .groups import RiskCutoffs
-from .nomogram import Nomogram
+from wsi_hcc.survival.cox import BreslowBaseline, CoxModel
+from wsi_hcc.survival.data import Standardizer
+from wsi_hcc.survival.groups import RiskCutoffs
+from wsi_hcc.survival.nomogram import Nomogram
+from wsi_hcc.utils.checked_weights import CARD_NAME, WEIGHTS_NAME, load_checked, save_checked
 
 __all__ = ["SurvivalModel", "save_model", "load_model", "CARD_FORMAT"]
 
@@ -70,7 +70,7 @@ def save_model(model: SurvivalModel, folder: str | Path) -> Path:
 
 def load_model(folder: str | Path) -> SurvivalModel:
     """Read a model folder written by :func:`save_model` (JSON and safetensors only)."""
-    from .deepsurv import DeepSurvModel, DeepSurvNet
+    from wsi_hcc.survival.deepsurv import DeepSurvModel, DeepSurvNet
 
     folder = Path(folder)
     card, tensors = load_checked(folder / WEIGHTS_NAME, folder / CARD_NAME, card_format=CARD_FORMAT,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import WsiHccError
+from wsi_hcc.errors import WsiHccError
 
 __all__ = ["concordance_index", "concordance_counts"]
 

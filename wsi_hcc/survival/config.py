@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..config import read_config_section, validate_section, with_dotted_overrides
+from wsi_hcc.utils.config import read_config_section, validate_section, with_dotted_overrides
 
 __all__ = ["SurvivalConfig", "DeepSurvConfig", "CoxConfig", "GroupConfig", "NomogramConfig",
            "load_survival_config", "validate_survival_config"]

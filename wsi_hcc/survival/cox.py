@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import WsiHccError
-from .config import CoxConfig
-from .data import Standardizer, SurvivalData
+from wsi_hcc.errors import WsiHccError
+from wsi_hcc.survival.config import CoxConfig
+from wsi_hcc.survival.data import Standardizer, SurvivalData
 
 __all__ = ["CoxModel", "fit_cox", "BreslowBaseline", "fit_breslow"]
 
@@ -71,7 +71,7 @@ def fit_breslow(log_hazard: np.ndarray, time: np.ndarray, event: np.ndarray) -> 
     """The Breslow baseline survival of training log hazards (torchsurv ``baseline_survival_function``)."""
     import torch
 
-    from .losses import torchsurv_api
+    from wsi_hcc.survival.losses import torchsurv_api
 
     result = torchsurv_api().baseline_survival_function(
         torch.as_tensor(log_hazard, dtype=torch.float64), torch.as_tensor(event, dtype=torch.bool),

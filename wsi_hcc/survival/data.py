@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import WsiHccError
+from wsi_hcc.errors import WsiHccError
 
 __all__ = ["SurvivalData", "Standardizer", "read_table", "survival_data", "features_for", "slide_embeddings",
            "check_survival", "EMBEDDING_PREFIX"]

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import DeepSurvConfig
-from .data import Standardizer, SurvivalData
-from .losses import cox_partial_nll
+from wsi_hcc.survival.config import DeepSurvConfig
+from wsi_hcc.survival.data import Standardizer, SurvivalData
+from wsi_hcc.survival.losses import cox_partial_nll
 
 __all__ = ["DeepSurvNet", "CoxHead", "DeepSurvModel", "fit_deepsurv", "validation_split"]
 

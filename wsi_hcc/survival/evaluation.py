@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .concordance import concordance_counts, concordance_index
-from .losses import torchsurv_api
+from wsi_hcc.survival.concordance import concordance_counts, concordance_index
+from wsi_hcc.survival.losses import torchsurv_api
 
 __all__ = ["uno_concordance", "time_dependent_auc", "integrated_brier_score", "brier_times",
            "bootstrap_ci", "evaluate_risks", "default_auc_times"]

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import WsiHccError
-from .config import GroupConfig
+from wsi_hcc.errors import WsiHccError
+from wsi_hcc.survival.config import GroupConfig
 
 __all__ = ["RiskCutoffs", "fit_cutoffs", "logrank", "logrank_statistics", "MAX_CANDIDATES"]
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import WsiHccError
-from ..nomogram_scale import PointsScale
-from .cox import BreslowBaseline, fit_breslow
+from wsi_hcc.errors import WsiHccError
+from wsi_hcc.survival.cox import BreslowBaseline, fit_breslow
+from wsi_hcc.viz.nomogram_scale import PointsScale
 
 __all__ = ["Nomogram", "fit_nomogram", "nomogram_figure"]
 

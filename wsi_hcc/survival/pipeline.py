@@ -14,18 +14,18 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_write_bytes, atomic_write_json, fresh_partial_dir, publish_dir
-from ..errors import OutputError, WsiHccError
-from ..figures import figure_png
-from ..versions import stack_versions, utc_now
-from .bundle import SurvivalModel, load_model, save_model
-from .config import SurvivalConfig
-from .cox import fit_breslow, fit_cox
-from .data import SurvivalData, features_for, read_table, slide_embeddings, survival_data
-from .evaluation import evaluate_risks
-from .groups import fit_cutoffs
-from .nomogram import fit_nomogram, nomogram_figure
-from .plots import km_figure
+from wsi_hcc.errors import OutputError, WsiHccError
+from wsi_hcc.survival.bundle import SurvivalModel, load_model, save_model
+from wsi_hcc.survival.config import SurvivalConfig
+from wsi_hcc.survival.cox import fit_breslow, fit_cox
+from wsi_hcc.survival.data import SurvivalData, features_for, read_table, slide_embeddings, survival_data
+from wsi_hcc.survival.evaluation import evaluate_risks
+from wsi_hcc.survival.groups import fit_cutoffs
+from wsi_hcc.survival.nomogram import fit_nomogram, nomogram_figure
+from wsi_hcc.survival.plots import km_figure
+from wsi_hcc.utils.atomic import atomic_write_bytes, atomic_write_json, fresh_partial_dir, publish_dir
+from wsi_hcc.utils.versions import stack_versions, utc_now
+from wsi_hcc.viz.figures import figure_png
 
 __all__ = ["DataSpec", "TrainReport", "fit_model", "cross_validate", "run_survival_training", "run_prediction",
            "run_km"]
@@ -62,7 +62,7 @@ def fit_model(data: SurvivalData, config: SurvivalConfig, seed: int) -> Survival
     if config.model == "cox":
         predictor = fit_cox(data, config.cox)
     else:
-        from .deepsurv import fit_deepsurv
+        from wsi_hcc.survival.deepsurv import fit_deepsurv
 
         predictor = fit_deepsurv(data, config.deepsurv, seed)
     risk = predictor.log_hazard(data.features)

@@ -1,5 +1,5 @@
 """Kaplan-Meier curves per risk group with numbers at risk and the log-rank p-value (lifelines estimates,
-a matplotlib ``Figure``; callers turn it into PNG bytes with ``wsi_hcc.figures.figure_png``)."""
+a matplotlib ``Figure``; callers turn it into PNG bytes with ``wsi_hcc.viz.figures.figure_png``)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import WsiHccError
-from .groups import logrank
+from wsi_hcc.errors import WsiHccError
+from wsi_hcc.survival.groups import logrank
 
 __all__ = ["KmSummary", "km_summary", "km_figure"]
 

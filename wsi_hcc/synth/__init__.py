@@ -32,9 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import WsiHccError
-from .scene import _Scene
-from .tiff import _LEVEL_FACTOR, _level_sizes, _write_png, _write_tiff
+from wsi_hcc.errors import WsiHccError
+from wsi_hcc.synth.scene import _Scene
+from wsi_hcc.synth.tiff import _LEVEL_FACTOR, _level_sizes, _write_png, _write_tiff
 
 __all__ = ["MASK_LABELS", "SyntheticSlide", "write_synthetic_slide"]
 

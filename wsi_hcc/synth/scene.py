@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .noise import (
+from wsi_hcc.synth.noise import (
     _gaussian_blur,
     _hash01,
     _interpolate_points,
@@ -17,7 +17,7 @@ from .noise import (
     _signed_distance,
     _smooth01,
 )
-from .trabeculae import _Trabeculae
+from wsi_hcc.synth.trabeculae import _Trabeculae
 
 # Stain optical-density vectors (Ruifrok & Johnston style), normalised to unit length; RGB order.
 _OD_HEMATOXYLIN = np.array([0.65, 0.70, 0.29]) / np.linalg.norm([0.65, 0.70, 0.29])

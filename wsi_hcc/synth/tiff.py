@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .scene import _Scene
+from wsi_hcc.synth.scene import _Scene
 
 logger = logging.getLogger(__name__)
 

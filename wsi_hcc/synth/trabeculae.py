@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from .noise import _hash01, _interpolate_points, _interpolate_region
+from wsi_hcc.synth.noise import _hash01, _interpolate_points, _interpolate_region
 
 # Trabecular cords of the tumour: the cells of a Voronoi diagram whose seeds sit on a jittered
 # grid that is sparser along the cords than across them, so the cells are elongated, branching

@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..atomic import partial_path
-from .errors import TrainError
+from wsi_hcc.training.errors import TrainError
+from wsi_hcc.utils.atomic import partial_path
 
 __all__ = ["TrainState", "save_checkpoint", "load_checkpoint", "apply_checkpoint", "capture_rng", "restore_rng",
            "FORMAT"]

@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..config import read_config_section, validate_section, with_dotted_overrides
-from ..errors import ConfigError
+from wsi_hcc.errors import ConfigError
+from wsi_hcc.utils.config import read_config_section, validate_section, with_dotted_overrides
 
 __all__ = ["TrainConfig", "LabelConfig", "SplitConfig", "OptimizerConfig", "ScheduleConfig",
            "ClassWeightingConfig", "EarlyStoppingConfig", "load_train_config", "validate_train_config",
@@ -174,7 +174,7 @@ class TrainConfig(_Strict):
     @model_validator(mode="after")
     def _inline_augmentation(self):
         if isinstance(self.augmentation, list):
-            from ..augment import build_augmentation
+            from wsi_hcc.stain.augment import build_augmentation
 
             try:
                 build_augmentation(self.augmentation)

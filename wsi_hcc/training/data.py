@@ -19,12 +19,18 @@ from typing import Any
 
 import numpy as np
 
-from ..annotations import Annotation, label_tiles, read_qupath_geojson
-from ..augment import reseed_augmentation
-from ..datasets import PatchDataset, SlideLabel, class_balanced_weights, patient_splits, read_slide_labels
-from ..features import read_store_meta
-from .config import TrainConfig
-from .errors import TrainError
+from wsi_hcc.qupath.annotations import Annotation, label_tiles, read_qupath_geojson
+from wsi_hcc.stain.augment import reseed_augmentation
+from wsi_hcc.store.feature_array import read_store_meta
+from wsi_hcc.training.config import TrainConfig
+from wsi_hcc.training.datasets import (
+    PatchDataset,
+    SlideLabel,
+    class_balanced_weights,
+    patient_splits,
+    read_slide_labels,
+)
+from wsi_hcc.training.errors import TrainError
 
 __all__ = ["SPLITS", "LabelledSlide", "SplitIndex", "TrainingData", "find_stores", "load_training_data", "EpochItems",
            "epoch_order", "collate_tiles", "class_loss_weights"]
@@ -82,7 +88,7 @@ class TrainingData:
 
     def split_index(self, split: str) -> SplitIndex:
         """Slide, tile index and coordinates of each position of ``dataset(split)``."""
-        from ..store import open_store
+        from wsi_hcc.store.patch_store import open_store
 
         slides = self.split_slides(split)
         keep = [np.flatnonzero(s.labels >= 0) for s in slides]
@@ -90,7 +96,8 @@ class TrainingData:
                   for s, k in zip(slides, keep)]
         return SplitIndex(
             stores=[str(s.store) for s in slides], stems=[s.stem for s in slides],
-            store_of=np.concatenate([np.full(len(k), i, np.int64) for i, k in enumerate(keep)] or [np.zeros(0, np.int64)]),
+            store_of=np.concatenate([np.full(len(k), i, np.int64) for i, k in enumerate(keep)]
+                                    or [np.zeros(0, np.int64)]),
             tile_of=np.concatenate(keep or [np.zeros(0, np.int64)]).astype(np.int64),
             coords=np.concatenate(coords or [np.zeros((0, 2), np.int64)]).astype(np.int64),
             labels=np.concatenate([s.labels[k] for s, k in zip(slides, keep)] or [np.zeros(0, np.int64)]))
@@ -191,7 +198,8 @@ def _read_slide_table(config: TrainConfig) -> dict[str, dict[str, Any]] | None:
     if config.labels.annotations:  # patients (and splits) only
         missing = {"slide", "patient"} - set(raw[0] if raw else ())
         if missing:
-            raise TrainError(f"{path}: the slide CSV needs columns slide, patient (missing: {', '.join(sorted(missing))})")
+            raise TrainError(f"{path}: the slide CSV needs columns slide, patient "
+                             f"(missing: {', '.join(sorted(missing))})")
         rows = [SlideLabel(r["slide"].strip(), r["patient"].strip(), "") for r in raw]
     else:
         rows = read_slide_labels(path)
@@ -241,7 +249,7 @@ def _annotation_file(folder: Path, stem: str) -> Path | None:
 
 
 def _annotation_labels(config, metas, table, left_out):
-    from ..store import open_store
+    from wsi_hcc.store.patch_store import open_store
 
     folder = Path(config.labels.annotations)
     if not folder.is_dir():
@@ -266,11 +274,11 @@ def _annotation_labels(config, metas, table, left_out):
         raise TrainError(f"{folder}: the annotations name fewer than two classes ({class_names}); set class_names "
                          "and labels.class_map")
     labelled = []
-    for store, annotations in read.items():
+    for store, drawn in read.items():
         stem = store.name.removesuffix(".zarr")
         meta = metas[store]
         coords = open_store(store)["coords"][:] if int(meta["n_tiles"]) else np.zeros((0, 2), np.int64)
-        result = label_tiles(coords, float(meta["tile_spec"]["tile_size_level0"]), annotations, class_names,
+        result = label_tiles(coords, float(meta["tile_spec"]["tile_size_level0"]), drawn, class_names,
                              min_coverage=config.labels.min_coverage)
         row = table.get(stem) if table is not None else None
         patient = row["patient"] if row else stem
@@ -381,7 +389,8 @@ class EpochItems:
             item = self.dataset[position]
         except (OSError, ValueError, RuntimeError, KeyError) as exc:
             where = self.index.describe(position) if self.index is not None else f"tile {position}"
-            raise TrainError(f"{where} cannot be read ({' '.join(str(exc).split())[:200]}); re-tile the slide") from None
+            raise TrainError(f"{where} cannot be read ({' '.join(str(exc).split())[:200]}); "
+                             "re-tile the slide") from None
         image = item["image"]
         if variant == 1:
             image = image[::-1]  # cv2.flip(img, 0)

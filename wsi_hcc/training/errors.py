@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import WsiHccError
+from wsi_hcc.errors import WsiHccError
 
 __all__ = ["TrainError", "worker_error_line"]
 

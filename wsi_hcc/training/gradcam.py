@@ -19,8 +19,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..models import ModelCard, to_model_input
-from .errors import TrainError
+from wsi_hcc.models import ModelCard, to_model_input
+from wsi_hcc.training.errors import TrainError
 
 __all__ = ["GradCam", "find_cam_layer", "explain_tiles", "heat_overlay", "explanation_png"]
 

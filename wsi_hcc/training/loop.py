@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..models import ModelCard, to_model_input
-from .config import OptimizerConfig, ScheduleConfig
+from wsi_hcc.models import ModelCard, to_model_input
+from wsi_hcc.training.config import OptimizerConfig, ScheduleConfig
 
 __all__ = ["Trainer", "EvalResult", "build_optimizer", "lr_at"]
 
@@ -78,7 +78,7 @@ class Trainer:
             logits = self.model(x)
         loss = self.criterion(logits.float(), labels)
         if not torch.isfinite(loss):
-            from .errors import TrainError
+            from wsi_hcc.training.errors import TrainError
 
             raise TrainError(f"the loss became {loss.item()} (diverged); lower optimizer.lr or check the labels")
         self.optimizer.zero_grad(set_to_none=True)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..figures import figure_png
+from wsi_hcc.viz.figures import figure_png
 
 __all__ = ["classification_metrics", "confusion_png", "curves_png"]
 

@@ -52,8 +52,14 @@ class RichTrainProgress:
 
     def __init__(self, console=None):
         from rich.console import Console
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self.console = console or Console(stderr=True, soft_wrap=True)
         self._bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -94,7 +100,8 @@ class RichTrainProgress:
 
     def epoch_finished(self, record, best):
         self.console.print(
-            f"epoch {record['epoch'] + 1}: train loss {_fmt(record['train_loss'])}, val loss {_fmt(record['val_loss'])}, "
+            f"epoch {record['epoch'] + 1}: train loss {_fmt(record['train_loss'])}, "
+            f"val loss {_fmt(record['val_loss'])}, "
             f"val acc {_fmt(record['val_accuracy'])}, val bal. acc {_fmt(record['val_balanced_accuracy'])}, "
             f"val AUC {_fmt(record['val_auc'])}, lr {record['lr']:.3g}" + ("  (best)" if best else ""),
             highlight=False, markup=False)

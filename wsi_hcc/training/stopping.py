@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from .checkpoint import TrainState
-from .config import MONITOR_MODES
+from wsi_hcc.training.checkpoint import TrainState
+from wsi_hcc.training.config import MONITOR_MODES
 
 __all__ = ["is_improvement", "record_epoch", "should_stop"]
 

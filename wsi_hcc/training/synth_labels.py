@@ -3,7 +3,7 @@
 ``wsi_hcc.synth`` writes a label mask PNG beside each slide (``MASK_LABELS``: 0 background,
 1 non_tumour, 2 tumour; one pixel per ``mask_downsample`` level-0 pixels). Here each labelled class
 becomes one QuPath-style GeoJSON feature whose geometry is exactly the union of its mask pixels
-in level-0 coordinates, so ``wsi_hcc.annotations.label_tiles`` labels tiles by majority area.
+in level-0 coordinates, so ``wsi_hcc.qupath.annotations.label_tiles`` labels tiles by majority area.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_write_json
-from ..synth import MASK_LABELS
+from wsi_hcc.synth import MASK_LABELS
+from wsi_hcc.utils.atomic import atomic_write_json
 
 __all__ = ["mask_geojson", "write_mask_geojson"]
 

@@ -1,0 +1,163 @@
+"""``wsi-hcc survival train | predict | km`` end to end with click's CliRunner, and slide embeddings
+from tiny patch stores."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from wsi_hcc.cli.survival import COMMANDS, survival
+
+
+def _cohort(n=120, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 3))
+    event_time = rng.exponential(20 * np.exp(-0.8 * x[:, 0]))
+    censor_time = rng.exponential(50, size=n)
+    table = pd.DataFrame(x, columns=["age", "afp", "size"])
+    table["months"] = np.round(np.minimum(event_time, censor_time), 1)
+    table["death"] = (event_time <= censor_time).astype(int)
+    table.insert(0, "patient", [f"P{i:03d}" for i in range(n)])
+    table["slide"] = [f"S{i:03d}" for i in range(n)]
+    return table
+
+
+def _run(args):
+    result = CliRunner().invoke(survival, args)
+    return result.exit_code, result.output
+
+
+def test_commands_are_exported():
+    assert COMMANDS == [survival]
+    assert set(survival.commands) == {"train", "predict", "km"}
+
+
+@pytest.mark.slow
+def test_train_predict_km_end_to_end(tmp_path):
+    table = _cohort()
+    table.to_csv(tmp_path / "train.csv", index=False)
+    code, output = _run(["train", "--table", str(tmp_path / "train.csv"), "--time", "months", "--event", "death",
+                         "--features", "age,afp", "--features", "size", "--id", "patient", "--folds", "3",
+                         "--bootstrap", "10", "--nomogram", "age", "--time-unit", "months",
+                         "--out", str(tmp_path / "run")])
+    assert code == 0, output
+    assert "3-fold CV" in output and "log-rank p" in output
+    run = tmp_path / "run"
+    for name in ("metrics.json", "risks.csv", "km.png", "nomogram.png", "model/card.json",
+                 "model/weights.safetensors"):
+        assert (run / name).is_file(), name
+    assert (run / "km.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    metrics = json.loads((run / "metrics.json").read_text())
+    cv = metrics["cross_validation"]
+    assert len(cv["folds"]) == 3 and cv["pooled_out_of_fold"]["c_index_harrell_ci95"] is not None
+    assert cv["pooled_out_of_fold"]["c_index_harrell"] > 0.6  # age drives the hazard
+    assert set(cv["folds"][0]) >= {"c_index_harrell", "c_index_uno", "td_auc", "integrated_brier_score", "cutoffs"}
+    assert metrics["features"] == ["age", "afp", "size"] and "lifelines" in metrics["versions"]
+    risks = pd.read_csv(run / "risks.csv")
+    assert list(risks.columns) == ["id", "time", "event", "risk", "group", "fold"]
+    assert list(risks["id"]) == list(table["patient"]) and set(risks["fold"]) == {0, 1, 2}
+
+    # predict on external patients: groups come from the stored cut-offs, even for a shifted cohort
+    external = _cohort(60, seed=1)
+    external["age"] += 3
+    external.to_csv(tmp_path / "external.csv", index=False)
+    code, output = _run(["predict", "--model", str(run / "model"), "--table", str(tmp_path / "external.csv"),
+                         "--out", str(tmp_path / "pred")])
+    assert code == 0, output
+    predicted = pd.read_csv(tmp_path / "pred" / "risks.csv")
+    card = json.loads((run / "model" / "card.json").read_text())
+    cut = card["cutoffs"]["cutoffs"][0]
+    assert list(predicted["group"]) == ["high" if r > cut else "low" for r in predicted["risk"]]
+    assert (predicted["group"] == "high").mean() > 0.8  # not re-split at the new median
+    assert list(predicted["id"]) == list(external["patient"]) and "survival_at_" in predicted.columns[-1]
+    assert "c_index_harrell" in json.loads((tmp_path / "pred" / "metrics.json").read_text())["metrics"]
+    _cohort(60, seed=1).to_csv(tmp_path / "external2.csv", index=False)
+    code, output = _run(["predict", "--model", str(run / "model"), "--table", str(tmp_path / "external2.csv"),
+                         "--out", str(tmp_path / "pred2")])
+    assert code == 0 and "C-index" in output, output
+    assert (tmp_path / "pred2" / "km.png").read_bytes()[:4] == b"\x89PNG"
+
+    code, output = _run(["km", "--table", str(run / "risks.csv"), "--time", "time", "--event", "event",
+                         "--group", "group", "--out", str(tmp_path / "km.png")])
+    assert code == 0, output
+    assert (tmp_path / "km.png").read_bytes()[:4] == b"\x89PNG" and "log-rank p" in output
+
+
+def _stores(folder, table, width=6, seed=0):
+    import zarr
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir()
+    for slide, age in zip(table["slide"], table["age"]):
+        group = zarr.open_group(str(folder / f"{slide}.zarr"), mode="w")
+        tiles = rng.normal(size=(int(rng.integers(3, 9)), width)).astype(np.float32)
+        tiles[:, 0] += age - tiles[:, 0].mean()  # the slide mean of dimension 0 carries the hazard
+        group.create_array("features", data=tiles)
+    return folder
+
+
+def test_slide_embeddings_are_the_tile_mean(tmp_path):
+    import zarr
+
+    from wsi_hcc.survival import slide_embeddings
+
+    group = zarr.open_group(str(tmp_path / "A.zarr"), mode="w")
+    tiles = np.arange(12, dtype=np.float32).reshape(4, 3)
+    group.create_array("features", data=tiles)
+    assert np.allclose(slide_embeddings([tmp_path])["A"], tiles.mean(axis=0))
+
+
+@pytest.mark.slow
+def test_train_and_predict_with_embeddings(tmp_path):
+    table = _cohort(90, seed=2)
+    stores = _stores(tmp_path / "stores", table)
+    table.to_csv(tmp_path / "t.csv", index=False)
+    code, output = _run(["train", "--table", str(tmp_path / "t.csv"), "--time", "months", "--event", "death",
+                         "--embeddings", str(stores), "--folds", "1", "--bootstrap", "0", "--model", "cox",
+                         "--out", str(tmp_path / "run")])
+    assert code == 0, output
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["features"] == [f"emb_{i}" for i in range(6)]
+    assert metrics["final_model_apparent"]["c_index_harrell"] > 0.6
+    code, output = _run(["predict", "--model", str(tmp_path / "run" / "model"), "--table", str(tmp_path / "t.csv"),
+                         "--out", str(tmp_path / "pred")])
+    assert code == 2 and "--embeddings" in output
+    code, output = _run(["predict", "--model", str(tmp_path / "run" / "model"), "--table", str(tmp_path / "t.csv"),
+                         "--embeddings", str(stores), "--out", str(tmp_path / "pred")])
+    assert code == 0, output
+    trained = pd.read_csv(tmp_path / "run" / "risks.csv")
+    predicted = pd.read_csv(tmp_path / "pred" / "risks.csv")
+    assert np.allclose(trained["risk"], predicted["risk"], rtol=0, atol=1e-12)
+    assert list(trained["group"]) == list(predicted["group"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--time", "os", "--event", "death"], "no column 'os'"),
+    (["--time", "months", "--event", "age"], "'age' must be 0 (censored) or 1"),
+    (["--time", "months", "--event", "death", "--features", "age,stage"], "no column 'stage'"),
+    (["--time", "months", "--event", "death", "--embeddings", "nowhere"], "nowhere: not a patch store"),
+    (["--time", "months", "--event", "death", "--groups", "fixed"], "needs a threshold"),
+])
+def test_train_errors_are_one_line(tmp_path, args, message):
+    _cohort(30).to_csv(tmp_path / "t.csv", index=False)
+    code, output = _run(["train", "--table", str(tmp_path / "t.csv"), "--out", str(tmp_path / "run"), *args])
+    assert code == 2
+    assert output.startswith("error: ") and message in output and output.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_km_and_predict_errors_name_the_fix(tmp_path):
+    _cohort(30).to_csv(tmp_path / "t.csv", index=False)
+    code, output = _run(["km", "--table", str(tmp_path / "t.csv"), "--time", "months", "--event", "death",
+                         "--group", "arm", "--out", str(tmp_path / "km.png")])
+    assert code == 2 and "no group column 'arm'" in output
+    code, output = _run(["predict", "--model", str(tmp_path), "--table", str(tmp_path / "t.csv"),
+                         "--out", str(tmp_path / "p")])
+    assert code == 2 and "not a survival model folder" in output
+    code, output = _run(["km", "--table", str(tmp_path / "missing.csv"), "--time", "months", "--event", "death",
+                         "--group", "arm", "--out", str(tmp_path / "km.png")])
+    assert code == 2 and "table not found" in output

@@ -1,0 +1,54 @@
+"""Model folders of weights.safetensors and card.json: the round trip and every refusal, in one line."""
+
+import json
+
+import pytest
+import torch
+
+from wsi_hcc.errors import WsiHccError
+from wsi_hcc.utils.checked_weights import CARD_NAME, WEIGHTS_NAME, load_checked, save_checked
+
+FORMAT = "wsi_hcc.test/1"
+
+
+def _load(folder):
+    return load_checked(folder / WEIGHTS_NAME, folder / CARD_NAME, card_format=FORMAT, kind="a test model",
+                        writer="the test")
+
+
+@pytest.fixture
+def folder(tmp_path):
+    return save_checked(tmp_path / "model", {"w": torch.arange(6.0).reshape(2, 3)}, {"format": FORMAT, "k": 1})
+
+
+def test_round_trip_keeps_tensors_and_card_and_adds_provenance(folder):
+    card, tensors = _load(folder)
+    assert torch.equal(tensors["w"], torch.arange(6.0).reshape(2, 3))
+    assert card["k"] == 1 and len(card["weights_sha256"]) == 64 and "torch" in card["versions"] and card["created"]
+    assert sorted(p.name for p in folder.iterdir()) == [CARD_NAME, WEIGHTS_NAME]  # no partial files left
+
+
+@pytest.mark.parametrize("damage,match", [
+    (lambda f: (f / WEIGHTS_NAME).unlink(), "not a test model \\(weights.safetensors missing\\); pass the folder"),
+    (lambda f: (f / CARD_NAME).write_text("{not json"), "damaged card \\(not JSON\\)"),
+    (lambda f: (f / CARD_NAME).write_text(json.dumps({"format": "other/1"})), "format 'other/1' is not wsi_hcc.test/1"),
+    (lambda f: (f / WEIGHTS_NAME).write_bytes((f / WEIGHTS_NAME).read_bytes()[:-1] + b"\0"), "checksum differs"),
+])
+def test_each_damage_is_one_line_naming_the_file(folder, damage, match):
+    damage(folder)
+    with pytest.raises(WsiHccError, match=match) as caught:
+        _load(folder)
+    assert "\n" not in str(caught.value) and str(folder) in str(caught.value)
+
+
+def test_weights_that_are_not_safetensors_are_refused_without_unpickling(folder, monkeypatch):
+    import hashlib
+    import pickle
+
+    monkeypatch.setattr(pickle, "loads", lambda *a, **k: pytest.fail("unpickled"))
+    data = b"not safetensors at all"
+    (folder / WEIGHTS_NAME).write_bytes(data)
+    card = json.loads((folder / CARD_NAME).read_text())
+    (folder / CARD_NAME).write_text(json.dumps({**card, "weights_sha256": hashlib.sha256(data).hexdigest()}))
+    with pytest.raises(WsiHccError, match="not a safetensors file"):
+        _load(folder)

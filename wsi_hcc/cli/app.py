@@ -1,0 +1,238 @@
+"""The ``wsi-hcc`` command line: parse, call the library, report.
+
+Heavy imports (numpy, zarr, openslide) happen inside commands so ``--help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from wsi_hcc.cli.errors import OneLineErrors
+
+__all__ = ["main"]
+
+
+def _print_versions(ctx, _param, value):
+    if not value or ctx.resilient_parsing:
+        return
+    from wsi_hcc.utils.versions import stack_versions
+
+    for name, version in stack_versions().items():
+        click.echo(f"{name} {version}")
+    ctx.exit()
+
+
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_versions,
+              help="Print the versions of wsi-hcc and its stack, then exit.")
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+def main(verbose: int) -> None:
+    """wsi-hcc: HCC whole-slide image toolkit."""
+    from rich.logging import RichHandler
+
+    handler = RichHandler(show_time=False, show_path=False, markup=False,
+                          console=__import__("rich.console", fromlist=["Console"]).Console(stderr=True))
+    package_log = logging.getLogger("wsi_hcc")
+    package_log.addHandler(handler)
+    package_log.setLevel(logging.WARNING - 10 * min(verbose, 2))
+    # tifffile logs every damaged file it meets; our one-line error already says what is wrong.
+    logging.getLogger("tifffile").setLevel(logging.CRITICAL if verbose < 2 else logging.DEBUG)
+
+
+# Options that mean the same in every command that takes them.
+def _tile_options(func):
+    options = [
+        click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+                     help="Output folder; one <stem>.zarr store per slide."),
+        click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                     help="YAML config (see configs/tile.yaml); flags override it."),
+        click.option("--mpp", "target_mpp", type=float, help="Target microns per pixel of tiles [0.5]."),
+        click.option("--tile-px", type=int, help="Tile edge in pixels [256]."),
+        click.option("--for-model", help="Take --mpp and --tile-px from a model's card: a backbone name "
+                                         "(resnet34, livernet) or one of our .safetensors weight files."),
+        click.option("--overlap-px", type=int, help="Overlap between neighbouring tiles in pixels [0]."),
+        click.option("--min-tissue", type=float, help="Fraction of a tile that must be tissue; 0 keeps all [0.5]."),
+        click.option("--backend", type=click.Choice(["auto", "openslide", "tiffslide"]), help="Slide reader [auto]."),
+        click.option("--slide-mpp", type=float, help="Override every slide's own mpp (um/px at level 0)."),
+        click.option("--compression", type=click.Choice(["jpeg", "zstd", "none"]), help="Tile codec [jpeg]."),
+        click.option("--jpeg-quality", type=int, help="JPEG quality [90]."),
+        click.option("--direct-jpeg/--no-direct-jpeg", default=None,
+                     help="Decode JPEG-tiled TIFF levels directly (same pixels, faster) [on]."),
+        click.option("--pass-through/--no-pass-through", default=None,
+                     help="Store the slide's own JPEG tiles unchanged where the grid matches them [on]."),
+        click.option("--normalize", type=click.Choice(["none", "macenko", "reinhard"]),
+                     help="Stain-normalise tiles as they are written [none]."),
+        click.option("--reference", type=click.Path(dir_okay=False), help="RGB image to fit --normalize to."),
+        click.option("--h5", is_flag=True, default=None, help="Also write CLAM/TRIDENT coords <stem>.h5."),
+        click.option("--qc/--no-qc", default=None, help="Write the <stem>.qc.png picture [on]."),
+        click.option("--recursive", is_flag=True, help="Look for slides in sub-folders too."),
+        click.option("--overwrite", is_flag=True, help="Redo slides that are already done."),
+        click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Local worker processes."),
+        click.option("--scheduler", help="dask.distributed scheduler address (tcp://host:8786) to run on."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@main.command(epilog="""\b
+Examples:
+  wsi-hcc tile slides/ --out stores/
+  wsi-hcc tile manifest.csv --out stores/ --mpp 0.5 --tile-px 224 --workers 2
+  wsi-hcc tile a.svs --out stores/ --slide-mpp 0.25 --h5
+  wsi-hcc tile slides/ --out stores/ --for-model livernet
+  wsi-hcc tile slides/ --out stores/ --normalize macenko --reference ref.png
+  wsi-hcc tile slides/ --out stores/ --scheduler tcp://10.0.0.5:8786""")
+@click.argument("paths", nargs=-1, required=True)
+@_tile_options
+def tile(paths, out_dir, config_path, target_mpp, tile_px, for_model, overlap_px, min_tissue, backend, slide_mpp,
+         compression, jpeg_quality, direct_jpeg, pass_through, normalize, reference, h5, qc, recursive,
+         overwrite, workers, scheduler):
+    """Cut slides into tiles at an exact physical resolution and write Zarr patch stores.
+
+    PATHS are slides, folders of slides, or CSV manifests with a 'path' column and an optional
+    'mpp' column. A failed slide does not stop the batch; rerunning skips finished slides.
+    """
+    from wsi_hcc.cli.progress import RichBatchProgress
+    from wsi_hcc.pipelines.tile import run_tile
+    from wsi_hcc.tiling.config import load_config
+
+    if for_model:
+        from wsi_hcc.models import card_for, tiling_from_card
+
+        target_mpp, tile_px = tiling_from_card(card_for(for_model), target_mpp, tile_px)
+    config = load_config(config_path).with_overrides(
+        target_mpp=target_mpp, tile_px=tile_px, overlap_px=overlap_px, min_tissue=min_tissue, backend=backend,
+        compression=compression, jpeg_quality=jpeg_quality, direct_jpeg=direct_jpeg, pass_through=pass_through,
+        normalize=normalize, reference=reference, h5=h5, qc=qc)
+    with RichBatchProgress() as progress:
+        report = run_tile(list(paths), out_dir, config, recursive=recursive, slide_mpp=slide_mpp,
+                          overwrite=overwrite, workers=workers, scheduler=scheduler, progress=progress)
+    progress.print_summary(report)
+    sys.exit(1 if report.failed or not report.outcomes else 0)
+
+
+@main.command(epilog="""\b
+Examples:
+  wsi-hcc synth demo.svs
+  wsi-hcc synth big.svs --width 40000 --height 30000 --mpp 0.25
+  wsi-hcc synth nompp.svs --no-mpp""")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--width", type=int, default=8192, show_default=True, help="Level-0 width in pixels.")
+@click.option("--height", type=int, default=6144, show_default=True, help="Level-0 height in pixels.")
+@click.option("--mpp", type=float, default=0.25, show_default=True, help="Microns per pixel written to the slide.")
+@click.option("--no-mpp", is_flag=True, help="Write no mpp at all (to test the override).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--tile-px", type=int, default=256, show_default=True, help="JPEG tile size inside the TIFF.")
+@click.option("--no-tumour", is_flag=True, help="Tissue without tumour regions.")
+def synth(path, width, height, mpp, no_mpp, seed, tile_px, no_tumour):
+    """Write a synthetic H&E slide (pyramidal JPEG TIFF, Aperio-style) and its tumour mask."""
+    from wsi_hcc.synth import write_synthetic_slide
+
+    slide = write_synthetic_slide(path, size_px=(width, height), mpp=None if no_mpp else mpp, seed=seed,
+                                  tile_px=tile_px, tumour=not no_tumour)
+    click.echo(f"wrote {slide.path} ({width}x{height} px, mpp {slide.mpp}) and {slide.mask_path}")
+
+
+@main.command("augment-preview", epilog="""\b
+Examples:
+  wsi-hcc augment-preview patch.png --config configs/augment/stain.yaml --out preview.png
+  wsi-hcc augment-preview patch.png --config my.yaml --out p.png --n 23 --tile-px 224 --seed 1""")
+@click.argument("image", type=click.Path(dir_okay=False))
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="Augmentation YAML (see configs/augment/).")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="PNG to write.")
+@click.option("--n", "n_samples", type=click.IntRange(1, 99), default=15, show_default=True, help="Augmented samples.")
+@click.option("--tile-px", type=int, default=256, show_default=True, help="Centre crop of IMAGE to augment.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def augment_preview(image, config_path, out_path, n_samples, tile_px, seed):
+    """Write a grid of augmented samples of IMAGE, to choose augmentation strengths by eye."""
+    import io
+    from pathlib import Path
+
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    from wsi_hcc.errors import WsiHccError
+    from wsi_hcc.stain.augment import load_augmentation, preview_grid
+    from wsi_hcc.utils.atomic import atomic_write_bytes
+
+    try:
+        with Image.open(image) as handle:
+            rgb = np.asarray(handle.convert("RGB"))
+    except (FileNotFoundError, UnidentifiedImageError, OSError) as exc:
+        raise WsiHccError(f"{image}: cannot read the image ({exc}); use a PNG or JPEG") from None
+    y0, x0 = max(0, (rgb.shape[0] - tile_px) // 2), max(0, (rgb.shape[1] - tile_px) // 2)
+    crop = np.ascontiguousarray(rgb[y0:y0 + tile_px, x0:x0 + tile_px])
+    grid = preview_grid(crop, load_augmentation(config_path, seed=seed), n=n_samples)
+    buffer = io.BytesIO()
+    Image.fromarray(grid).save(buffer, format="PNG")
+    atomic_write_bytes(Path(out_path), buffer.getvalue())
+    click.echo(f"wrote {out_path} ({n_samples} samples of a {crop.shape[1]}x{crop.shape[0]} crop)")
+
+
+@main.command(epilog="""\b
+Examples:
+  wsi-hcc features stores/ --backbone resnet34 --weights resnet34_hcc.safetensors
+  wsi-hcc features stores/a.zarr stores/b.zarr --backbone livernet --weights KMC/LiverNet_test_fold1_weights.h5
+  wsi-hcc features stores/ --backbone resnet34 --out h5_files/ --h5 --device cuda --decode-processes 8""")
+@click.argument("stores", nargs=-1, required=True)
+@click.option("--backbone", required=True, help="resnet34, livernet, or any timm model name.")
+@click.option("--weights", type=click.Path(dir_okay=False), default=None,
+              help="Local weights (.safetensors, .pt/.pth, or LiverNet's Keras .h5). Random weights without.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder for the run manifest and .h5 files [default: the first store's folder].")
+@click.option("--h5", is_flag=True, help="Also write CLAM/TRIDENT-style <stem>.h5 (features, coords).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=None,
+              help="Tiles per model batch [default: 256 on a GPU, 64 on the CPU].")
+@click.option("--decode-threads", "--workers", "decode_threads", type=click.IntRange(0, 64), default=None,
+              help="Decode tiles in this many threads [default: 0 on small CPU machines, up to 4 on larger ones].")
+@click.option("--decode-processes", type=click.IntRange(0, 64), default=None,
+              help="Decode tiles in this many worker processes [default with a GPU: CPU cores - 2, up to 16].")
+@click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
+@click.option("--gpu-decode", is_flag=True, help="Decode JPEG tiles with nvJPEG on the GPU (slower than CPU decoding "
+              "on an H200; see benchmarks/RESULTS.md).")
+@click.option("--cpu-decode", is_flag=True, hidden=True, help="Kept for old scripts: CPU decoding is the default.")
+@click.option("--overwrite", is_flag=True, help="Recompute stores that already have features.")
+def features(stores, backbone, weights, out_dir, h5, device, batch_size, decode_threads, decode_processes, dtype,
+             gpu_decode, cpu_decode, overwrite):
+    """Embed every tile of patch STORES (or folders of them) with a backbone.
+
+    Features go into each store as `features` (N, D), row i for coords[i]; finished stores are
+    skipped and a killed run resumes. A failed store does not stop the batch.
+    """
+    from wsi_hcc.cli.progress import RichBatchProgress
+    from wsi_hcc.pipelines.features import run_features
+
+    with RichBatchProgress() as progress:
+        report = run_features(list(stores), out_dir, backbone, weights=weights, device=device,
+                              batch_size=batch_size, decode_threads=decode_threads,
+                              decode_processes=decode_processes, dtype=dtype, h5=h5,
+                              overwrite=overwrite, gpu_decode=gpu_decode and not cpu_decode, progress=progress)
+    progress.print_summary(report)
+    sys.exit(1 if report.failed or not report.outcomes else 0)
+
+
+def _add_other_commands() -> None:
+    # One module per command group; this one keeps the group and the tile/feature commands.
+    from wsi_hcc.cli import classify as cli_classify
+    from wsi_hcc.cli import mil as cli_mil
+    from wsi_hcc.cli import radiology as cli_radiology
+    from wsi_hcc.cli import radiology_models as cli_radiology_models
+    from wsi_hcc.cli import radiology_segment as cli_radiology_segment
+    from wsi_hcc.cli import survival as cli_survival
+    from wsi_hcc.cli import train as cli_train
+
+    for command in [cli_radiology_segment.segment] + cli_radiology_models.COMMANDS:
+        cli_radiology.radiology.add_command(command)
+    for command in (cli_train.COMMANDS + cli_mil.COMMANDS + cli_classify.COMMANDS + cli_radiology.COMMANDS
+                    + cli_survival.COMMANDS):
+        main.add_command(command)
+
+
+_add_other_commands()

@@ -1,0 +1,77 @@
+"""``wsi-hcc train-mil``: parse, call ``mil_pipeline``, report.
+
+Heavy imports (torch, sklearn) happen inside the command so ``--help`` stays instant. Library
+errors are one line (``error: ...``, exit 2).
+"""
+
+from __future__ import annotations
+
+import click
+
+from wsi_hcc.cli.errors import OneLineCommand
+
+__all__ = ["COMMANDS", "train_mil"]
+
+
+@click.command("train-mil", cls=OneLineCommand, epilog="""\b
+Examples:
+  wsi-hcc train-mil --config configs/mil/gated_hcc.yaml --out runs/mil_gated
+  wsi-hcc train-mil --config configs/mil/clam_sb_hcc_grade.yaml --out runs/clam --folds 5 --seed 1
+  wsi-hcc train-mil --config my.yaml --out runs/quick --model mean --epochs 5 --bootstrap 0
+
+\b
+Inputs: feature stores (wsi-hcc tile, then wsi-hcc features) and a CSV with slide, patient,
+label and optionally grade. Rerunning the same command skips the folds already finished (same
+config) and redoes only the rest. The bundle in OUT/model loads with
+wsi_hcc.mil.load_mil_bundle (JSON + safetensors, nothing unpickled).""")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="MIL YAML with a 'mil:' section (see configs/mil/).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Run folder: metrics.json, predictions.csv, roc/reliability/confusion PNGs, folds/, model/.")
+@click.option("--store", "stores", multiple=True, help="Feature store or folder of stores; replaces the config's "
+              "stores (repeat for several).")
+@click.option("--labels", "labels_csv", type=click.Path(dir_okay=False), help="Label CSV (slide, patient, label"
+              "[, grade]); replaces the config's.")
+@click.option("--model", type=click.Choice(["gated", "clam_sb", "clam_mb", "mean", "max"]), help="MIL model.")
+@click.option("--folds", type=click.IntRange(2, 50), help="Patient-level cross-validation folds.")
+@click.option("--epochs", type=click.IntRange(min=1), help="Maximum epochs per fold.")
+@click.option("--patience", type=click.IntRange(min=1), help="Early-stopping patience (validation loss).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Learning rate.")
+@click.option("--seed", type=click.IntRange(min=0), help="Seed for folds, initialisation and sampling.")
+@click.option("--bootstrap", type=click.IntRange(min=0), help="Bootstrap resamples for the AUC CI (0: none).")
+@click.option("--backbone-weights", type=click.Path(dir_okay=False), help="The weights wsi-hcc features used "
+              "(copied into the bundle); found beside the stores when omitted.")
+@click.option("--device", help="cpu, auto, cuda or cuda:N.")
+def train_mil(config_path, out_dir, stores, labels_csv, model, folds, epochs, patience, lr, seed, bootstrap,
+              backbone_weights, device):
+    """Cross-validate an attention-MIL slide classifier (HCC vs non-HCC, and grade) on tile features.
+
+    Patient-level folds, class-balanced sampling, early stopping on validation loss, threshold and
+    temperature fitted on validation patients only; per-fold and pooled metrics with a bootstrap
+    CI; a model bundle for the best fold (or the ensemble).
+    """
+    from wsi_hcc.mil.config import load_mil_config
+    from wsi_hcc.pipelines.train_mil import run_mil_training
+
+    config = load_mil_config(config_path).with_overrides(
+        stores=list(stores) or None, labels_csv=labels_csv, **{"model.name": model}, folds=folds, epochs=epochs,
+        patience=patience, lr=lr, seed=seed, bootstrap=bootstrap, device=device,
+        backbone_weights=backbone_weights)
+    report = run_mil_training(config, out_dir, config_path=str(config_path), progress=click.echo)
+    pooled = report.metrics["pooled"]["label"]
+    low, high = pooled["roc_auc_ci95"]
+
+    def fmt(value):
+        return "-" if value is None else f"{value:.3f}"
+
+    line = (f"{len(report.folds_run)} folds trained, {len(report.folds_skipped)} already done; pooled held-out "
+            f"ROC AUC {fmt(pooled['roc_auc'])} (95% CI {fmt(low)}-{fmt(high)}), balanced accuracy "
+            f"{fmt(pooled['balanced_accuracy'])}, sensitivity {fmt(pooled['sensitivity'])}, specificity "
+            f"{fmt(pooled['specificity'])}")
+    grade = report.metrics["pooled"].get("grade")
+    if grade:
+        line += f"; grade kappa {fmt(grade['quadratic_weighted_kappa'])}"
+    click.echo(f"{line} -> {report.bundle_dir}")
+
+
+COMMANDS = [train_mil]

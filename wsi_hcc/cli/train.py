@@ -1,0 +1,119 @@
+"""``wsi-hcc train-patches`` and ``wsi-hcc explain``: parse, call ``train_pipeline``, report.
+
+Heavy imports (torch, sklearn) happen inside the commands so ``--help`` stays instant. Library
+errors are one line (``error: ...``, exit 2) through the ``wsi-hcc`` group, and also when a command
+is invoked on its own.
+"""
+
+from __future__ import annotations
+
+import click
+
+from wsi_hcc.cli.errors import OneLineCommand
+
+__all__ = ["COMMANDS", "train_patches", "explain"]
+
+
+def _parse_tiles(_ctx, _param, value):
+    if value is None:
+        return None
+    try:
+        tiles = [int(v) for v in value.replace(" ", "").split(",") if v != ""]
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give tile indices separated by commas, e.g. 0,5,9") from None
+    if not tiles or min(tiles) < 0:
+        raise click.BadParameter(f"{value!r}: give non-negative tile indices, e.g. 0,5,9")
+    return list(dict.fromkeys(tiles))
+
+
+@click.command("train-patches", cls=OneLineCommand, epilog="""\b
+Examples:
+  wsi-hcc train-patches --config configs/train/resnet34_hcc.yaml --out runs/resnet34_hcc
+  wsi-hcc train-patches --config configs/train/livernet_grading.yaml --out runs/livernet --device cuda
+  wsi-hcc train-patches --config my.yaml --out runs/quick --epochs 2 --max-tiles-per-slide 50
+  wsi-hcc train-patches --config my.yaml --out runs/r1 --restart     # discard runs/r1's checkpoint
+
+\b
+Rerunning the same command resumes from runs/.../last-checkpoint.pt; a finished run is not redone
+(raise --epochs to train a finished run further).""")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="Training YAML with a 'train:' section (see configs/train/).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Run folder: best.safetensors, metrics.json, confusion.png, curves.png, checkpoints.")
+@click.option("--store", "stores", multiple=True, help="Patch store or folder of stores; replaces the config's "
+              "stores (repeat for several).")
+@click.option("--backbone", help="Backbone name (resnet34, livernet, a timm model).")
+@click.option("--weights", type=click.Path(dir_okay=False), help="Initial weights (local file).")
+@click.option("--epochs", type=click.IntRange(min=1), help="Number of epochs.")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Tiles per training batch.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Learning rate.")
+@click.option("--patience", type=click.IntRange(min=1), help="Early-stopping patience in epochs.")
+@click.option("--max-tiles-per-slide", type=click.IntRange(min=1), help="Use at most N tiles per slide (quick runs).")
+@click.option("--seed", type=click.IntRange(min=0), help="Seed for initialisation, tile order and augmentation.")
+@click.option("--device", help="auto, cpu, cuda or cuda:N.")
+@click.option("--workers", "num_workers", type=click.IntRange(0, 64), help="DataLoader worker processes.")
+@click.option("--amp/--no-amp", default=None, help="Mixed precision on CUDA [on].")
+@click.option("--restart", is_flag=True, help="Discard a previous run in --out and start over.")
+def train_patches(config_path, out_dir, stores, backbone, weights, epochs, batch_size, lr, patience,
+                  max_tiles_per_slide, seed, device, num_workers, amp, restart):
+    """Train a patch classifier from patch stores with slide-level or QuPath-annotation labels.
+
+    Patient-level splits, augmentation, class weighting, early stopping and resumable checkpoints
+    come from the config; flags override it. Metrics are written as JSON and pictures.
+    """
+    from wsi_hcc.pipelines.train_patches import run_training
+    from wsi_hcc.training.config import load_train_config
+    from wsi_hcc.training.progress import RichTrainProgress
+
+    config = load_train_config(config_path).with_overrides(
+        stores=list(stores) or None, backbone=backbone, weights=weights, epochs=epochs, batch_size=batch_size,
+        **{"optimizer.lr": lr, "early_stopping.patience": patience}, max_tiles_per_slide=max_tiles_per_slide,
+        seed=seed, device=device, num_workers=num_workers, amp=amp)
+    with RichTrainProgress() as progress:
+        report = run_training(config, out_dir, config_path=str(config_path), restart=restart, progress=progress)
+    metrics = report.metrics
+    where = "test" if "test" in metrics["splits"] else "validation"
+    split = metrics["splits"].get(where, {})
+
+    def fmt(value):
+        return "-" if value is None else f"{value:.3f}"
+
+    prefix = "already trained: " if report.status == "already done" else ""
+    click.echo(f"{prefix}{report.epochs_run} epochs ({report.stop_reason}); best epoch "
+               f"{(report.best_epoch or 0) + 1}; {where}: accuracy {fmt(split.get('accuracy'))}, balanced accuracy "
+               f"{fmt(split.get('balanced_accuracy'))}, ROC AUC {fmt(split.get('roc_auc'))} -> {report.out_dir}")
+
+
+@click.command("explain", cls=OneLineCommand, epilog="""\b
+Examples:
+  wsi-hcc explain stores/a.zarr --weights runs/r34/best.safetensors --tiles 0,5,9 --out cams/
+  wsi-hcc explain stores/a.zarr --weights runs/r34/best.safetensors --top 12 --class HCC --out cams/
+  wsi-hcc explain stores/a.zarr --weights resnet34.pt --backbone resnet34 --tiles 3 --out cams/""")
+@click.argument("store", type=click.Path())
+@click.option("--weights", required=True, type=click.Path(dir_okay=False),
+              help="Classifier weights (ours carry the model card; others need --backbone).")
+@click.option("--backbone", help="Backbone name; default: the one named by the weights' card.")
+@click.option("--tiles", callback=_parse_tiles, help="Tile indices of the store, comma-separated (0,5,9).")
+@click.option("--top", type=click.IntRange(min=1), help="Explain the K tiles that score highest for --class.")
+@click.option("--class", "class_name", help="Class to explain [each tile's predicted class; with --top the last "
+              "class, e.g. HCC].")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Folder for the pictures.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--batch-size", type=click.IntRange(1, 1024), default=16, show_default=True)
+@click.option("--alpha", type=click.FloatRange(0, 1), default=0.45, show_default=True, help="Heat-map opacity.")
+def explain(store, weights, backbone, tiles, top, class_name, out_dir, device, batch_size, alpha):
+    """Grad-CAM overlays for tiles of a patch STORE, from any patch classifier.
+
+    Writes one PNG per tile (the tile, then the heat map over it) and <stem>.explain.json with
+    every tile's class scores.
+    """
+    from wsi_hcc.pipelines.train_patches import run_explain
+    from wsi_hcc.training.progress import RichTrainProgress
+
+    with RichTrainProgress() as progress:
+        report = run_explain(store, weights, out_dir, backbone=backbone, tiles=tiles, top=top, class_name=class_name,
+                             device=device, batch_size=batch_size, alpha=alpha, progress=progress)
+    click.echo(f"wrote {len(report.pictures)} overlays and {report.json_path}")
+
+
+COMMANDS = [train_patches, explain]

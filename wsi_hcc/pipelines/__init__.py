@@ -1,0 +1,21 @@
+"""Batch runs, the only place stages are chained: tile, features, train-patches, train-mil, classify
+and demo, one outcome per slide.
+"""
+
+from wsi_hcc.utils.lazy import lazy_exports
+
+# each public name and the module that defines it, loaded on first use
+_API = {
+    "SlideOutcome": "batch", "BatchReport": "batch", "BatchProgress": "batch", "prepare_out_dir": "batch",
+    "one_line_reason": "batch", "silent_progress": "batch",
+    "ClassifyReport": "classify", "run_classify": "classify", "CSV_COLUMNS": "classify",
+    "DemoReport": "demo", "run_demo": "demo", "DEMO_MIL_SETTINGS": "demo",
+    "collect_stores": "features", "run_features": "features", "default_decoders": "features",
+    "default_batch_size": "features",
+    "run_tile": "tile", "make_executor": "tile", "fit_stain_reference": "tile",
+    "MilReport": "train_mil", "run_mil_training": "train_mil", "MilCohort": "train_mil", "load_cohort": "train_mil",
+    "TrainReport": "train_patches", "run_training": "train_patches", "ExplainReport": "train_patches",
+    "run_explain": "train_patches", "OUTPUTS": "train_patches",
+}
+__all__ = sorted(_API)
+__getattr__, __dir__ = lazy_exports(__name__, _API)

@@ -1,0 +1,248 @@
+"""Batch scoring with a model bundle: ``wsi-hcc classify``.
+
+Slides go through four stages, each with the batch semantics of ``wsi-hcc tile`` (a failed slide is
+reported and the batch goes on; finished work is skipped on a rerun):
+
+1. tile: into ``stores_dir`` (default ``OUT/stores``) with the tiling the bundle was trained on;
+   stores already made that way are reused;
+2. features: with the bundle's backbone; features of this model already in a store are reused,
+   another model's are replaced;
+3. MIL: slide probabilities, grade, attention and per-tile probabilities;
+4. export: ``OUT/<stem>.heatmap.png`` and ``OUT/<stem>.geojson.gz`` (QuPath).
+
+``OUT/predictions.csv`` has one row per slide, failures included (status and reason), rewritten
+after every slide; ``OUT/<stem>.classify.json`` is the slide's state (its row, the bundle's digest,
+the slide's fingerprint), so a killed run resumes at the first unfinished slide.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wsi_hcc.errors import WsiHccError
+from wsi_hcc.mil.bundle import MilBundle, load_mil_bundle
+from wsi_hcc.models import file_sha256
+from wsi_hcc.pipelines.batch import BatchProgress, SlideOutcome, one_line_reason, prepare_out_dir, silent_progress
+from wsi_hcc.pipelines.features import run_features
+from wsi_hcc.pipelines.tile import run_tile
+from wsi_hcc.qupath.export import slide_bounds_offset, write_qupath_geojson
+from wsi_hcc.store.feature_array import read_store_meta, store_records
+from wsi_hcc.tiling.config import TileConfig
+from wsi_hcc.tiling.inputs import SlideTask
+from wsi_hcc.training.datasets import read_slide_labels
+from wsi_hcc.utils.atomic import atomic_write_bytes, atomic_write_json
+from wsi_hcc.utils.versions import stack_versions, utc_now
+from wsi_hcc.viz.slide_exports import TilePredictions, slide_geojson_features, slide_heatmap_png
+
+__all__ = ["ClassifyReport", "run_classify", "CSV_COLUMNS"]
+
+log = logging.getLogger(__name__)
+
+CSV_COLUMNS = ["slide", "p_hcc", "predicted_label", "n_tiles", "slide_mpp", "mpp_source", "status", "reason",
+               "seconds", "seconds_tile", "seconds_features", "seconds_mil", "seconds_export"]
+_HEATMAP_LONG_SIDE_PX = 1024
+
+
+@dataclass(frozen=True)
+class ClassifyReport:
+    out_dir: Path
+    rows: list[dict[str, Any]]
+    predictions_csv: Path
+
+    def count(self, status: str) -> int:
+        return sum(r["status"] == status for r in self.rows)
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        return [r for r in self.rows if r["status"] == "failed"]
+
+
+def run_classify(inputs: list[str | Path], bundle_dir: str | Path, out_dir: str | Path, *,
+                 stores_dir: str | Path | None = None, labels_csv: str | Path | None = None,
+                 region_threshold: float = 0.5, recursive: bool = False, slide_mpp: float | None = None,
+                 overwrite: bool = False, workers: int = 1, scheduler: str | None = None, device: str = "auto",
+                 batch_size: int | None = None,
+                 progress: Callable[[str], BatchProgress] | None = None) -> ClassifyReport:
+    """Score every slide named by ``inputs`` with the bundle in ``bundle_dir``; outputs into ``out_dir``.
+
+    ``progress(stage)`` gives the progress receiver of a stage (``"tile"``, ``"features"``,
+    ``"classify"``). Raises only for what stops the whole run (bad bundle, unwritable output).
+    """
+    out_dir = Path(out_dir)
+    prepare_out_dir(out_dir)
+    stores_dir = Path(stores_dir) if stores_dir is not None else out_dir / "stores"
+    progress = progress or (lambda stage: silent_progress())
+    bundle = load_mil_bundle(bundle_dir)
+    backbone_model = bundle.create_backbone()  # fails now, with one line, if the bundle cannot make features
+    bundle_digest = file_sha256(Path(bundle_dir) / "card.json")
+    truth = _true_labels(labels_csv)
+    started = utc_now()
+
+    tiled = run_tile(inputs, stores_dir, TileConfig(**bundle.tile_config()), recursive=recursive,
+                     slide_mpp=slide_mpp, overwrite=overwrite, workers=workers, scheduler=scheduler,
+                     progress=progress("tile")).outcomes
+    stores = [stores_dir / f"{o.stem}.zarr" for o in tiled if o.status != "failed"]
+    backbone = bundle.card["backbone"]
+    featured = run_features(stores, stores_dir, backbone["name"], weights=Path(bundle_dir) / backbone["file"],
+                            device=device, batch_size=batch_size, dtype=backbone["feature_dtype"],
+                            replace_other=True, model=backbone_model,
+                            progress=progress("features")).outcomes if stores else ()
+    features_of = {o.stem: o for o in featured}
+
+    rows: list[dict[str, Any]] = []
+    stage = progress("classify")
+    for position, outcome in enumerate(tiled):
+        stage.slide_started(SlideTask(Path(outcome.path), outcome.stem), position, len(tiled))
+        row = _classify_one(outcome, features_of.get(outcome.stem), stores_dir, out_dir, bundle, bundle_digest,
+                            region_threshold, overwrite)
+        if truth is not None:
+            row["true_label"], row["true_grade"] = truth.get(outcome.stem, ("", ""))
+        rows.append(row)
+        _write_csv(out_dir / "predictions.csv", rows, bundle)
+        stage.slide_finished(SlideOutcome(outcome.stem, outcome.path, row["status"], row["reason"],
+                                          int(row["n_tiles"] or 0)))
+    if not rows:
+        _write_csv(out_dir / "predictions.csv", rows, bundle)
+    atomic_write_json(out_dir / "classify-manifest.json", {
+        "command": "classify", "started": started, "finished": utc_now(),
+        "bundle": {"path": str(Path(bundle_dir).resolve()), "card_sha256": bundle_digest,
+                   "features": bundle.card["features"], "backbone": backbone},
+        "stores_dir": str(stores_dir.resolve()), "region_threshold": region_threshold, "device": device,
+        "versions": stack_versions(),
+        "summary": {s: sum(r["status"] == s for r in rows) for s in ("done", "skipped", "failed")},
+        "slides": [{"slide": r["slide"], "status": r["status"], "reason": r["reason"]} for r in rows],
+    })
+    return ClassifyReport(out_dir, rows, out_dir / "predictions.csv")
+
+
+def _true_labels(labels_csv: str | Path | None) -> dict[str, tuple[str, str]] | None:
+    if labels_csv is None:
+        return None
+    return {row.slide: (row.label, row.grade or "") for row in read_slide_labels(labels_csv)}
+
+
+def _state_path(out_dir: Path, stem: str) -> Path:
+    return out_dir / f"{stem}.classify.json"
+
+
+def _outputs(out_dir: Path, stem: str) -> tuple[Path, Path]:
+    return out_dir / f"{stem}.heatmap.png", out_dir / f"{stem}.geojson.gz"
+
+
+def _previous_row(out_dir: Path, stem: str, bundle_digest: str, fingerprint: str | None) -> dict | None:
+    """The row of a slide this bundle already classified from this very file, with its outputs present."""
+    try:
+        state = json.loads(_state_path(out_dir, stem).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if (state.get("bundle_digest") == bundle_digest and state.get("fingerprint") == fingerprint
+            and state.get("row", {}).get("status") == "done" and all(p.is_file() for p in _outputs(out_dir, stem))):
+        return state["row"]
+    return None
+
+
+def _classify_one(tiled: SlideOutcome, featured: SlideOutcome | None, stores_dir: Path, out_dir: Path,
+                  bundle: MilBundle, bundle_digest: str, region_threshold: float, overwrite: bool) -> dict[str, Any]:
+    row = {c: "" for c in CSV_COLUMNS} | {"slide": tiled.stem, "seconds_tile": _seconds(tiled)}
+    for failed in (tiled, featured):
+        if failed is not None and failed.status == "failed":
+            return row | {"status": "failed", "reason": failed.reason}
+    row["seconds_features"] = _seconds(featured)
+    store = stores_dir / f"{tiled.stem}.zarr"
+    try:
+        meta = read_store_meta(store)
+        slide, spec = store_records(meta)
+        row |= {"n_tiles": int(meta["n_tiles"]), "slide_mpp": round(slide.slide_mpp, 6), "mpp_source": slide.mpp_source}
+        if not overwrite:
+            previous = _previous_row(out_dir, tiled.stem, bundle_digest, slide.fingerprint)
+            if previous is not None:
+                return previous | {"status": "skipped", "reason": "already done"}
+        if row["n_tiles"] == 0:
+            raise WsiHccError(f"{tiled.path}: no tissue tiles to classify; check the slide (see its QC picture "
+                              "with wsi-hcc tile) or lower min_tissue")
+        started = time.perf_counter()
+        tiles, prediction = _predict(store, spec.tile_size_level0, bundle)
+        row["seconds_mil"] = round(time.perf_counter() - started, 3)
+        started = time.perf_counter()
+        _export(Path(slide.path), slide.slide_mpp, tiled.stem, tiles, bundle, out_dir, region_threshold)
+        row["seconds_export"] = round(time.perf_counter() - started, 3)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # one bad slide never stops the batch
+        log.debug("%s failed", tiled.path, exc_info=True)
+        return row | {"status": "failed", "reason": one_line_reason(SlideTask(Path(tiled.path), tiled.stem), exc)}
+    row |= _prediction_columns(prediction, bundle) | {"status": "done"}
+    row["seconds"] = round(sum(float(row[k] or 0) for k in ("seconds_tile", "seconds_features", "seconds_mil",
+                                                            "seconds_export")), 3)
+    atomic_write_json(_state_path(out_dir, tiled.stem), {
+        "row": row, "bundle_digest": bundle_digest, "fingerprint": slide.fingerprint, "store": str(store),
+        "finished": utc_now()})
+    return row
+
+
+def _seconds(outcome: SlideOutcome | None) -> float:
+    if outcome is None or outcome.status != "done":
+        return 0.0
+    return round(float(outcome.seconds.get("total", 0.0)), 3)
+
+
+def _predict(store: Path, tile_size_level0: float, bundle: MilBundle) -> tuple[TilePredictions, dict]:
+    from wsi_hcc.store.patch_store import open_store
+
+    group = open_store(store)
+    coords = np.asarray(group["coords"][:], dtype=np.int64)
+    prediction = bundle.predict(np.asarray(group["features"][:], dtype=np.float32))
+    grade = prediction["tile_probs"].get("grade")
+    tiles = TilePredictions(coords, float(tile_size_level0), prediction["tile_probs"]["label"][:, 1],
+                            prediction["attention"], grade)
+    return tiles, prediction
+
+
+def _export(slide_path: Path, slide_mpp: float, stem: str, tiles: TilePredictions, bundle: MilBundle,
+            out_dir: Path, region_threshold: float) -> None:
+    from wsi_hcc.slide.readers import open_slide
+    from wsi_hcc.slide.thumbnail import read_thumbnail
+
+    heatmap_path, geojson_path = _outputs(out_dir, stem)
+    reader = open_slide(slide_path)
+    try:
+        thumbnail_mpp = slide_mpp * max(1.0, max(reader.dimensions) / _HEATMAP_LONG_SIDE_PX)
+        thumbnail, downsample = read_thumbnail(reader, slide_mpp, thumbnail_mpp)
+        offset = slide_bounds_offset(reader.properties)
+    finally:
+        reader.close()
+    class_names = bundle.card["class_names"]
+    atomic_write_bytes(heatmap_path, slide_heatmap_png(thumbnail, downsample, tiles, class_names[-1], title=stem))
+    write_qupath_geojson(geojson_path, slide_geojson_features(tiles, class_names, bundle.card.get("grade_names"),
+                                                              region_threshold, offset))
+
+
+def _prediction_columns(prediction: dict, bundle: MilBundle) -> dict[str, Any]:
+    columns = {"p_hcc": round(float(prediction["probs"]["label"][1]), 6), "predicted_label": prediction["label"]}
+    for g, name in enumerate(bundle.card.get("grade_names") or []):
+        columns[f"p_{name}"] = round(float(prediction["probs"]["grade"][g]), 6)
+    if "grade" in prediction:
+        columns["predicted_grade"] = prediction["grade"]
+    return columns
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]], bundle: MilBundle) -> None:
+    grades = bundle.card.get("grade_names") or []
+    columns = CSV_COLUMNS[:3] + [f"p_{g}" for g in grades] + (["predicted_grade"] if grades else []) + CSV_COLUMNS[3:]
+    if any("true_label" in r for r in rows):
+        columns[1:1] = ["true_label"] + (["true_grade"] if grades else [])
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n", restval="", extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_bytes(path, buffer.getvalue().encode())

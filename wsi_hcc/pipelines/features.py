@@ -1,0 +1,188 @@
+"""Batch feature extraction over many patch stores: ``wsi-hcc features``.
+
+Same batch semantics as tiling: a bad store is reported and the batch goes on; finished stores are
+skipped (same model, weights and dtype); a killed run resumes; the run gets a manifest.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from wsi_hcc.features.extract import FeatureEvents, FeatureExtractor, extract_features, resolve_device
+from wsi_hcc.models import create_backbone, file_sha256, save_weights, state_sha256
+from wsi_hcc.pipelines.batch import (
+    BatchProgress,
+    BatchReport,
+    SlideOutcome,
+    one_line_reason,
+    prepare_out_dir,
+    silent_progress,
+)
+from wsi_hcc.store.feature_array import FeatureError, read_store_meta, stain_normalizer_for, store_records
+from wsi_hcc.store.h5export import write_coords_h5
+from wsi_hcc.store.patch_store import open_store
+from wsi_hcc.tiling.inputs import SlideTask
+from wsi_hcc.utils.atomic import atomic_write_json, partial_path
+from wsi_hcc.utils.versions import stack_versions, utc_now
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["collect_stores", "run_features", "default_decoders", "default_batch_size"]
+
+log = logging.getLogger(__name__)
+
+
+def collect_stores(paths: list[str | Path]) -> list[Path]:
+    """Stores named directly, or every ``*.zarr`` in a named folder; anything else fails later, per store."""
+    stores: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir() and path.suffix != ".zarr" and not (path / "tiles").is_dir():
+            stores.extend(sorted(p for p in path.glob("*.zarr") if p.is_dir()))
+        else:
+            stores.append(path)
+    return list(dict.fromkeys(stores))
+
+
+GPU_BATCH_SIZE = 256  # an H200 runs ResNet-34 1.3x faster at 256 than at 64 (benchmarks/RESULTS.md)
+CPU_BATCH_SIZE = 64
+
+
+def default_decoders(device) -> dict[str, int]:
+    """How tiles are decoded when the caller does not say: ``{"decode_threads": n}`` or
+    ``{"decode_processes": n}``.
+
+    On a small CPU machine a decoding thread would only steal a core from the model (decoding is
+    ~0.1 ms a tile against tens of ms of CPU inference). A GPU needs many decoders, one core staying
+    with the thread that launches the model; processes, since decoding threads share that thread's
+    GIL: on an H200 with 16 cores, 14 processes fed ResNet-34 1.4x faster than 14 threads
+    (benchmarks/RESULTS.md).
+    """
+    cpus = os.cpu_count() or 1
+    if device.type == "cuda":
+        return {"decode_processes": max(1, min(16, cpus - 2))}
+    return {"decode_threads": 0 if cpus <= 4 else min(4, cpus // 4)}
+
+
+def default_batch_size(device) -> int:
+    return GPU_BATCH_SIZE if device.type == "cuda" else CPU_BATCH_SIZE
+
+
+def run_features(stores: list[str | Path], out_dir: str | Path | None, backbone: str, *,
+                 weights: str | Path | None = None, device: str = "auto", batch_size: int | None = None,
+                 decode_threads: int | None = None, decode_processes: int | None = None, dtype: str = "float16",
+                 h5: bool = False, overwrite: bool = False, replace_other: bool = False, gpu_decode: bool = False,
+                 model: torch.nn.Module | None = None, progress: BatchProgress | None = None) -> BatchReport:
+    """Embed every tile of every store with ``backbone``; features go into each store.
+
+    One set of decoders (``decode_threads`` threads or ``decode_processes`` DataLoader worker
+    processes; neither given: ``default_decoders``) serves every store of the run. ``gpu_decode``
+    decodes plain JPEG stores with nvJPEG instead (measured slower on an H200). ``batch_size``
+    defaults to 256 on CUDA and 64 on the CPU. Stores that already hold this model's features are skipped;
+    ``replace_other`` replaces another model's. ``model`` is the backbone already built from
+    ``weights`` (a caller that checked it first need not build it twice).
+    """
+    if decode_threads and decode_processes:
+        raise FeatureError("--decode-threads and --decode-processes: choose one way to decode")
+    progress = progress or silent_progress()
+    store_paths = collect_stores(stores)
+    out_dir = Path(out_dir) if out_dir is not None else (store_paths[0].parent if store_paths else Path("."))
+    prepare_out_dir(out_dir)
+    torch_device = resolve_device(device)
+    if model is None:
+        model = create_backbone(backbone, num_classes=0, weights=weights)
+    if weights is None:
+        weights = _keep_random_weights(model, backbone, out_dir)
+    extractor = FeatureExtractor(model, torch_device)
+    if decode_threads is None and decode_processes is None:
+        decoders = default_decoders(torch_device)
+    else:
+        decoders = {"decode_threads": decode_threads or 0, "decode_processes": decode_processes or 0}
+    threads, processes = decoders.get("decode_threads", 0), decoders.get("decode_processes", 0)
+    batch_size = batch_size or default_batch_size(torch_device)
+    started = utc_now()
+    tasks = [SlideTask(path=store, stem=store.name.removesuffix(".zarr")) for store in store_paths]
+    events = _Events(tasks, out_dir, h5, overwrite, progress)
+    card = extractor.card
+    extract_features(store_paths, extractor, normalizer_for=lambda meta: stain_normalizer_for(meta, card),
+                     batch_size=batch_size, decode_threads=threads, decode_processes=processes,
+                     dtype=dtype, gpu_decode=gpu_decode, overwrite=overwrite, replace_other=replace_other,
+                     events=events)
+    outcomes = [events.outcomes[i] for i in range(len(tasks))]
+    report = BatchReport(out_dir, tuple(outcomes))
+    atomic_write_json(out_dir / "features-manifest.json", {
+        "command": "features", "started": started,
+        "finished": utc_now(),
+        "backbone": backbone, "weights": str(weights) if weights else None, "card": model.card.to_dict(),
+        "device": str(torch_device), "batch_size": batch_size, "decode_threads": threads,
+        "decode_processes": processes, "gpu_decode": gpu_decode, "dtype": dtype,
+        "versions": stack_versions(), "summary": {s: report.count(s) for s in ("done", "skipped", "failed")},
+        "slides": [{"stem": o.stem, "path": o.path, "status": o.status, "reason": o.reason} for o in outcomes],
+    })
+    return report
+
+
+def _keep_random_weights(model, backbone: str, out_dir: Path) -> Path:
+    """Save randomly initialised weights beside the run: features are only reproducible, and a
+    later slide only comparable, with the very same weights (pass them back with --weights)."""
+    digest = state_sha256(model)[:12]
+    path = out_dir / f"{backbone}-random-{digest}.safetensors"
+    if not path.exists():
+        save_weights(model, model.card, path)
+    model.card = replace(model.card, weights_sha256=file_sha256(path))
+    log.info("random %s weights saved to %s; pass --weights %s to reuse them", backbone, path, path)
+    return path
+
+
+class _Events(FeatureEvents):
+    """Turns the feature stage's events into batch outcomes, .h5 files and progress."""
+
+    def __init__(self, tasks: list[SlideTask], out_dir: Path, h5: bool, overwrite: bool, progress: BatchProgress):
+        self.tasks, self.out_dir, self.h5, self.overwrite, self.progress = tasks, out_dir, h5, overwrite, progress
+        self.outcomes: dict[int, SlideOutcome] = {}
+        self._started: dict[int, float] = {}
+
+    def store_started(self, index: int, n_tiles: int) -> None:
+        self._started[index] = time.perf_counter()
+        self.progress.slide_started(self.tasks[index], index, len(self.tasks))
+        self.progress.tiles_planned(n_tiles)
+
+    def tiles_done(self, n_tiles: int) -> None:
+        self.progress.tiles_written(n_tiles)
+
+    def store_finished(self, index: int, outcome) -> None:
+        task = self.tasks[index]
+        if not isinstance(outcome, BaseException):
+            h5_path = self.out_dir / f"{task.stem}.h5"
+            if self.h5 and (not outcome.skipped or self.overwrite or not h5_path.exists()):
+                try:
+                    _write_h5(task.path, h5_path)
+                except Exception as exc:
+                    outcome = exc
+        base = {"stem": task.stem, "path": str(task.path),
+                "seconds": {"total": time.perf_counter() - self._started.get(index, time.perf_counter())}}
+        if isinstance(outcome, BaseException):
+            log.debug("%s failed", task.path, exc_info=outcome)
+            result = SlideOutcome(**base, status="failed", reason=one_line_reason(task, outcome))
+        elif outcome.skipped:
+            result = SlideOutcome(**base, status="skipped", reason="already done")
+        else:
+            result = SlideOutcome(**base, status="done", n_tiles=outcome.n_tiles)
+        self.outcomes[index] = result
+        self.progress.slide_finished(result)
+
+
+def _write_h5(store: Path, h5_path: Path) -> None:
+    group = open_store(store)
+    slide, spec = store_records(read_store_meta(store))
+    tmp = partial_path(h5_path)
+    write_coords_h5(tmp, np.asarray(group["coords"][:]), spec, slide, features=np.asarray(group["features"][:]))
+    os.replace(tmp, h5_path)

@@ -1,0 +1,101 @@
+"""The tiling config: validated and frozen; YAML files in ``configs/``, overridden by command-line flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from wsi_hcc.errors import ConfigError
+from wsi_hcc.tiling.tissue import TissueParams
+
+__all__ = ["TileConfig", "load_config"]
+
+
+class TileConfig(BaseModel):
+    """Everything that decides what ``wsi-hcc tile`` writes.
+
+    Attributes
+    ----------
+    target_mpp : float
+        Microns per pixel of the stored tiles.
+    tile_px, overlap_px : int
+        Tile edge and neighbour overlap in output pixels.
+    min_tissue : float
+        Fraction of a tile that must be tissue for it to be kept; 0 keeps every tile of the grid.
+    backend : str
+        ``auto``, ``openslide`` or ``tiffslide``.
+    direct_jpeg : bool
+        Decode JPEG-tiled TIFF levels directly (same pixels, faster); off reads through the backend.
+    pass_through : bool
+        Where the grid coincides with the slide's own JPEG tiles, store their bytes unchanged (no
+        decode, no re-encode, no generation loss).
+    compression, jpeg_quality
+        Tile codec: ``jpeg`` (default, ~19x smaller), ``zstd`` or ``none`` (both lossless).
+    normalize : str
+        Stain normalisation applied to tiles as they are written: ``none``, ``macenko`` or
+        ``reinhard`` (fitted to ``reference``, an RGB image of well-stained tissue).
+    job_tiles : int
+        Tiles per unit of work; fixed so outputs do not depend on the number of workers.
+    h5, qc : bool
+        Also write the CLAM/TRIDENT coordinate file; write the QC picture.
+    tissue : TissueParams
+        Tissue detection settings.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    target_mpp: float = Field(0.5, gt=0, le=100)
+    tile_px: int = Field(256, ge=8, le=8192)
+    overlap_px: int = Field(0, ge=0)
+    min_tissue: float = Field(0.5, ge=0, le=1)
+    backend: Literal["auto", "openslide", "tiffslide"] = "auto"
+    direct_jpeg: bool = True
+    pass_through: bool = True
+    compression: Literal["jpeg", "zstd", "none"] = "jpeg"
+    jpeg_quality: int = Field(90, ge=1, le=100)
+    normalize: Literal["none", "macenko", "reinhard"] = "none"
+    reference: str | None = None
+    job_tiles: int = Field(512, ge=1)
+    h5: bool = False
+    qc: bool = True
+    tissue: TissueParams = TissueParams()
+
+    def with_overrides(self, **overrides: Any) -> TileConfig:
+        """A copy with the given non-None fields replaced (validated again)."""
+        data = self.model_dump() | {k: v for k, v in overrides.items() if v is not None}
+        return _validate(data, "command-line options")
+
+
+def _validate(data: dict[str, Any], where: str) -> TileConfig:
+    try:
+        config = TileConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{where}: {field}: {first['msg']}") from exc
+    if config.normalize != "none" and not config.reference:
+        raise ConfigError(f"{where}: normalize={config.normalize} needs a reference image (--reference IMAGE)")
+    if config.overlap_px >= config.tile_px:
+        raise ConfigError(f"{where}: overlap_px ({config.overlap_px}) must be smaller than tile_px ({config.tile_px})")
+    return config
+
+
+def load_config(path: str | Path | None) -> TileConfig:
+    """Load and validate a tile config from YAML; None gives the defaults."""
+    import yaml
+
+    if path is None:
+        return TileConfig()
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings at the top level")
+    data = data.get("tile", data)
+    return _validate(data, str(path))

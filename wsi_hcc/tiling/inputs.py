@@ -1,0 +1,85 @@
+"""Turn command-line inputs (slides, folders, CSV manifests) into a list of slide tasks."""
+
+from __future__ import annotations
+
+import csv
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from wsi_hcc.errors import WsiHccError
+
+__all__ = ["SlideTask", "SLIDE_SUFFIXES", "collect_slides", "find_stem_collisions"]
+
+SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide", ".qptiff")
+
+
+@dataclass(frozen=True)
+class SlideTask:
+    """One slide to process: where it is, its output key, and an mpp override if one was given."""
+
+    path: Path
+    stem: str
+    mpp: float | None = None
+    mpp_source: str = "override"
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in (".ome.tiff", ".ome.tif"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def _read_manifest(path: Path) -> list[SlideTask]:
+    try:
+        with open(path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise WsiHccError(f"{path}: cannot read the CSV manifest ({exc})") from None
+    if not rows or "path" not in rows[0]:
+        raise WsiHccError(f"{path}: a manifest needs a 'path' column (and optionally 'mpp')")
+    tasks = []
+    for line, row in enumerate(rows, start=2):
+        slide = Path(row["path"].strip())
+        if not slide.is_absolute():
+            slide = path.parent / slide
+        mpp = (row.get("mpp") or "").strip()
+        try:
+            value = float(mpp) if mpp else None
+        except ValueError:
+            raise WsiHccError(f"{path}:{line}: mpp {mpp!r} is not a number; fix the manifest") from None
+        tasks.append(SlideTask(slide, _stem(slide), value, "manifest"))
+    return tasks
+
+
+def collect_slides(inputs: list[str | Path], recursive: bool = False,
+                   slide_mpp: float | None = None) -> list[SlideTask]:
+    """Expand slides, folders (``recursive`` walks sub-folders) and ``.csv`` manifests.
+
+    A missing path is kept as a task so that the batch reports it with the other failures.
+    ``slide_mpp`` overrides every slide's mpp, manifest values included.
+    """
+    tasks: list[SlideTask] = []
+    for item in inputs:
+        path = Path(item)
+        if path.suffix.lower() == ".csv" and path.is_file():
+            tasks.extend(_read_manifest(path))
+        elif path.is_dir():
+            pattern = "**/*" if recursive else "*"
+            tasks.extend(SlideTask(p, _stem(p)) for p in sorted(path.glob(pattern))
+                         if p.is_file() and p.suffix.lower() in SLIDE_SUFFIXES and not p.name.startswith("."))
+        else:
+            tasks.append(SlideTask(path, _stem(path)))
+    if slide_mpp is not None:
+        tasks = [SlideTask(t.path, t.stem, slide_mpp, "override") for t in tasks]
+    return tasks
+
+
+def find_stem_collisions(tasks: list[SlideTask]) -> dict[str, list[Path]]:
+    """Stems that more than one distinct slide maps to (their outputs would overwrite each other)."""
+    by_stem: dict[str, set[Path]] = defaultdict(set)
+    for task in tasks:
+        by_stem[task.stem].add(task.path.resolve())
+    return {stem: sorted(paths) for stem, paths in by_stem.items() if len(paths) > 1}

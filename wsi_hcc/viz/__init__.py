@@ -1,0 +1,18 @@
+"""Pictures: tile heatmaps, QC thumbnails, figures as PNG bytes, nomogram scales, and the per-slide
+exports drawn from tile predictions.
+"""
+
+from wsi_hcc.utils.lazy import lazy_exports
+
+# each public name and the module that defines it, loaded on first use
+_API = {
+    "figure_png": "figures",
+    "HeatmapPanel": "heatmap", "value_grid": "heatmap", "blend_heatmap": "heatmap", "heatmap_figure": "heatmap",
+    "render_heatmaps_png": "heatmap",
+    "PointsScale": "nomogram_scale",
+    "render_qc": "qc",
+    "TilePredictions": "slide_exports", "slide_heatmap_png": "slide_exports",
+    "slide_geojson_features": "slide_exports", "P_HCC": "slide_exports",
+}
+__all__ = sorted(_API)
+__getattr__, __dir__ = lazy_exports(__name__, _API)

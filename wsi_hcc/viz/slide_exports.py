@@ -1,0 +1,75 @@
+"""What ``classify`` draws and exports for one slide: pure builders on a slide's tile predictions.
+
+``TilePredictions`` is the record the MIL stage hands to the export stage; the builders return the
+heatmap PNG bytes and the QuPath GeoJSON features, and the pipeline writes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from wsi_hcc.qupath.export import DEFAULT_CLASS_COLORS, probability_regions, region_features, tile_features
+from wsi_hcc.viz.heatmap import HeatmapPanel, render_heatmaps_png, value_grid
+
+__all__ = ["TilePredictions", "slide_heatmap_png", "slide_geojson_features", "P_HCC"]
+
+P_HCC = "p_HCC"  # the QuPath measurement of the positive class, whatever the bundle calls that class
+
+
+@dataclass(frozen=True)
+class TilePredictions:
+    """One slide's tiles with what the model says of each.
+
+    Attributes
+    ----------
+    coords : numpy.ndarray
+        ``(N, 2)`` level-0 ``(x, y)`` of tile top-left corners.
+    tile_size_level0 : float
+        Side of a tile in level-0 pixels.
+    p_positive : numpy.ndarray
+        ``(N,)`` calibrated probability of the positive class (HCC), each tile scored alone.
+    attention : numpy.ndarray
+        ``(N,)`` the MIL attention (sums to 1 over the slide).
+    grade_probs : numpy.ndarray or None
+        ``(N, G)`` grade probabilities per tile, when the model has a grade head.
+    """
+
+    coords: np.ndarray
+    tile_size_level0: float
+    p_positive: np.ndarray
+    attention: np.ndarray
+    grade_probs: np.ndarray | None = None
+
+
+def slide_heatmap_png(thumbnail: np.ndarray, downsample: float, tiles: TilePredictions, positive_class: str,
+                      title: str | None = None) -> bytes:
+    """The thumbnail twice: tile probability of ``positive_class`` (0-1 scale) and attention (its own range)."""
+    shape = thumbnail.shape[:2]
+    panels = [
+        HeatmapPanel(value_grid(tiles.coords, tiles.p_positive, tiles.tile_size_level0, downsample, shape),
+                     f"P({positive_class}) per tile", "magma", 0.0, 1.0),
+        HeatmapPanel(value_grid(tiles.coords, tiles.attention, tiles.tile_size_level0, downsample, shape),
+                     "MIL attention", "viridis", None, None),
+    ]
+    return render_heatmaps_png(thumbnail, panels, title=title)
+
+
+def slide_geojson_features(tiles: TilePredictions, class_names: Sequence[str], grade_names: Sequence[str] | None,
+                           region_threshold: float, offset_xy: tuple[float, float] = (0, 0)) -> list[dict]:
+    """QuPath objects for one slide: a ``tile`` per tile with ``p_HCC``, ``attention`` and one
+    ``p_<grade>`` per grade as measurements, classified at ``region_threshold``; then the regions
+    where the tile probability reaches ``region_threshold`` as editable annotations of the positive class."""
+    measurements = {P_HCC: tiles.p_positive, "attention": tiles.attention}
+    if grade_names and tiles.grade_probs is not None:
+        for g, name in enumerate(grade_names):
+            measurements[f"p_{name}"] = tiles.grade_probs[:, g]
+    colours = {name: DEFAULT_CLASS_COLORS[(i + 1) % len(DEFAULT_CLASS_COLORS)] for i, name in enumerate(class_names)}
+    colours[class_names[-1]] = DEFAULT_CLASS_COLORS[0]
+    class_index = (np.asarray(tiles.p_positive) >= region_threshold).astype(np.int64)
+    features = tile_features(tiles.coords, tiles.tile_size_level0, measurements, class_names=list(class_names),
+                             class_index=class_index, class_colors=colours, offset_xy=offset_xy)
+    regions = probability_regions(tiles.coords, tiles.p_positive, tiles.tile_size_level0, region_threshold)
+    return features + region_features(regions, class_names[-1], colours[class_names[-1]], offset_xy=offset_xy)
