@@ -353,3 +353,17 @@ def test_one_line_errors_name_the_file_and_the_fix(tiny_cohort, tmp_path):
 
     result = CliRunner().invoke(train_mil, ["--help"])
     assert result.exit_code == 0 and "Examples:" in result.output and "wsi-hcc train-mil --config" in result.output
+
+
+def test_a_saved_descriptor_card_builds_its_backbone_without_touching_the_registry():
+    """Loading a model never changes global state: a bundle's colour/texture backbone is built from
+    its card by an unregistered entry."""
+    from wsi_hcc.mil.handcrafted import entry_for_card
+    from wsi_hcc.models import create_backbone, list_backbones
+
+    before = list_backbones()
+    card = {"architecture": "colour_texture_saved", "target_mpp": 1.0, "tile_px": 32}
+    model = create_backbone("colour_texture_saved", num_classes=0, entry=entry_for_card(card))
+    assert model.card.architecture == "colour_texture_saved" and model.card.feature_dim == 15
+    assert list_backbones() == before and "colour_texture_saved" not in before
+    assert entry_for_card({"architecture": "resnet34", "target_mpp": 0.5, "tile_px": 224}) is None

@@ -37,6 +37,16 @@ def test_help_has_an_example_and_does_not_import_torch():
     assert "Examples:" in result.stdout and "wsi-hcc tile slides/ --out stores/" in result.stdout
 
 
+def test_the_command_line_adds_one_log_handler_however_often_it_runs(tmp_path):
+    import logging
+
+    for _ in range(3):
+        assert CliRunner().invoke(main, ["synth", str(tmp_path / "s.svs"), "--width", "512", "--height", "512"]
+                                  ).exit_code == 0
+    handlers = [h for h in logging.getLogger("wsi_hcc").handlers if getattr(h, "_wsi_hcc_cli", False)]
+    assert len(handlers) == 1
+
+
 def test_version_lists_the_stack():
     result = _cli("--version")
     assert result.exit_code == 0

@@ -31,11 +31,15 @@ def _print_versions(ctx, _param, value):
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 def main(verbose: int) -> None:
     """wsi-hcc: HCC whole-slide image toolkit."""
+    from rich.console import Console
     from rich.logging import RichHandler
 
-    handler = RichHandler(show_time=False, show_path=False, markup=False,
-                          console=__import__("rich.console", fromlist=["Console"]).Console(stderr=True))
     package_log = logging.getLogger("wsi_hcc")
+    # one handler however often main() runs in a process (tests, notebooks): each call would add another
+    for old in [h for h in package_log.handlers if getattr(h, "_wsi_hcc_cli", False)]:
+        package_log.removeHandler(old)
+    handler = RichHandler(show_time=False, show_path=False, markup=False, console=Console(stderr=True))
+    handler._wsi_hcc_cli = True
     package_log.addHandler(handler)
     package_log.setLevel(logging.WARNING - 10 * min(verbose, 2))
     # tifffile logs every damaged file it meets; our one-line error already says what is wrong.

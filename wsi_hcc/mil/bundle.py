@@ -51,12 +51,11 @@ def bundle_backbone(weights: Path, dest_dir: Path, backbone: str, card: dict[str
     """
     import shutil
 
-    from wsi_hcc.mil.handcrafted import ensure_registered
+    from wsi_hcc.mil.handcrafted import entry_for_card
     from wsi_hcc.models import create_backbone, save_weights, state_sha256
 
-    ensure_registered(card)
     dest = dest_dir / BACKBONE_FILE
-    model = create_backbone(backbone, num_classes=0, weights=weights)
+    model = create_backbone(backbone, num_classes=0, weights=weights, entry=entry_for_card(card))
     if weights.suffix == ".safetensors":
         shutil.copyfile(weights, dest)
     else:
@@ -83,12 +82,12 @@ class MilBundle:
 
     def create_backbone(self):
         """The feature backbone with the bundle's weights (a feature extractor: no classifier)."""
-        from wsi_hcc.mil.handcrafted import ensure_registered
+        from wsi_hcc.mil.handcrafted import entry_for_card
         from wsi_hcc.models import create_backbone
 
         entry = self._need_backbone()
-        ensure_registered(self.card["features"]["card"])
-        return create_backbone(entry["name"], num_classes=0, weights=self.path / entry["file"])
+        return create_backbone(entry["name"], num_classes=0, weights=self.path / entry["file"],
+                               entry=entry_for_card(self.card["features"]["card"]))
 
     def _need_backbone(self) -> dict[str, Any]:
         if not self.has_backbone:

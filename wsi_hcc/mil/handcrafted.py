@@ -18,7 +18,8 @@ from torch import nn
 
 from wsi_hcc.models import BackboneEntry, ModelCard, get_entry, register_backbone
 
-__all__ = ["ColourTextureFeatures", "register_colour_texture", "ensure_registered", "FEATURE_DIM"]
+__all__ = ["ColourTextureFeatures", "colour_texture_entry", "register_colour_texture", "entry_for_card",
+           "FEATURE_DIM"]
 
 FEATURE_DIM = 15
 
@@ -46,27 +47,35 @@ class ColourTextureFeatures(nn.Module):
                           ((gx + gy) * 10)[:, None], white[:, None]], dim=1)
 
 
-def register_colour_texture(name: str = "colour_texture", target_mpp: float = 1.0, tile_px: int = 32) -> str:
-    """Register the descriptor under ``name`` for tiles of ``tile_px`` at ``target_mpp`` (idempotent)."""
+def colour_texture_entry(name: str = "colour_texture", target_mpp: float = 1.0, tile_px: int = 32) -> BackboneEntry:
+    """The descriptor as a backbone entry for tiles of ``tile_px`` at ``target_mpp``, not registered."""
     card = ModelCard(architecture=name, num_classes=0, class_names=(), feature_dim=FEATURE_DIM, input_px=tile_px,
                      target_mpp=target_mpp, tile_px=tile_px,
                      notes="fixed colour/texture descriptor for synthetic tests; no learned weights")
+    return BackboneEntry(name=name, build=lambda num_classes=0, **kw: ColourTextureFeatures(num_classes), card=card,
+                         classifier="head")
+
+
+def register_colour_texture(name: str = "colour_texture", target_mpp: float = 1.0, tile_px: int = 32) -> str:
+    """Register the descriptor under ``name`` for tiles of ``tile_px`` at ``target_mpp`` (idempotent):
+    for the code that makes features with it by name."""
+    entry = colour_texture_entry(name, target_mpp, tile_px)
     try:
         existing = get_entry(name)
     except Exception:
         existing = None
     if existing is not None:
-        if existing.card != card:
+        if existing.card != entry.card:
             raise ValueError(f"backbone {name!r} is already registered with another card")
         return name
-    register_backbone(BackboneEntry(name=name, build=lambda num_classes=0, **kw: ColourTextureFeatures(num_classes),
-                                    card=card, classifier="head"))
+    register_backbone(entry)
     return name
 
 
-def ensure_registered(card: dict) -> None:
-    """Register the descriptor a saved backbone card names, in a fresh process (a bundle's backbone
-    may be this descriptor; its name is only registered by the code that made the features)."""
+def entry_for_card(card: dict) -> BackboneEntry | None:
+    """The unregistered entry that builds the backbone a saved card describes when it is this
+    descriptor (its name is only registered by the code that made the features), else None."""
     name = str(card.get("architecture", ""))
     if name.startswith("colour_texture"):
-        register_colour_texture(name, float(card["target_mpp"]), int(card["tile_px"]))
+        return colour_texture_entry(name, float(card["target_mpp"]), int(card["tile_px"]))
+    return None

@@ -82,14 +82,16 @@ def _timm_entry(name: str) -> BackboneEntry:
         classifier=classifier if isinstance(classifier, str) else classifier[0])
 
 
-def create_backbone(name: str, num_classes: int | None = None, weights: str | Path | None = None,
-                    **kwargs):
+def create_backbone(name: str, num_classes: int | None = None, weights: str | Path | None = None, *,
+                    entry: BackboneEntry | None = None, **kwargs):
     """Build ``name`` and optionally load local ``weights``; the model's ``.card`` describes it.
 
     ``num_classes=None`` keeps the class count of the weights (or the card's default);
     ``num_classes=0`` returns a feature extractor whose output has ``card.feature_dim`` values.
+    ``entry`` builds a backbone that is not registered (one a saved card describes), so loading a
+    model never changes the registry.
     """
-    entry = get_entry(name)
+    entry = entry or get_entry(name)
     card = entry.card
     state = None
     if weights is not None:
