@@ -258,25 +258,45 @@ def test_cli_features(store, resnet_features, tmp_path):
 
     weights = tmp_path / "resnet34.safetensors"
     save_weights(resnet_features, resnet_features.card, weights)
-    command = ["features", str(store), "--backbone", "resnet34", "--weights", str(weights), "--device", "cpu"]
+    command = ["features", str(store), "--arch", "resnet34", "--weights", str(weights), "--device", "cpu"]
     runner = CliRunner()
     result = runner.invoke(main, command + ["--h5", "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert "1 done" in result.output and (tmp_path / "out" / "synthetic.h5").exists()
     result = runner.invoke(main, command)
     assert result.exit_code == 0 and "1 skipped" in result.output
-    result = runner.invoke(main, ["features", str(store), "--backbone", "resnet34", "--device", "cpu"])
+    result = runner.invoke(main, ["features", str(store), "--arch", "resnet34", "--device", "cpu"])
     assert result.exit_code == 1 and "already has features from resnet34" in result.output
-    result = runner.invoke(main, ["features", str(store), "--backbone", "resnet34", "--weights", "nope.pt"])
+    result = runner.invoke(main, ["features", str(store), "--arch", "resnet34", "--weights", "nope.pt"])
     assert result.exit_code == 2 and result.output.strip() == (
         "error: nope.pt: weights file not found; pass a local .safetensors, .pt/.pth or .h5 file "
         "(nothing is downloaded)")
-    result = runner.invoke(main, command + ["--decode-threads", "2", "--decode-processes", "2"])
+    result = runner.invoke(main, command + ["--threads", "2", "--workers", "2"])
     assert result.exit_code == 2 and result.output.strip() == (
-        "error: --decode-threads and --decode-processes: choose one way to decode")
+        "error: --threads and --workers: decode in threads or in worker processes, not both")
     if not torch.cuda.is_available():
-        result = runner.invoke(main, ["features", str(store), "--backbone", "resnet34", "--device", "cuda"])
+        result = runner.invoke(main, ["features", str(store), "--arch", "resnet34", "--device", "cuda"])
         assert result.exit_code == 2 and "no CUDA device" in result.output
+    result = runner.invoke(main, ["features", str(store), "--weights", str(weights)])
+    assert result.exit_code == 2 and "Missing option '--arch'" in result.output
+
+
+def test_old_option_spellings_work_for_one_release_with_a_one_line_warning(store, resnet_features, tmp_path):
+    from wsi_hcc.models import save_weights
+
+    weights = tmp_path / "resnet34.safetensors"
+    save_weights(resnet_features, resnet_features.card, weights)
+    old = ["features", str(store), "--backbone", "resnet34", "--weights", str(weights), "--device", "cpu",
+           "--decode-threads", "1", "--out", str(tmp_path / "out")]
+    result = CliRunner().invoke(main, old)
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == ["warning: --backbone is deprecated and will be removed; use --arch",
+                        "warning: --decode-threads is deprecated and will be removed; use --threads"]
+    manifest = json.loads((tmp_path / "out" / "features-manifest.json").read_text())
+    assert manifest["backbone"] == "resnet34" and manifest["decode_threads"] == 1
+    both = CliRunner().invoke(main, old + ["--arch", "resnet34"])
+    assert both.exit_code == 2 and "--backbone and --arch are the same option; give --arch only" in both.output
 
 
 def test_bag_dataset_reads_features_per_slide(store, small_features, tmp_path):

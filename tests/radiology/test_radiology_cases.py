@@ -77,7 +77,7 @@ def test_train_from_cases_cli_writes_the_run_and_predicts(table_rows, tmp_path):
     csv_path = _write_csv(root / "cases_train.csv", rows)
     out = tmp_path / "run"
     runner = CliRunner()
-    result = runner.invoke(train, ["--task", "mvi", "--model", "multiphase", "--cases", str(csv_path), "--epochs", "3",
+    result = runner.invoke(train, ["--task", "mvi", "--arch", "multiphase", "--cases", str(csv_path), "--epochs", "3",
                                    "--crop-size", "16", "--crop-spacing-mm", "3", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert (out / "model" / "card.json").is_file() and (out / "model" / "weights.safetensors").is_file()
@@ -94,7 +94,7 @@ def test_train_from_cases_cli_writes_the_run_and_predicts(table_rows, tmp_path):
     assert all(split_of[f"c{2 * k:02d}"] == split_of[f"c{2 * k + 1:02d}"] for k in range(N_CASES // 2))
     assert {"train", "test"} == set(split_of.values())
     case = root / "ph01"
-    result = runner.invoke(predict, ["--weights", str(out / "model"), "--image", f"arterial={case / 'arterial.nii.gz'}",
+    result = runner.invoke(predict, ["--model", str(out / "model"), "--image", f"arterial={case / 'arterial.nii.gz'}",
                                      "--image", f"portal={case / 'portal.nii.gz'}", "--tumour",
                                      str(case / "labels.nii.gz"), "--tumour-label", "2", "--liver",
                                      str(case / "labels.nii.gz"), "--out", str(tmp_path / "pred")])
@@ -143,8 +143,8 @@ def test_option_and_model_checks(table_rows, tmp_path):
                           ([], "not neither"),
                           (["--cases", str(csv_path), "--noise-hu", "3"], "--noise-hu applies to --phantoms"),
                           (["--cases", str(csv_path), "--phase", "delayed"], "--phase delayed"),
-                          (["--cases", str(csv_path), "--model", "graph"], "needs covariate column(s) afp_log10"),
-                          (["--cases", str(csv_path), "--model", "fusion"], "pairs CT and MR")):
+                          (["--cases", str(csv_path), "--arch", "graph"], "needs covariate column(s) afp_log10"),
+                          (["--cases", str(csv_path), "--arch", "fusion"], "pairs CT and MR")):
         result = runner.invoke(train, [*args, "--out", str(tmp_path / "x")])
         assert result.exit_code == 2 and result.output.startswith("error: "), result.output
         assert message in result.output and result.output.count("\n") == 1

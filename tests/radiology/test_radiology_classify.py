@@ -188,25 +188,35 @@ def test_cli_help_predict_explain_and_errors(tmp_path):
     common = ["--image", f"arterial={phantom / 'arterial.nii.gz'}", "--image", f"portal={phantom / 'portal.nii.gz'}",
               "--tumour", str(phantom / "labels.nii.gz"), "--tumour-label", "2",
               "--liver", str(phantom / "labels.nii.gz")]
-    result = runner.invoke(predict, ["--weights", str(tmp_path / "model"), *common, "--out", str(tmp_path / "pred")])
+    result = runner.invoke(predict, ["--model", str(tmp_path / "model"), *common, "--out", str(tmp_path / "pred")])
     assert result.exit_code == 0, result.output
     prediction = json.loads((tmp_path / "pred" / "predictions.json").read_text())
     assert set(prediction["probabilities"]) == {"no_mvi", "mvi"} and prediction["random_weights"] is False
     assert prediction["versions"]["monai"] and prediction["inputs"]["tumour"]
-    result = runner.invoke(explain, ["--model", "multiphase", *common, "--out", str(tmp_path / "cam")])
+    result = runner.invoke(explain, ["--arch", "multiphase", *common, "--out", str(tmp_path / "cam")])
     assert result.exit_code == 0, result.output
     energy = json.loads((tmp_path / "cam" / "energy.json").read_text())
     assert set(energy["energy"]) == {"tumour", "ring", "liver", "outside"} and energy["random_weights"]
     assert (tmp_path / "cam" / "cam.nii.gz").is_file() and energy["files"]["png"]
     # One-line errors.
     for args, message in (
-            (["--weights", str(tmp_path / "model"), "--image", "arterial", "--tumour", str(phantom / "labels.nii.gz"),
+            (["--model", str(tmp_path / "model"), "--image", "arterial", "--tumour", str(phantom / "labels.nii.gz"),
               "--out", str(tmp_path / "x")], "NAME=VALUE"),
-            (["--weights", str(tmp_path / "model"), "--image", f"arterial={phantom / 'arterial.nii.gz'}",
+            (["--model", str(tmp_path / "model"), "--image", f"arterial={phantom / 'arterial.nii.gz'}",
               "--tumour", str(phantom / "labels.nii.gz"), "--out", str(tmp_path / "x")], "needs --image"),
-            (["--weights", str(tmp_path / "model"), *common[:4], "--tumour", str(phantom / "labels.nii.gz"),
+            (["--model", str(tmp_path / "model"), *common[:4], "--tumour", str(phantom / "labels.nii.gz"),
               "--tumour-label", "9", "--out", str(tmp_path / "x")], "empty"),
-            (["--weights", str(tmp_path), *common, "--out", str(tmp_path / "x")], "not a classifier folder")):
+            (["--model", str(tmp_path), *common, "--out", str(tmp_path / "x")], "not a classifier folder")):
         result = runner.invoke(predict, args)
         assert result.exit_code == 2, result.output
         assert result.output.startswith("error: ") and message in result.output and result.output.count("\n") == 1
+    result = runner.invoke(predict, [*common, "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "give --model (a model folder" in result.output
+    result = runner.invoke(predict, ["--model", str(tmp_path / "gone"), *common, "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "gone: no such model folder" in result.output
+    # the old spellings, for one release: --weights DIR, and --model KIND for random weights
+    result = runner.invoke(predict, ["--weights", str(tmp_path / "model"), *common, "--out", str(tmp_path / "old")])
+    assert result.exit_code == 0 and "--weights is deprecated and will be removed; use --model" in result.stderr
+    result = runner.invoke(explain, ["--model", "multiphase", *common, "--out", str(tmp_path / "old_cam")])
+    assert result.exit_code == 0, result.output
+    assert "--model multiphase is deprecated and will be removed; use --arch multiphase" in result.stderr

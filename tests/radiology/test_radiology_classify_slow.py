@@ -45,7 +45,7 @@ def test_cli_train_graph_with_nomogram(tmp_path):
 
     runner = CliRunner()
     out = tmp_path / "graph"
-    result = runner.invoke(train, ["--model", "graph", "--phantoms", "12", "--crop-size", "24", "--out", str(out)])
+    result = runner.invoke(train, ["--arch", "graph", "--phantoms", "12", "--crop-size", "24", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert "held-out ROC AUC" in result.output
     metrics = json.loads((out / "metrics.json").read_text())
@@ -60,7 +60,7 @@ def test_cli_train_graph_with_nomogram(tmp_path):
 
     phantom = write_phantom(make_phantom(shape=(32, 96, 96), phases=("arterial", "portal"), mvi=True, seed=9),
                             tmp_path / "ph")
-    common = ["--weights", str(out / "model"), "--image", f"arterial={phantom / 'arterial.nii.gz'}",
+    common = ["--model", str(out / "model"), "--image", f"arterial={phantom / 'arterial.nii.gz'}",
               "--image", f"portal={phantom / 'portal.nii.gz'}", "--tumour", str(phantom / "labels.nii.gz"),
               "--tumour-label", "2", "--liver", str(phantom / "labels.nii.gz")]
     result = runner.invoke(predict, [*common, "--out", str(tmp_path / "p1")])

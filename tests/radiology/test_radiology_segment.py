@@ -349,7 +349,7 @@ def test_cli_train_predict_prompt_measure(tmp_path, phantom_dir):
     assert "3 model(s) trained" in result.output
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert len(metrics["folds"]) == 3 and metrics["held_out_summary"]["tumour"]["cases"] == 3
-    result = runner.invoke(segment, ["predict", "--weights", str(tmp_path / "run" / "model"), *_images(phantom_dir),
+    result = runner.invoke(segment, ["predict", "--model", str(tmp_path / "run" / "model"), *_images(phantom_dir),
                                      "--truth", str(phantom_dir / "labels.nii.gz"), "--out", str(tmp_path / "pred")])
     assert result.exit_code == 0, result.output
     labels = load_volume(tmp_path / "pred" / "labels.nii.gz")
@@ -384,7 +384,7 @@ def test_cli_errors_are_one_line(tmp_path, phantom_dir):
         (["predict", "--image", "arterial", "--out", str(tmp_path / "p")], "PHASE=PATH"),
         (["predict", "--image", f"arterial={phantom_dir / 'arterial.nii.gz'}", "--out", str(tmp_path / "p")],
          "missing phase"),
-        (["predict", "--weights", str(phantom_dir), *_images(phantom_dir), "--out", str(tmp_path / "p")],
+        (["predict", "--model", str(phantom_dir), *_images(phantom_dir), "--out", str(tmp_path / "p")],
          "not a segmentation model"),
         (["prompt", *_images(phantom_dir), "--out", str(tmp_path / "l")], "point"),
         (["train", "--out", str(tmp_path / "t"), "--phantoms", "2", "--folds", "5"], "fold"),

@@ -117,7 +117,7 @@ def test_train_and_predict_with_embeddings(tmp_path):
     stores = _stores(tmp_path / "stores", table)
     table.to_csv(tmp_path / "t.csv", index=False)
     code, output = _run(["train", "--table", str(tmp_path / "t.csv"), "--time", "months", "--event", "death",
-                         "--embeddings", str(stores), "--folds", "1", "--bootstrap", "0", "--model", "cox",
+                         "--embeddings", str(stores), "--folds", "1", "--bootstrap", "0", "--arch", "cox",
                          "--out", str(tmp_path / "run")])
     assert code == 0, output
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())

@@ -168,11 +168,11 @@ def test_weights_without_a_card_need_the_backbone(classifier, tmp_path):
                                    "--out", str(tmp_path)])
     assert missing.exit_code == 2 and "carries no model card; pass --backbone" in missing.output
     # the timm card assumes 0.5 um/px: the 1 um/px store is refused with the fix, the 0.5 um/px one works
-    wrong = runner.invoke(main, ["explain", str(store), "--weights", str(root / "cls.pt"), "--backbone", "test_resnet",
+    wrong = runner.invoke(main, ["explain", str(store), "--weights", str(root / "cls.pt"), "--arch", "test_resnet",
                                  "--tiles", "1", "--out", str(tmp_path)])
     assert wrong.exit_code == 2 and "re-tile with --mpp 0.5" in wrong.output
     ok = runner.invoke(main, ["explain", str(root / "half" / "e.zarr"), "--weights", str(root / "cls.pt"),
-                              "--backbone", "test_resnet", "--tiles", "1", "--out", str(tmp_path)])
+                              "--arch", "test_resnet", "--tiles", "1", "--out", str(tmp_path)])
     assert ok.exit_code == 0, ok.output
 
 

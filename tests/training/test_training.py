@@ -551,7 +551,7 @@ def test_cli_trains_and_reports_one_line_errors(tiny, tmp_path):
     assert again.exit_code == 0 and again.output.startswith("already trained")
     for args, expected in (
         (["--config", str(tmp_path / "nope.yaml")], "nope.yaml: training config not found"),
-        (["--config", str(path), "--store", str(tmp_path / "gone")], "gone: store or folder not found"),
+        (["--config", str(path), str(tmp_path / "gone")], "gone: store or folder not found"),
         (["--config", str(path), "--batch-size", "0"], "Invalid value for '--batch-size'"),
     ):
         result = runner.invoke(main, ["train-patches", *args, "--out", str(tmp_path / "x")])

@@ -11,6 +11,7 @@ import sys
 import click
 
 from wsi_hcc.cli.errors import OneLineErrors
+from wsi_hcc.cli.options import renamed_option
 
 __all__ = ["main"]
 
@@ -181,11 +182,12 @@ def augment_preview(image, config_path, out_path, n_samples, tile_px, seed):
 
 @main.command(epilog="""\b
 Examples:
-  wsi-hcc features stores/ --backbone resnet34 --weights resnet34_hcc.safetensors
-  wsi-hcc features stores/a.zarr stores/b.zarr --backbone livernet --weights KMC/LiverNet_test_fold1_weights.h5
-  wsi-hcc features stores/ --backbone resnet34 --out h5_files/ --h5 --device cuda --decode-processes 8""")
+  wsi-hcc features stores/ --arch resnet34 --weights resnet34_hcc.safetensors
+  wsi-hcc features stores/a.zarr stores/b.zarr --arch livernet --weights KMC/LiverNet_test_fold1_weights.h5
+  wsi-hcc features stores/ --arch resnet34 --out h5_files/ --h5 --device cuda --workers 8""")
 @click.argument("stores", nargs=-1, required=True)
-@click.option("--backbone", required=True, help="resnet34, livernet, or any timm model name.")
+@click.option("--arch", "backbone", help="Backbone to build: resnet34, livernet, or any timm model name.  [required]")
+@renamed_option("--backbone", "--arch", "backbone")
 @click.option("--weights", type=click.Path(dir_okay=False), default=None,
               help="Local weights (.safetensors, .pt/.pth, or LiverNet's Keras .h5). Random weights without.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
@@ -194,10 +196,12 @@ Examples:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=None,
               help="Tiles per model batch [default: 256 on a GPU, 64 on the CPU].")
-@click.option("--decode-threads", "--workers", "decode_threads", type=click.IntRange(0, 64), default=None,
+@click.option("--threads", "decode_threads", type=click.IntRange(0, 64), default=None,
               help="Decode tiles in this many threads [default: 0 on small CPU machines, up to 4 on larger ones].")
-@click.option("--decode-processes", type=click.IntRange(0, 64), default=None,
+@click.option("--workers", "decode_processes", type=click.IntRange(0, 64), default=None,
               help="Decode tiles in this many worker processes [default with a GPU: CPU cores - 2, up to 16].")
+@renamed_option("--decode-threads", "--threads", "decode_threads", type=click.IntRange(0, 64))
+@renamed_option("--decode-processes", "--workers", "decode_processes", type=click.IntRange(0, 64))
 @click.option("--dtype", type=click.Choice(["float16", "float32"]), default="float16", show_default=True)
 @click.option("--gpu-decode", is_flag=True, help="Decode JPEG tiles with nvJPEG on the GPU (slower than CPU decoding "
               "on an H200; see benchmarks/RESULTS.md).")
@@ -213,6 +217,8 @@ def features(stores, backbone, weights, out_dir, h5, device, batch_size, decode_
     from wsi_hcc.cli.progress import RichBatchProgress
     from wsi_hcc.pipelines.features import run_features
 
+    if backbone is None:
+        raise click.UsageError("Missing option '--arch'.")
     with RichBatchProgress() as progress:
         report = run_features(list(stores), out_dir, backbone, weights=weights, device=device,
                               batch_size=batch_size, decode_threads=decode_threads,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from wsi_hcc.cli.errors import OneLineCommand
+from wsi_hcc.cli.options import renamed_option
 
 __all__ = ["COMMANDS", "train_mil"]
 
@@ -17,7 +18,7 @@ __all__ = ["COMMANDS", "train_mil"]
 Examples:
   wsi-hcc train-mil --config configs/mil/gated_hcc.yaml --out runs/mil_gated
   wsi-hcc train-mil --config configs/mil/clam_sb_hcc_grade.yaml --out runs/clam --folds 5 --seed 1
-  wsi-hcc train-mil --config my.yaml --out runs/quick --model mean --epochs 5 --bootstrap 0
+  wsi-hcc train-mil stores/ --config my.yaml --out runs/quick --arch mean --epochs 5 --bootstrap 0
 
 \b
 Inputs: feature stores (wsi-hcc tile, then wsi-hcc features) and a CSV with slide, patient,
@@ -28,11 +29,13 @@ wsi_hcc.mil.load_mil_bundle (JSON + safetensors, nothing unpickled).""")
               help="MIL YAML with a 'mil:' section (see configs/mil/).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Run folder: metrics.json, predictions.csv, roc/reliability/confusion PNGs, folds/, model/.")
-@click.option("--store", "stores", multiple=True, help="Feature store or folder of stores; replaces the config's "
-              "stores (repeat for several).")
+@click.argument("stores", nargs=-1)
+@renamed_option("--store", "positional STORES", "stores", multiple=True)
 @click.option("--labels", "labels_csv", type=click.Path(dir_okay=False), help="Label CSV (slide, patient, label"
               "[, grade]); replaces the config's.")
-@click.option("--model", type=click.Choice(["gated", "clam_sb", "clam_mb", "mean", "max"]), help="MIL model.")
+@click.option("--arch", "model", type=click.Choice(["gated", "clam_sb", "clam_mb", "mean", "max"]),
+              help="MIL architecture.")
+@renamed_option("--model", "--arch", "model", type=click.Choice(["gated", "clam_sb", "clam_mb", "mean", "max"]))
 @click.option("--folds", type=click.IntRange(2, 50), help="Patient-level cross-validation folds.")
 @click.option("--epochs", type=click.IntRange(min=1), help="Maximum epochs per fold.")
 @click.option("--patience", type=click.IntRange(min=1), help="Early-stopping patience (validation loss).")
@@ -44,7 +47,8 @@ wsi_hcc.mil.load_mil_bundle (JSON + safetensors, nothing unpickled).""")
 @click.option("--device", help="cpu, auto, cuda or cuda:N.")
 def train_mil(config_path, out_dir, stores, labels_csv, model, folds, epochs, patience, lr, seed, bootstrap,
               backbone_weights, device):
-    """Cross-validate an attention-MIL slide classifier (HCC vs non-HCC, and grade) on tile features.
+    """Cross-validate an attention-MIL slide classifier (HCC vs non-HCC, and grade) on the tile
+    features of STORES (or folders of them; default: the config's stores).
 
     Patient-level folds, class-balanced sampling, early stopping on validation loss, threshold and
     temperature fitted on validation patients only; per-fold and pooled metrics with a bootstrap

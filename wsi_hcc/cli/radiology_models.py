@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from wsi_hcc.cli.errors import OneLineCommand
+from wsi_hcc.cli.options import deprecation, renamed_option
 from wsi_hcc.cli.radiology import prepare_out, provenance
 
 __all__ = ["COMMANDS", "train", "predict", "explain"]
@@ -35,10 +36,16 @@ def _model(weights, model_kind, task, phases, seed):
     from wsi_hcc.radiology.classify_bundle import load_classifier
     from wsi_hcc.radiology.classify_train import TrainConfig, untrained_model
 
+    if weights in _MODELS and not Path(weights).exists():  # the old spelling: --model named the kind
+        deprecation(f"--model {weights}", f"--arch {weights}")
+        weights, model_kind = None, weights
     if weights:
+        if not Path(weights).exists():
+            raise WsiHccError(f"{weights}: no such model folder; give --model the folder 'wsi-hcc radiology train' "
+                              "wrote (OUT/model)")
         return load_classifier(weights), False
     if not model_kind:
-        raise WsiHccError("give --weights (a model folder from wsi-hcc radiology train) or --model for random weights")
+        raise WsiHccError("give --model (a model folder from wsi-hcc radiology train) or --arch for random weights")
     return untrained_model(TrainConfig(task=task, model=model_kind, phases=tuple(phases), single_phase=phases[0],
                                        seed=seed)), True
 
@@ -79,10 +86,11 @@ def _crop(model, images, tumour_path, tumour_label, liver_path, liver_labels):
 
 
 _INPUT_OPTIONS = [
-    click.option("--weights", type=click.Path(exists=True), help="Model folder (card.json + weights.safetensors) "
-                 "from 'radiology train'. Without it: random weights (--model)."),
-    click.option("--model", "model_kind", type=click.Choice(_MODELS),
-                 help="Random-weight model kind when no --weights."),
+    click.option("--model", "weights", help="Model folder (card.json + weights.safetensors) from 'radiology "
+                 "train'. Without it: random weights (--arch)."),
+    renamed_option("--weights", "--model", "weights"),
+    click.option("--arch", "model_kind", type=click.Choice(_MODELS),
+                 help="Random-weight architecture when no --model."),
     click.option("--task", type=click.Choice(["mvi", "grade"]), default="mvi", show_default=True,
                  help="Task of a random-weight model."),
     click.option("--image", "images", multiple=True, required=True,
@@ -104,13 +112,13 @@ def _inputs(function):
 
 @click.command("train", cls=OneLineCommand, epilog="""\b
 Examples:
-  wsi-hcc radiology train --task mvi --model multiphase --phantoms 60 --out runs/mvi
-  wsi-hcc radiology train --task mvi --model fusion --phantoms 60 --out runs/mvi_fusion
-  wsi-hcc radiology train --task grade --model mcf --phantoms 80 --epochs 40 --out runs/grade
-  wsi-hcc radiology train --task mvi --model graph --phantoms 60 --out runs/mvi_graph
-  wsi-hcc radiology train --task mvi --model multiphase --cases cases.csv --out runs/mvi_real
-  wsi-hcc radiology train --task grade --model mcf --cases cases.csv --classes G1,G2,G3 --out runs/grade_real
-  wsi-hcc radiology train --task mvi --model graph --cases cases.csv --covariates afp_log10 --out runs/graph_real
+  wsi-hcc radiology train --task mvi --arch multiphase --phantoms 60 --out runs/mvi
+  wsi-hcc radiology train --task mvi --arch fusion --phantoms 60 --out runs/mvi_fusion
+  wsi-hcc radiology train --task grade --arch mcf --phantoms 80 --epochs 40 --out runs/grade
+  wsi-hcc radiology train --task mvi --arch graph --phantoms 60 --out runs/mvi_graph
+  wsi-hcc radiology train --task mvi --arch multiphase --cases cases.csv --out runs/mvi_real
+  wsi-hcc radiology train --task grade --arch mcf --cases cases.csv --classes G1,G2,G3 --out runs/grade_real
+  wsi-hcc radiology train --task mvi --arch graph --cases cases.csv --covariates afp_log10 --out runs/graph_real
 
 \b
 --phantoms N: a phantom cohort (make_phantom: MVI = enhancing satellite nodules in the 0-6 mm ring
@@ -127,7 +135,8 @@ in every other case; grade = heterogeneity in thirds; fusion adds a simulated MR
 Writes OUT/model (weights.safetensors + card.json), metrics.json (held-out AUC, accuracy, Grad-CAM
 energy per region), predictions.csv, cam_example/ and, for graph on MVI, nomogram.png.""")
 @click.option("--task", type=click.Choice(["mvi", "grade"]), default="mvi", show_default=True)
-@click.option("--model", "model_kind", type=click.Choice(_MODELS), default="multiphase", show_default=True)
+@click.option("--arch", "model_kind", type=click.Choice(_MODELS), default="multiphase", show_default=True)
+@renamed_option("--model", "--arch", "model_kind", type=click.Choice(_MODELS))
 @click.option("--phantoms", type=click.IntRange(8, 2000),
               help="Train on this many phantom cases (train + held-out). Either --phantoms or --cases.")
 @click.option("--cases", "cases_csv", type=click.Path(dir_okay=False),
@@ -214,12 +223,12 @@ def train(ctx, task, model_kind, phantoms, cases_csv, classes, covariates, test_
 
 @click.command("predict", cls=OneLineCommand, epilog="""\b
 Examples:
-  wsi-hcc radiology predict --weights runs/mvi/model --image arterial=case/arterial.nii.gz \\
+  wsi-hcc radiology predict --model runs/mvi/model --image arterial=case/arterial.nii.gz \\
       --image portal=case/portal.nii.gz --tumour case/labels.nii.gz --tumour-label 2 \\
       --liver case/labels.nii.gz --out runs/case_mvi
-  wsi-hcc radiology predict --weights runs/mvi_fusion/model --image arterial=ct_art.nii.gz \\
+  wsi-hcc radiology predict --model runs/mvi_fusion/model --image arterial=ct_art.nii.gz \\
       --image portal=ct_pv.nii.gz --tumour lesion.nii.gz --out runs/ct_only
-  wsi-hcc radiology predict --weights runs/mvi_graph/model --image arterial=a.nii.gz --image portal=p.nii.gz \\
+  wsi-hcc radiology predict --model runs/mvi_graph/model --image arterial=a.nii.gz --image portal=p.nii.gz \\
       --tumour t.nii.gz --covariate afp_log10=2.3 --out runs/graph
 
 \b
@@ -268,10 +277,10 @@ def predict(weights, model_kind, task, images, tumour_path, tumour_label, liver_
 
 @click.command("explain", cls=OneLineCommand, epilog="""\b
 Examples:
-  wsi-hcc radiology explain --weights runs/mvi/model --image arterial=case/arterial.nii.gz \\
+  wsi-hcc radiology explain --model runs/mvi/model --image arterial=case/arterial.nii.gz \\
       --image portal=case/portal.nii.gz --tumour case/labels.nii.gz --tumour-label 2 \\
       --liver case/labels.nii.gz --liver-label 1 --liver-label 2 --liver-label 3 --liver-label 4 --out runs/cam
-  wsi-hcc radiology explain --weights runs/grade/model --class poor --image arterial=a.nii.gz \\
+  wsi-hcc radiology explain --model runs/grade/model --class poor --image arterial=a.nii.gz \\
       --image portal=p.nii.gz --tumour t.nii.gz --out runs/cam_grade
 
 \b

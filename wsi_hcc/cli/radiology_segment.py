@@ -11,15 +11,18 @@ from pathlib import Path
 import click
 
 from wsi_hcc.cli.errors import OneLineCommand, OneLineErrors
+from wsi_hcc.cli.options import renamed_option
 from wsi_hcc.cli.radiology import prepare_out, provenance
 
 __all__ = ["COMMANDS", "segment"]
+
+_ARCHS = ["unet", "dynunet", "segresnet", "cross_phase", "convlstm"]
 
 
 @click.group("segment", cls=OneLineErrors, epilog="""\b
 Examples:
   wsi-hcc radiology segment train --out runs/seg --phantoms 12 --folds 5 --iterations 150
-  wsi-hcc radiology segment predict --weights runs/seg/model --image arterial=a.nii.gz \\
+  wsi-hcc radiology segment predict --model runs/seg/model --image arterial=a.nii.gz \\
       --image portal=p.nii.gz --image delayed=d.nii.gz --out runs/pred
   wsi-hcc radiology segment prompt --image arterial=a.nii.gz --point 16 30 40 --out runs/lesion
   wsi-hcc radiology segment measure --mask runs/lesion/lesion_edited.nii.gz""")
@@ -55,7 +58,7 @@ def _model(weights):
 
     if weights:
         return load_seg_model(weights)
-    click.echo("no --weights: randomly initialised model (shape checks only, not a segmentation)", err=True)
+    click.echo("no --model: randomly initialised model (shape checks only, not a segmentation)", err=True)
     return new_model(SegConfig())
 
 
@@ -63,14 +66,14 @@ def _model(weights):
 Examples:
   wsi-hcc radiology segment train --out runs/seg
   wsi-hcc radiology segment train --out runs/seg5 --phantoms 15 --folds 5 --iterations 200 --threads 1
-  wsi-hcc radiology segment train --out runs/two --pipeline two_stage --model cross_phase --folds 1
+  wsi-hcc radiology segment train --out runs/two --pipeline two_stage --arch cross_phase --folds 1
   wsi-hcc radiology segment train --out runs/real --data cases/001 --data cases/002 --data cases/003 --folds 3
 
 \b
 Trains on phantoms (--phantoms) and/or case folders (--data: <phase>.nii.gz per phase and
 labels.nii.gz with 1 liver, 2 tumour; phantom vessel/satellite labels 3/4 count as liver/tumour).
 Each fold's model is scored on its held-out cases; the ensemble of all folds is saved in OUT/model
-(weights.safetensors + card.json, loads with --weights). OUT/metrics.json has the per-fold metrics.""")
+(weights.safetensors + card.json, loads with --model). OUT/metrics.json has the per-fold metrics.""")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--phantoms", type=click.IntRange(min=0), default=12, show_default=True,
               help="Number of generated training phantoms.")
@@ -80,8 +83,9 @@ Each fold's model is scored on its held-out cases; the ensemble of all folds is 
               help="Cross-validation folds = ensemble members (1: one model on all cases).")
 @click.option("--iterations", type=click.IntRange(min=1), default=150, show_default=True,
               help="Training iterations per fold (and per stage).")
-@click.option("--model", type=click.Choice(["unet", "dynunet", "segresnet", "cross_phase", "convlstm"]),
-              default="unet", show_default=True, help="Network (the tumour stage's, for two_stage).")
+@click.option("--arch", "model", type=click.Choice(_ARCHS), default="unet", show_default=True,
+              help="Network (the tumour stage's, for two_stage).")
+@renamed_option("--model", "--arch", "model", type=click.Choice(_ARCHS))
 @click.option("--pipeline", type=click.Choice(["single", "two_stage"]), default="single", show_default=True,
               help="single: one network for liver + tumour; two_stage: liver ROI, then tumour.")
 @click.option("--phase", "phase_names", multiple=True, help="Phase names in channel order (repeat; default "
@@ -139,9 +143,9 @@ def train(out_dir, phantoms, data_dirs, folds, iterations, model, pipeline, phas
 
 @segment.command("predict", cls=OneLineCommand, epilog="""\b
 Examples:
-  wsi-hcc radiology segment predict --weights runs/seg/model --image arterial=ph/arterial.nii.gz \\
+  wsi-hcc radiology segment predict --model runs/seg/model --image arterial=ph/arterial.nii.gz \\
       --image portal=ph/portal.nii.gz --image delayed=ph/delayed.nii.gz --out runs/pred
-  wsi-hcc radiology segment predict --weights runs/seg/model/weights.safetensors --image arterial=a/ \\
+  wsi-hcc radiology segment predict --model runs/seg/model/weights.safetensors --image arterial=a/ \\
       --image portal=p/ --image delayed=d/ --truth labels.nii.gz --out runs/pred
 
 \b
@@ -149,8 +153,9 @@ Writes labels.nii.gz (0 background, 1 liver, 2 tumour; after keeping the largest
 and tumour inside it), labels_raw.nii.gz (before clean-up), both on the first phase's grid, and
 segment.json (volumes, provenance); with --truth also metrics.json (Dice, HD95 mm, volume
 similarity for liver and tumour).""")
-@click.option("--weights", type=click.Path(exists=True), help="Model folder or its weights.safetensors "
+@click.option("--model", "weights", type=click.Path(exists=True), help="Model folder or its weights.safetensors "
               "(random initialisation without; shape checks only).")
+@renamed_option("--weights", "--model", "weights", type=click.Path(exists=True))
 @click.option("--image", "images", multiple=True, required=True,
               help="PHASE=PATH (NIfTI file or DICOM folder); repeat for every phase the model uses.")
 @click.option("--reference", help="Phase whose grid the labels are written on (default: the model's first).")
@@ -211,19 +216,21 @@ def predict(weights, images, reference, register_to, truth_path, min_tumour_mm3,
 @segment.command("prompt", cls=OneLineCommand, epilog="""\b
 Examples:
   wsi-hcc radiology segment prompt --image arterial=ph/arterial.nii.gz --point 16 30 40 --out runs/lesion
-  wsi-hcc radiology segment prompt --weights runs/seg/model --image arterial=a.nii.gz --image portal=p.nii.gz \\
+  wsi-hcc radiology segment prompt --model runs/seg/model --image arterial=a.nii.gz --image portal=p.nii.gz \\
       --image delayed=d.nii.gz --box 10 20 30 22 40 50 --out runs/lesion
 
 \b
 Semi-automatic mode (Said 2023): a voxel (z y x, on the first phase's grid) inside the lesion or a
-box around it. With --weights the tumour model segments a crop around the prompt; without, a
+box around it. With --model the tumour model segments a crop around the prompt; without, a
 region grows from the point on the arterial phase. Writes lesion.nii.gz and measurement.json
 (volume ml, largest 3D and axial diameters mm). Edit lesion.nii.gz in any viewer and run
 'segment measure' on the edited file.""")
 @click.option("--image", "images", multiple=True, required=True, help="PHASE=PATH; repeat per phase.")
 @click.option("--point", nargs=3, type=int, help="Voxel z y x inside the lesion.")
 @click.option("--box", nargs=6, type=int, help="z0 y0 x0 z1 y1 x1 (end exclusive) around the lesion.")
-@click.option("--weights", type=click.Path(exists=True), help="Segmentation model (else region growing).")
+@click.option("--model", "weights", type=click.Path(exists=True), help="Segmentation model folder (else region "
+              "growing).")
+@renamed_option("--weights", "--model", "weights", type=click.Path(exists=True))
 @click.option("--phase", help="Phase for region growing (default arterial).")
 @click.option("--crop-mm", type=click.FloatRange(min=10), default=80.0, show_default=True,
               help="Crop edge around a point prompt.")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from wsi_hcc.cli.errors import OneLineCommand, OneLineErrors
+from wsi_hcc.cli.options import renamed_option
 
 __all__ = ["COMMANDS", "survival"]
 
@@ -37,7 +38,7 @@ Examples:
   wsi-hcc survival train --table tace.csv --time os_months --event death --features age,afp,bclc --out runs/os
   wsi-hcc survival train --table tace.csv --time pfs --event progression --embeddings stores/ --id patient \\
       --config configs/survival/deepsurv_tace.yaml --nomogram age,bclc --out runs/pfs
-  wsi-hcc survival train --table tace.csv --time os --event death --model cox --groups fixed --threshold 0.5 \\
+  wsi-hcc survival train --table tace.csv --time os --event death --arch cox --groups fixed --threshold 0.5 \\
       --out runs/cox
 
 \b
@@ -57,7 +58,8 @@ card.json; cut-offs fitted on training patients only).""")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Run folder.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML with a 'survival:' section "
               "(see configs/survival/).")
-@click.option("--model", type=click.Choice(["deepsurv", "cox"]), help="Model (default deepsurv).")
+@click.option("--arch", "model", type=click.Choice(["deepsurv", "cox"]), help="Architecture (default deepsurv).")
+@renamed_option("--model", "--arch", "model", type=click.Choice(["deepsurv", "cox"]))
 @click.option("--folds", type=click.IntRange(1, 50), help="Cross-validation folds (1: none).")
 @click.option("--groups", "group_method", type=click.Choice(["median", "tertiles", "optimal", "fixed"]),
               help="Risk-group cut-offs, fitted on training patients.")

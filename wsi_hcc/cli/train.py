@@ -10,6 +10,7 @@ from __future__ import annotations
 import click
 
 from wsi_hcc.cli.errors import OneLineCommand
+from wsi_hcc.cli.options import renamed_option
 
 __all__ = ["COMMANDS", "train_patches", "explain"]
 
@@ -30,7 +31,7 @@ def _parse_tiles(_ctx, _param, value):
 Examples:
   wsi-hcc train-patches --config configs/train/resnet34_hcc.yaml --out runs/resnet34_hcc
   wsi-hcc train-patches --config configs/train/livernet_grading.yaml --out runs/livernet --device cuda
-  wsi-hcc train-patches --config my.yaml --out runs/quick --epochs 2 --max-tiles-per-slide 50
+  wsi-hcc train-patches stores/ --config my.yaml --out runs/quick --epochs 2 --max-tiles-per-slide 50
   wsi-hcc train-patches --config my.yaml --out runs/r1 --restart     # discard runs/r1's checkpoint
 
 \b
@@ -40,9 +41,10 @@ Rerunning the same command resumes from runs/.../last-checkpoint.pt; a finished 
               help="Training YAML with a 'train:' section (see configs/train/).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Run folder: best.safetensors, metrics.json, confusion.png, curves.png, checkpoints.")
-@click.option("--store", "stores", multiple=True, help="Patch store or folder of stores; replaces the config's "
-              "stores (repeat for several).")
-@click.option("--backbone", help="Backbone name (resnet34, livernet, a timm model).")
+@click.argument("stores", nargs=-1)
+@renamed_option("--store", "positional STORES", "stores", multiple=True)
+@click.option("--arch", "backbone", help="Backbone to train (resnet34, livernet, a timm model).")
+@renamed_option("--backbone", "--arch", "backbone")
 @click.option("--weights", type=click.Path(dir_okay=False), help="Initial weights (local file).")
 @click.option("--epochs", type=click.IntRange(min=1), help="Number of epochs.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Tiles per training batch.")
@@ -56,7 +58,8 @@ Rerunning the same command resumes from runs/.../last-checkpoint.pt; a finished 
 @click.option("--restart", is_flag=True, help="Discard a previous run in --out and start over.")
 def train_patches(config_path, out_dir, stores, backbone, weights, epochs, batch_size, lr, patience,
                   max_tiles_per_slide, seed, device, num_workers, amp, restart):
-    """Train a patch classifier from patch stores with slide-level or QuPath-annotation labels.
+    """Train a patch classifier on patch STORES (or folders of them; default: the config's stores) with
+    slide-level or QuPath-annotation labels.
 
     Patient-level splits, augmentation, class weighting, early stopping and resumable checkpoints
     come from the config; flags override it. Metrics are written as JSON and pictures.
@@ -88,11 +91,12 @@ def train_patches(config_path, out_dir, stores, backbone, weights, epochs, batch
 Examples:
   wsi-hcc explain stores/a.zarr --weights runs/r34/best.safetensors --tiles 0,5,9 --out cams/
   wsi-hcc explain stores/a.zarr --weights runs/r34/best.safetensors --top 12 --class HCC --out cams/
-  wsi-hcc explain stores/a.zarr --weights resnet34.pt --backbone resnet34 --tiles 3 --out cams/""")
+  wsi-hcc explain stores/a.zarr --weights resnet34.pt --arch resnet34 --tiles 3 --out cams/""")
 @click.argument("store", type=click.Path())
 @click.option("--weights", required=True, type=click.Path(dir_okay=False),
-              help="Classifier weights (ours carry the model card; others need --backbone).")
-@click.option("--backbone", help="Backbone name; default: the one named by the weights' card.")
+              help="Classifier weights (ours carry the model card; others need --arch).")
+@click.option("--arch", "backbone", help="Backbone name; default: the one named by the weights' card.")
+@renamed_option("--backbone", "--arch", "backbone")
 @click.option("--tiles", callback=_parse_tiles, help="Tile indices of the store, comma-separated (0,5,9).")
 @click.option("--top", type=click.IntRange(min=1), help="Explain the K tiles that score highest for --class.")
 @click.option("--class", "class_name", help="Class to explain [each tile's predicted class; with --top the last "

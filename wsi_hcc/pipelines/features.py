@@ -91,7 +91,7 @@ def run_features(stores: list[str | Path], out_dir: str | Path | None, backbone:
     ``weights`` (a caller that checked it first need not build it twice).
     """
     if decode_threads and decode_processes:
-        raise FeatureError("--decode-threads and --decode-processes: choose one way to decode")
+        raise FeatureError("--threads and --workers: decode in threads or in worker processes, not both")
     progress = progress or silent_progress()
     store_paths = collect_stores(stores)
     out_dir = Path(out_dir) if out_dir is not None else (store_paths[0].parent if store_paths else Path("."))

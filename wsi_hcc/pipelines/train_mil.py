@@ -120,7 +120,7 @@ def load_cohort(config: MilConfig) -> MilCohort:
         meta = read_store_meta(store)
         prov = meta.get("features")
         if not prov or not (store / "features" / ".zarray").is_file():
-            raise WsiHccError(f"{store}: has no features yet; run `wsi-hcc features {store} --backbone NAME`")
+            raise WsiHccError(f"{store}: has no features yet; run `wsi-hcc features {store} --arch NAME`")
         if features is not None and prov["digest"] != features["digest"]:
             raise WsiHccError(f"{store}: features from {prov.get('backbone')} (digest {prov['digest']}) differ from "
                               f"the other stores' ({features.get('backbone')}, {features['digest']}); "

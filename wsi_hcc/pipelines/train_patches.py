@@ -389,7 +389,7 @@ def _explain_model(weights: str | Path, backbone: str | None):
     card = card_from_weights(weights)
     name = backbone or (card.architecture if card is not None else None)
     if name is None:
-        raise TrainError(f"{weights}: carries no model card; pass --backbone NAME (resnet34, livernet, a timm name)")
+        raise TrainError(f"{weights}: carries no model card; pass --arch NAME (resnet34, livernet, a timm name)")
     model = create_backbone(name, weights=weights)
     if model.card.num_classes < 1:
         raise TrainError(f"{weights}: a feature extractor without class scores; Grad-CAM needs a classifier")

@@ -229,5 +229,5 @@ def _features_digest(store: Path) -> str:
 
     features = read_store_meta(store).get("features")
     if not features or not (store / "features" / ".zarray").is_file():
-        raise WsiHccError(f"{store}: has no features yet; run `wsi-hcc features {store} --backbone NAME`")
+        raise WsiHccError(f"{store}: has no features yet; run `wsi-hcc features {store} --arch NAME`")
     return features["digest"]
