@@ -4,6 +4,7 @@ test_mil_synthetic.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 import shutil
@@ -276,9 +277,12 @@ def test_train_mil_writes_metrics_pictures_and_a_bundle_and_skips_finished_folds
     bundle = load_mil_bundle(out / "model")
     features = np.asarray(zarr.open_array(str(root / "stores" / "t00.zarr" / "features"), mode="r")[:])
     prediction = bundle.predict(features)
-    assert prediction["label"] in ("non-HCC", "HCC") and prediction["attention"].shape == (len(features),)
-    assert prediction["grade"] in ("G1", "G2", "G3")
-    assert prediction["tile_probs"]["label"].shape == (len(features), 2)
+    assert prediction.label in ("non-HCC", "HCC") and prediction.attention.shape == (len(features),)
+    assert prediction.grade in ("G1", "G2", "G3") and prediction.grade_probs.shape == (3,)
+    assert prediction.tile_label_probs.shape == (len(features), 2)
+    assert prediction.tile_grade_probs.shape == (len(features), 3)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        prediction.label = "HCC"
     backbone = bundle.create_backbone()
     assert backbone.card.weights_sha256 == card["backbone"]["sha256"]
     monkeypatch.undo()

@@ -57,4 +57,4 @@ def test_attention_mil_finds_tumour_slides_and_tumour_tiles(tmp_path):
     assert card["features"]["backbone"] == cohort["backbone"]
     print(f"\nAUC {pooled['roc_auc']:.3f} CI {pooled['roc_auc_ci95']}, attention in mask {found['fraction']:.3f}, "
           f"s/fold {report.seconds_per_fold}, inference {rate:.1f} slides/s, "
-          f"{sum(p['label'] == 'tumour' for p in predictions)} predicted tumour")
+          f"{sum(p.label == 'tumour' for p in predictions)} predicted tumour")

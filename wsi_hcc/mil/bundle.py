@@ -26,7 +26,8 @@ import numpy as np
 from wsi_hcc.errors import WsiHccError
 from wsi_hcc.models import file_sha256
 
-__all__ = ["BUNDLE_FORMAT", "BACKBONE_FILE", "MilBundle", "load_mil_bundle", "save_member", "bundle_backbone"]
+__all__ = ["BUNDLE_FORMAT", "BACKBONE_FILE", "MilBundle", "SlidePrediction", "load_mil_bundle", "save_member",
+           "bundle_backbone"]
 
 BUNDLE_FORMAT = "wsi-hcc-mil-bundle/2"
 BACKBONE_FILE = "backbone.safetensors"
@@ -65,6 +66,24 @@ def bundle_backbone(weights: Path, dest_dir: Path, backbone: str, card: dict[str
             "tiling": tiling}
 
 
+@dataclass(frozen=True)
+class SlidePrediction:
+    """What a MIL bundle says about one slide (a bag of ``N`` tiles), averaged over its members.
+
+    ``label_probs`` are the calibrated slide probabilities over the card's ``class_names``;
+    ``grade_probs`` over its ``grade_names`` (None without a grade head). ``tile_label_probs``
+    ``(N, classes)`` and ``tile_grade_probs`` score each tile as a bag of one; ``attention`` ``(N,)``.
+    """
+
+    label: str
+    label_probs: np.ndarray
+    attention: np.ndarray
+    tile_label_probs: np.ndarray
+    grade: str | None = None
+    grade_probs: np.ndarray | None = None
+    tile_grade_probs: np.ndarray | None = None
+
+
 @dataclass
 class MilBundle:
     card: dict[str, Any]
@@ -95,10 +114,9 @@ class MilBundle:
                               "train-mil); retrain it with this version")
         return self.card["backbone"]
 
-    def predict(self, features: np.ndarray) -> dict[str, Any]:
-        """One bag ``(N, D)`` -> calibrated probabilities per head (mean over members), the decision
-        at the card's threshold, the (member-averaged) attention ``(N,)`` and per-tile
-        probabilities ``tile_probs`` ``{head: (N, C)}`` (each tile scored as a bag of one)."""
+    def predict(self, features: np.ndarray) -> SlidePrediction:
+        """One bag ``(N, D)`` -> the slide's calibrated probabilities (mean over members), the
+        decision at the card's threshold, attention and per-tile probabilities."""
         import torch
 
         from wsi_hcc.mil.metrics import softmax
@@ -118,13 +136,12 @@ class MilBundle:
                     tile_probs.setdefault(head, []).append(softmax(per_tile[head].numpy(), t))
                 attention.append(out.attention.numpy())
         mean = {head: np.mean(p, axis=0) for head, p in probs.items()}
-        positive = float(mean["label"][1])
-        result = {"probs": mean, "attention": np.mean(attention, axis=0),
-                  "tile_probs": {head: np.mean(p, axis=0) for head, p in tile_probs.items()},
-                  "label": self.card["class_names"][int(positive >= self.card["threshold"])]}
-        if "grade" in mean:
-            result["grade"] = self.card["grade_names"][int(mean["grade"].argmax())]
-        return result
+        tiles = {head: np.mean(p, axis=0) for head, p in tile_probs.items()}
+        grade = self.card["grade_names"][int(mean["grade"].argmax())] if "grade" in mean else None
+        return SlidePrediction(label=self.card["class_names"][int(float(mean["label"][1]) >= self.card["threshold"])],
+                               label_probs=mean["label"], attention=np.mean(attention, axis=0),
+                               tile_label_probs=tiles["label"], grade=grade, grade_probs=mean.get("grade"),
+                               tile_grade_probs=tiles.get("grade"))
 
 
 def load_mil_bundle(path: str | Path, device: str = "cpu") -> MilBundle:

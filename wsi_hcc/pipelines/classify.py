@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from wsi_hcc.errors import WsiHccError
-from wsi_hcc.mil.bundle import MilBundle, load_mil_bundle
+from wsi_hcc.mil.bundle import MilBundle, SlidePrediction, load_mil_bundle
 from wsi_hcc.models import file_sha256
 from wsi_hcc.pipelines.batch import BatchProgress, SlideOutcome, one_line_reason, prepare_out_dir, silent_progress
 from wsi_hcc.pipelines.features import run_features
@@ -196,15 +196,14 @@ def _seconds(outcome: SlideOutcome | None) -> float:
     return round(float(outcome.seconds.get("total", 0.0)), 3)
 
 
-def _predict(store: Path, tile_size_level0: float, bundle: MilBundle) -> tuple[TilePredictions, dict]:
+def _predict(store: Path, tile_size_level0: float, bundle: MilBundle) -> tuple[TilePredictions, SlidePrediction]:
     from wsi_hcc.store.patch_store import open_store
 
     group = open_store(store)
     coords = np.asarray(group["coords"][:], dtype=np.int64)
     prediction = bundle.predict(np.asarray(group["features"][:], dtype=np.float32))
-    grade = prediction["tile_probs"].get("grade")
-    tiles = TilePredictions(coords, float(tile_size_level0), prediction["tile_probs"]["label"][:, 1],
-                            prediction["attention"], grade)
+    tiles = TilePredictions(coords, float(tile_size_level0), prediction.tile_label_probs[:, 1],
+                            prediction.attention, prediction.tile_grade_probs)
     return tiles, prediction
 
 
@@ -227,12 +226,12 @@ def _export(slide_path: Path, slide_mpp: float, stem: str, tiles: TilePrediction
                                                               region_threshold, offset))
 
 
-def _prediction_columns(prediction: dict, bundle: MilBundle) -> dict[str, Any]:
-    columns = {"p_hcc": round(float(prediction["probs"]["label"][1]), 6), "predicted_label": prediction["label"]}
+def _prediction_columns(prediction: SlidePrediction, bundle: MilBundle) -> dict[str, Any]:
+    columns = {"p_hcc": round(float(prediction.label_probs[1]), 6), "predicted_label": prediction.label}
     for g, name in enumerate(bundle.card.get("grade_names") or []):
-        columns[f"p_{name}"] = round(float(prediction["probs"]["grade"][g]), 6)
-    if "grade" in prediction:
-        columns["predicted_grade"] = prediction["grade"]
+        columns[f"p_{name}"] = round(float(prediction.grade_probs[g]), 6)
+    if prediction.grade is not None:
+        columns["predicted_grade"] = prediction.grade
     return columns
 
 
