@@ -366,10 +366,9 @@ def test_cuda_features_agree_with_cpu_features(store, resnet_features, decoding)
 
 def test_a_corrupt_tile_fails_its_store_only(store, tmp_path):
     stores = [store]
-    for name in ("b", "c"):
-        stores.append(tmp_path / name / "synthetic.zarr")
+    for name in ("b", "c"):  # stems are unique in a run: they name each slide's rows and files
+        stores.append(tmp_path / name / f"{name}.zarr")
         shutil.copytree(store, stores[-1])
-    stores[2] = stores[2].rename(stores[2].with_name("other.zarr"))
     (stores[1] / "tiles" / "3.0.0.0").write_bytes(b"not a jpeg")
     torch.manual_seed(0)
     report = run_features(stores, tmp_path / "out", "test_resnet", device="cpu", decode_threads=2, batch_size=8)

@@ -160,3 +160,29 @@ def test_tile_reader_equals_zarr(real_svs, tmp_path, compression, tile_px, targe
         np.testing.assert_array_equal(reader[i], tiles[i])
     with pytest.raises(IndexError):
         reader[len(tiles)]
+
+
+def test_one_store_finder_for_every_command(tmp_path):
+    """Stores named directly or as folders, each once; missing paths, empty folders and two stores of
+    one slide stem are one-line errors; features must come from one model."""
+    import shutil
+
+    from wsi_hcc.errors import WsiHccError
+    from wsi_hcc.store import find_stores, shared_features
+
+    folder = tmp_path / "stores"
+    for stem in ("b", "a"):
+        (folder / f"{stem}.zarr" / "tiles").mkdir(parents=True)
+    (folder / "notes.txt").write_text("not a store")
+    assert find_stores([folder, folder / "a.zarr"]) == [folder / "a.zarr", folder / "b.zarr"]
+    with pytest.raises(WsiHccError, match="gone: store or folder not found"):
+        find_stores([tmp_path / "gone"])
+    assert find_stores([tmp_path / "gone"], missing_ok=True) == [tmp_path / "gone"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(WsiHccError, match="empty: no \\*.zarr patch stores in this folder"):
+        find_stores([tmp_path / "empty"])
+    shutil.copytree(folder / "a.zarr", tmp_path / "elsewhere" / "a.zarr")
+    with pytest.raises(WsiHccError, match="two stores are named 'a'"):
+        find_stores([folder, tmp_path / "elsewhere"])
+    with pytest.raises(WsiHccError, match="no stores given"):
+        shared_features([])

@@ -87,28 +87,37 @@ def test_train_predict_km_end_to_end(tmp_path):
     assert (tmp_path / "km.png").read_bytes()[:4] == b"\x89PNG" and "log-rank p" in output
 
 
-def _stores(folder, table, width=6, seed=0):
+def _feature_store(path, tiles, digest="model-a"):
+    """A patch store as `wsi-hcc features` leaves it, as far as survival reads it: its attributes
+    (with the features' provenance) and a ``features`` array."""
     import zarr
 
+    group = zarr.open_group(str(path), mode="w", zarr_format=2)
+    group.create_array("tiles", shape=(len(tiles), 2, 2, 3), chunks=(1, 2, 2, 3), dtype="uint8")
+    group.create_array("features", data=tiles)
+    group.attrs["wsi_hcc"] = {"kind": "patch-store", "features": {"digest": digest, "backbone": "test"}}
+
+
+def _stores(folder, table, width=6, seed=0):
     rng = np.random.default_rng(seed)
     folder.mkdir()
     for slide, age in zip(table["slide"], table["age"]):
-        group = zarr.open_group(str(folder / f"{slide}.zarr"), mode="w")
         tiles = rng.normal(size=(int(rng.integers(3, 9)), width)).astype(np.float32)
         tiles[:, 0] += age - tiles[:, 0].mean()  # the slide mean of dimension 0 carries the hazard
-        group.create_array("features", data=tiles)
+        _feature_store(folder / f"{slide}.zarr", tiles)
     return folder
 
 
 def test_slide_embeddings_are_the_tile_mean(tmp_path):
-    import zarr
-
+    from wsi_hcc.errors import WsiHccError
     from wsi_hcc.survival import slide_embeddings
 
-    group = zarr.open_group(str(tmp_path / "A.zarr"), mode="w")
     tiles = np.arange(12, dtype=np.float32).reshape(4, 3)
-    group.create_array("features", data=tiles)
+    _feature_store(tmp_path / "A.zarr", tiles)
     assert np.allclose(slide_embeddings([tmp_path])["A"], tiles.mean(axis=0))
+    _feature_store(tmp_path / "B.zarr", tiles, digest="model-b")  # the same-model check, as everywhere
+    with pytest.raises(WsiHccError, match="B.zarr: its features come from another model"):
+        slide_embeddings([tmp_path])
 
 
 @pytest.mark.slow
@@ -139,7 +148,7 @@ def test_train_and_predict_with_embeddings(tmp_path):
     (["--time", "os", "--event", "death"], "no column 'os'"),
     (["--time", "months", "--event", "age"], "'age' must be 0 (censored) or 1"),
     (["--time", "months", "--event", "death", "--features", "age,stage"], "no column 'stage'"),
-    (["--time", "months", "--event", "death", "--embeddings", "nowhere"], "nowhere: not a patch store"),
+    (["--time", "months", "--event", "death", "--embeddings", "nowhere"], "nowhere: store or folder not found"),
     (["--time", "months", "--event", "death", "--groups", "fixed"], "needs a threshold"),
 ])
 def test_train_errors_are_one_line(tmp_path, args, message):

@@ -166,7 +166,7 @@ def test_weights_without_a_card_need_the_backbone(classifier, tmp_path):
     runner = CliRunner()
     missing = runner.invoke(main, ["explain", str(store), "--weights", str(root / "cls.pt"), "--tiles", "1",
                                    "--out", str(tmp_path)])
-    assert missing.exit_code == 2 and "carries no model card; pass --backbone" in missing.output
+    assert missing.exit_code == 2 and "carries no model card; pass --arch" in missing.output
     # the timm card assumes 0.5 um/px: the 1 um/px store is refused with the fix, the 0.5 um/px one works
     wrong = runner.invoke(main, ["explain", str(store), "--weights", str(root / "cls.pt"), "--arch", "test_resnet",
                                  "--tiles", "1", "--out", str(tmp_path)])

@@ -235,7 +235,7 @@ def test_split_column_fixes_the_split_and_bad_data_is_one_line(tiny, tmp_path):
     conflict.write_text("slide,patient,split\nt0,p0,train\nt1,p0,test\nt2,p2,validation\nt3,p3,test\n")
     with pytest.raises(TrainError, match="patient 'p0' is in both train and test"):
         load_training_data(_config(tiny).with_overrides(**{"labels.slide_csv": str(conflict)}))
-    with pytest.raises(TrainError, match=r"nope: store or folder not found; fix 'stores'"):
+    with pytest.raises(WsiHccError, match=r"nope: store or folder not found; check the path \(or 'stores'"):
         load_training_data(_config(tiny, stores=[str(tiny / "nope")]))
     with pytest.raises(TrainError, match=r"t0.zarr: tiles are at 0.5 um/px but .* re-tile"):
         load_training_data(_config(tiny, stores=[str(tiny / "stores" / "t1.zarr"), str(tiny / "other" / "t0.zarr")]))

@@ -26,6 +26,7 @@ from wsi_hcc.pipelines.batch import (
     silent_progress,
 )
 from wsi_hcc.store.feature_array import FeatureError, read_store_meta, stain_normalizer_for, store_records
+from wsi_hcc.store.finder import find_stores
 from wsi_hcc.store.h5export import write_coords_h5
 from wsi_hcc.store.patch_store import open_store
 from wsi_hcc.tiling.inputs import SlideTask
@@ -35,21 +36,9 @@ from wsi_hcc.utils.versions import stack_versions, utc_now
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["collect_stores", "run_features", "default_decoders", "default_batch_size"]
+__all__ = ["run_features", "default_decoders", "default_batch_size"]
 
 log = logging.getLogger(__name__)
-
-
-def collect_stores(paths: list[str | Path]) -> list[Path]:
-    """Stores named directly, or every ``*.zarr`` in a named folder; anything else fails later, per store."""
-    stores: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir() and path.suffix != ".zarr" and not (path / "tiles").is_dir():
-            stores.extend(sorted(p for p in path.glob("*.zarr") if p.is_dir()))
-        else:
-            stores.append(path)
-    return list(dict.fromkeys(stores))
 
 
 GPU_BATCH_SIZE = 256  # an H200 runs ResNet-34 1.3x faster at 256 than at 64 (benchmarks/RESULTS.md)
@@ -93,7 +82,7 @@ def run_features(stores: list[str | Path], out_dir: str | Path | None, backbone:
     if decode_threads and decode_processes:
         raise FeatureError("--threads and --workers: decode in threads or in worker processes, not both")
     progress = progress or silent_progress()
-    store_paths = collect_stores(stores)
+    store_paths = find_stores(stores, missing_ok=True)  # a missing store is its own failed row
     out_dir = Path(out_dir) if out_dir is not None else (store_paths[0].parent if store_paths else Path("."))
     prepare_out_dir(out_dir)
     torch_device = resolve_device(device)

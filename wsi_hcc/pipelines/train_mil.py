@@ -53,8 +53,8 @@ from wsi_hcc.mil.metrics import (
 from wsi_hcc.mil.models import build_mil_model
 from wsi_hcc.models import file_sha256
 from wsi_hcc.pipelines.batch import prepare_out_dir
-from wsi_hcc.pipelines.features import collect_stores
 from wsi_hcc.store.feature_array import read_store_meta
+from wsi_hcc.store.finder import find_stores, shared_features
 from wsi_hcc.training.checkpoint import TrainState
 from wsi_hcc.training.datasets import BagDataset, SlideLabel, class_balanced_weights, read_slide_labels
 from wsi_hcc.training.metrics import confusion_png
@@ -95,14 +95,8 @@ def load_cohort(config: MilConfig) -> MilCohort:
     rows = read_slide_labels(csv_path)
     if not rows:
         raise WsiHccError(f"{csv_path}: the label CSV has no slides")
-    found = {}
-    for store in collect_stores(config.stores):
-        stem = store.name.removesuffix(".zarr")
-        if stem in found:
-            raise WsiHccError(f"{store}: two stores are named {stem!r} ({found[stem]}); keep one")
-        found[stem] = store
+    found = {store.name.removesuffix(".zarr"): store for store in find_stores(config.stores)}
     stores, labels, grades = {}, {}, {}
-    features = None
     for line, row in enumerate(rows, start=2):
         if row.label not in config.class_names:
             raise WsiHccError(f"{csv_path}:{line}: label {row.label!r} is not one of class_names "
@@ -117,16 +111,8 @@ def load_cohort(config: MilConfig) -> MilCohort:
         if store is None:
             raise WsiHccError(f"{csv_path}:{line}: slide {row.slide!r} has no store {row.slide}.zarr in "
                               f"{', '.join(config.stores)}; tile it (wsi-hcc tile) or remove the row")
-        meta = read_store_meta(store)
-        prov = meta.get("features")
-        if not prov or not (store / "features" / ".zarray").is_file():
-            raise WsiHccError(f"{store}: has no features yet; run `wsi-hcc features {store} --arch NAME`")
-        if features is not None and prov["digest"] != features["digest"]:
-            raise WsiHccError(f"{store}: features from {prov.get('backbone')} (digest {prov['digest']}) differ from "
-                              f"the other stores' ({features.get('backbone')}, {features['digest']}); "
-                              "extract all stores with the same backbone and weights")
-        features = features or prov
         stores[row.slide], labels[row.slide], grades[row.slide] = store, config.class_names.index(row.label), grade
+    features = shared_features(list(stores.values()))
     return MilCohort(rows, stores, labels, grades, features, int(features["feature_dim"]))
 
 

@@ -10,6 +10,7 @@ _API = {
     "feature_digest": "feature_array", "partial_features_path": "feature_array", "open_partial": "feature_array",
     "done_chunks": "feature_array", "mark_chunk_done": "feature_array", "publish_features": "feature_array",
     "store_records": "feature_array", "stain_normalizer_for": "feature_array",
+    "find_stores": "finder", "shared_features": "finder",
     "write_coords_h5": "h5export",
     "SCHEMA_VERSION": "patch_store", "COMPRESSIONS": "patch_store", "make_codec": "patch_store",
     "codec_from_config": "patch_store", "create_store": "patch_store", "chunk_path": "patch_store",

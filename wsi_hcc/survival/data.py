@@ -108,17 +108,10 @@ def slide_embeddings(stores: list[str | Path]) -> dict[str, np.ndarray]:
     """Slide stem -> mean tile feature (D,), float64, from patch stores or folders of ``*.zarr`` stores."""
     import zarr
 
-    paths: list[Path] = []
-    for store in map(Path, stores):
-        if store.suffix == ".zarr":
-            paths.append(store)
-        elif store.is_dir():
-            found = sorted(store.glob("*.zarr"))
-            if not found:
-                raise WsiHccError(f"{store}: no *.zarr patch stores in this folder; pass stores or their folder")
-            paths.extend(found)
-        else:
-            raise WsiHccError(f"{store}: not a patch store (<slide>.zarr) or a folder of them")
+    from wsi_hcc.store.finder import find_stores, shared_features
+
+    paths = find_stores(stores)
+    shared_features(paths)  # one model made them all, or a one-line error naming the odd store
     embeddings: dict[str, np.ndarray] = {}
     for path in paths:
         try:

@@ -22,6 +22,7 @@ import numpy as np
 from wsi_hcc.qupath.annotations import Annotation, label_tiles, read_qupath_geojson
 from wsi_hcc.stain.augment import reseed_augmentation
 from wsi_hcc.store.feature_array import read_store_meta
+from wsi_hcc.store.finder import find_stores
 from wsi_hcc.training.config import TrainConfig
 from wsi_hcc.training.datasets import (
     PatchDataset,
@@ -32,7 +33,7 @@ from wsi_hcc.training.datasets import (
 )
 from wsi_hcc.training.errors import TrainError
 
-__all__ = ["SPLITS", "LabelledSlide", "SplitIndex", "TrainingData", "find_stores", "load_training_data", "EpochItems",
+__all__ = ["SPLITS", "LabelledSlide", "SplitIndex", "TrainingData", "load_training_data", "EpochItems",
            "epoch_order", "collate_tiles", "class_loss_weights"]
 
 SPLITS = ("train", "validation", "test")
@@ -115,27 +116,6 @@ class TrainingData:
                 "tiles_per_class": {name: int(counts.get(i, 0)) for i, name in enumerate(self.class_names)},
             }
         return out
-
-
-def find_stores(paths: list[str]) -> list[Path]:
-    """Stores named directly, or every ``*.zarr`` in a named folder; a missing path is an error."""
-    stores: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if not path.exists():
-            raise TrainError(f"{path}: store or folder not found; fix 'stores' in the config or --store")
-        if path.is_dir() and path.suffix != ".zarr" and not (path / "tiles").is_dir():
-            found = sorted(p for p in path.glob("*.zarr") if p.is_dir())
-            if not found:
-                raise TrainError(f"{path}: no *.zarr patch stores in this folder; make them with `wsi-hcc tile`")
-            stores.extend(found)
-        else:
-            stores.append(path)
-    stems = Counter(s.name.removesuffix(".zarr") for s in stores)
-    twice = sorted(stem for stem, n in stems.items() if n > 1)
-    if twice:
-        raise TrainError(f"two stores are named {twice[0]!r}; slide stems must be unique across 'stores'")
-    return list(dict.fromkeys(stores))
 
 
 def load_training_data(config: TrainConfig) -> TrainingData:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from wsi_hcc.errors import WsiHccError
+from wsi_hcc.store.finder import shared_features
 
 __all__ = ["SlideLabel", "read_slide_labels", "patient_splits", "class_balanced_weights", "PatchDataset",
            "BagDataset"]
@@ -193,13 +194,7 @@ class BagDataset:
         self.max_tiles = max_tiles
         self.seed = seed
         self.epoch = 0
-        self.feature_digest = None
-        for path in self.stores:
-            digest = _features_digest(path)
-            if self.feature_digest not in (None, digest):
-                raise WsiHccError(f"{path}: its features come from another model than {self.stores[0]}'s; "
-                                  "extract all bags with the same backbone and weights")
-            self.feature_digest = digest
+        self.feature_digest = shared_features(self.stores)["digest"] if self.stores else None
 
     def __len__(self) -> int:
         return len(self.stores)
@@ -223,11 +218,3 @@ class BagDataset:
         return {"features": features, "coords": coords, "label": int(self.labels[i]),
                 "slide": self.stores[i].name.removesuffix(".zarr")}
 
-
-def _features_digest(store: Path) -> str:
-    from wsi_hcc.store.feature_array import read_store_meta
-
-    features = read_store_meta(store).get("features")
-    if not features or not (store / "features" / ".zarray").is_file():
-        raise WsiHccError(f"{store}: has no features yet; run `wsi-hcc features {store} --arch NAME`")
-    return features["digest"]
