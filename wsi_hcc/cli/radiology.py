@@ -167,8 +167,6 @@ features.csv (one row per region and phase) and habitats.nii.gz.""")
 def features(images, tumour_path, tumour_label, liver_path, liver_labels, ring_mm, register_to, n_habitats, bin_width,
              out_dir):
     """First-order and texture features of tumour, peritumoral ring and liver, per phase; habitats."""
-    import csv
-    import io
 
     import numpy as np
 
@@ -182,7 +180,7 @@ def features(images, tumour_path, tumour_label, liver_path, liver_labels, ring_m
         resample_like,
         save_nifti,
     )
-    from wsi_hcc.utils.atomic import atomic_write_bytes, atomic_write_json, publish_dir
+    from wsi_hcc.utils.atomic import atomic_write_csv, atomic_write_json, publish_dir
 
     phases = {}
     for item in images:
@@ -225,11 +223,7 @@ def features(images, tumour_path, tumour_label, liver_path, liver_labels, ring_m
             row.update({f"fo_{k}": v for k, v in entry[phase]["first_order"].items()})
             row.update({f"glcm_{k}": v for k, v in entry[phase]["glcm"].items()})
             rows.append(row)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_bytes(tmp / "features.csv", buffer.getvalue().encode())
+    atomic_write_csv(tmp / "features.csv", list(rows[0]), rows, lineterminator="\r\n")
     atomic_write_json(tmp / "features.json", {
         "regions": table, "habitats": habitat_summary, "registration": registration, "reference_phase": reference_name,
         "spacing_mm": list(reference.spacing_mm), "bin_width": bin_width,

@@ -17,8 +17,6 @@ the slide's fingerprint), so a killed run resumes at the first unfinished slide.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import time
@@ -40,7 +38,7 @@ from wsi_hcc.store.feature_array import read_store_meta, store_records
 from wsi_hcc.tiling.config import TileConfig
 from wsi_hcc.tiling.inputs import SlideTask
 from wsi_hcc.training.datasets import read_slide_labels
-from wsi_hcc.utils.atomic import atomic_write_bytes, atomic_write_json
+from wsi_hcc.utils.atomic import atomic_write_bytes, atomic_write_csv, atomic_write_json
 from wsi_hcc.utils.versions import stack_versions, utc_now
 from wsi_hcc.viz.slide_exports import TilePredictions, slide_geojson_features, slide_heatmap_png
 
@@ -240,8 +238,4 @@ def _write_csv(path: Path, rows: list[dict[str, Any]], bundle: MilBundle) -> Non
     columns = CSV_COLUMNS[:3] + [f"p_{g}" for g in grades] + (["predicted_grade"] if grades else []) + CSV_COLUMNS[3:]
     if any("true_label" in r for r in rows):
         columns[1:1] = ["true_label"] + (["true_grade"] if grades else [])
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n", restval="", extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_bytes(path, buffer.getvalue().encode())
+    atomic_write_csv(path, columns, rows, ignore_extra=True)

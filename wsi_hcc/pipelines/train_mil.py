@@ -27,7 +27,6 @@ validation loss, never by test metrics.
 from __future__ import annotations
 
 import copy
-import csv
 import io
 import time
 from dataclasses import dataclass
@@ -59,7 +58,14 @@ from wsi_hcc.training.checkpoint import TrainState
 from wsi_hcc.training.datasets import BagDataset, SlideLabel, class_balanced_weights, read_slide_labels
 from wsi_hcc.training.metrics import confusion_png
 from wsi_hcc.training.stopping import record_epoch, should_stop
-from wsi_hcc.utils.atomic import atomic_write_bytes, atomic_write_json, fresh_partial_dir, partial_path, publish_dir
+from wsi_hcc.utils.atomic import (
+    atomic_write_bytes,
+    atomic_write_csv,
+    atomic_write_json,
+    fresh_partial_dir,
+    partial_path,
+    publish_dir,
+)
 from wsi_hcc.utils.versions import stack_versions, utc_now
 
 __all__ = ["MilReport", "run_mil_training", "MilCohort", "load_cohort"]
@@ -508,11 +514,7 @@ def run_mil_training(config: MilConfig, out_dir: str | Path, *, config_path: str
         torch.set_num_threads(threads)
     metrics, rows, pictures = _evaluation(config, cohort, results)
     atomic_write_json(out_dir / "metrics.json", metrics)
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_bytes(out_dir / "predictions.csv", buffer.getvalue().encode())
+    atomic_write_csv(out_dir / "predictions.csv", list(rows[0]), rows)
     for name, data in pictures.items():
         atomic_write_bytes(out_dir / name, data)
     config_text = yaml.safe_dump({"mil": config.model_dump(mode="json")}, sort_keys=False)

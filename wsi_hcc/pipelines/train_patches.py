@@ -10,9 +10,7 @@ command resumes from the last checkpoint; a finished run is not redone.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -42,7 +40,7 @@ from wsi_hcc.training.loop import Trainer, build_optimizer, lr_at
 from wsi_hcc.training.metrics import classification_metrics, confusion_png, curves_png
 from wsi_hcc.training.progress import TrainProgress, silent_train_progress
 from wsi_hcc.training.stopping import record_epoch, should_stop
-from wsi_hcc.utils.atomic import atomic_write_bytes, atomic_write_json
+from wsi_hcc.utils.atomic import atomic_write_bytes, atomic_write_csv, atomic_write_json
 from wsi_hcc.utils.versions import stack_versions, utc_now
 
 __all__ = ["TrainReport", "run_training", "ExplainReport", "run_explain", "OUTPUTS"]
@@ -334,11 +332,8 @@ def _prediction_rows(split, result, index, class_names):
 
 
 def _write_predictions(path: Path, rows, class_names) -> None:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["split", "slide", "tile", "x", "y", "label", "predicted", *[f"p_{c}" for c in class_names]])
-    writer.writerows(rows)
-    atomic_write_bytes(path, buffer.getvalue().encode())
+    atomic_write_csv(path, ["split", "slide", "tile", "x", "y", "label", "predicted", *[f"p_{c}" for c in class_names]],
+                     rows)
 
 
 def run_training(config: TrainConfig, out_dir: str | Path, *, config_path: str | None = None, restart: bool = False,

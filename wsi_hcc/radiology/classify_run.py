@@ -9,8 +9,6 @@ channels, PNG overlays) and, for the graph model on MVI, ``nomogram.png``.
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -21,7 +19,7 @@ from wsi_hcc.radiology.cam import cam_energy, grad_cam, write_cam
 from wsi_hcc.radiology.classify_bundle import save_classifier
 from wsi_hcc.radiology.classify_train import ClassifierModel, TrainConfig, evaluate, train_classifier
 from wsi_hcc.radiology.cohort import CohortCase
-from wsi_hcc.utils.atomic import atomic_write_bytes, atomic_write_json, fresh_partial_dir, publish_dir
+from wsi_hcc.utils.atomic import atomic_write_bytes, atomic_write_json, csv_bytes, fresh_partial_dir, publish_dir
 from wsi_hcc.utils.versions import stack_versions, utc_now
 
 __all__ = ["split_cases", "cam_summary", "run_training"]
@@ -79,13 +77,10 @@ def cam_summary(model: ClassifierModel, cases: Sequence[CohortCase], positive_on
 
 
 def _predictions_csv(model: ClassifierModel, rows: list[tuple[str, CohortCase, np.ndarray]]) -> bytes:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(["case", "split", "label", *[f"p_{c}" for c in model.classes]])
     task = model.card["task"]
-    for split, case, probabilities in rows:
-        writer.writerow([case.case_id, split, case.label(task), *[f"{p:.6f}" for p in probabilities]])
-    return buffer.getvalue().encode()
+    return csv_bytes(["case", "split", "label", *[f"p_{c}" for c in model.classes]],
+                     [[case.case_id, split, case.label(task), *[f"{p:.6f}" for p in probabilities]]
+                      for split, case, probabilities in rows], lineterminator="\r\n")
 
 
 def run_training(config: TrainConfig, cases: Sequence[CohortCase], out_dir: str | Path, test_fraction: float = 0.3,

@@ -7,8 +7,6 @@ unchanged to the held-out ones. The final model is refitted on every patient.
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +21,7 @@ from wsi_hcc.survival.evaluation import evaluate_risks
 from wsi_hcc.survival.groups import fit_cutoffs
 from wsi_hcc.survival.nomogram import fit_nomogram, nomogram_figure
 from wsi_hcc.survival.plots import km_figure
-from wsi_hcc.utils.atomic import atomic_write_bytes, atomic_write_json, fresh_partial_dir, publish_dir
+from wsi_hcc.utils.atomic import atomic_write_bytes, atomic_write_json, csv_bytes, fresh_partial_dir, publish_dir
 from wsi_hcc.utils.versions import stack_versions, utc_now
 from wsi_hcc.viz.figures import figure_png
 
@@ -111,14 +109,6 @@ def cross_validate(data: SurvivalData, config: SurvivalConfig, progress=None) ->
     return {"folds": per_fold, "fold_mean": summary, "pooled_out_of_fold": pooled}, risk, groups, fold_of
 
 
-def _csv_bytes(header: list[str], rows) -> bytes:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buffer.getvalue().encode()
-
-
 def _fmt(value) -> str:
     if isinstance(value, float | np.floating):
         return "" if np.isnan(value) else repr(float(value))
@@ -183,7 +173,7 @@ def run_survival_training(spec: DataSpec, config: SurvivalConfig, out_dir: str |
     save_model(final, tmp / "model")
     rows = [(i, _fmt(t), int(e), _fmt(r), g, "" if f < 0 else int(f))
             for i, t, e, r, g, f in zip(data.ids, data.time, data.event, risk, groups, fold_of)]
-    atomic_write_bytes(tmp / "risks.csv", _csv_bytes(["id", "time", "event", "risk", "group", "fold"], rows))
+    atomic_write_bytes(tmp / "risks.csv", csv_bytes(["id", "time", "event", "risk", "group", "fold"], rows))
     metrics.update({"config": config.model_dump(mode="json"), "data": spec.to_json(),
                     "versions": stack_versions(), "created": utc_now()})
     atomic_write_json(tmp / "metrics.json", metrics)
@@ -235,7 +225,7 @@ def run_prediction(model_dir: str | Path, spec: DataSpec, out_dir: str | Path) -
             figure, km = km_figure(outcome.time, outcome.event, labels, model.cutoffs.labels, spec.time_label)
             atomic_write_bytes(tmp / "km.png", figure_png(figure))
             result["km"] = km.to_json()
-    atomic_write_bytes(tmp / "risks.csv", _csv_bytes(header, zip(*columns)))
+    atomic_write_bytes(tmp / "risks.csv", csv_bytes(header, zip(*columns)))
     result.update({"versions": stack_versions(), "created": utc_now(), "data": spec.to_json()})
     atomic_write_json(tmp / "metrics.json", result)
     publish_dir(tmp, out)

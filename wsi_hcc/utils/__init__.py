@@ -6,8 +6,8 @@ from wsi_hcc.utils.lazy import lazy_exports
 
 # each public name and the module that defines it, loaded on first use
 _API = {
-    "atomic_write_bytes": "atomic", "atomic_write_json": "atomic", "publish_dir": "atomic", "partial_path": "atomic",
-    "fresh_partial_dir": "atomic",
+    "atomic_write_bytes": "atomic", "atomic_write_json": "atomic", "atomic_write_csv": "atomic",
+    "csv_bytes": "atomic", "publish_dir": "atomic", "partial_path": "atomic", "fresh_partial_dir": "atomic",
     "WEIGHTS_NAME": "checked_weights", "CARD_NAME": "checked_weights", "save_checked": "checked_weights",
     "load_checked": "checked_weights",
     "read_config_section": "config", "with_dotted_overrides": "config", "validate_section": "config",

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import shutil
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_bytes", "atomic_write_json", "publish_dir", "partial_path", "fresh_partial_dir"]
+__all__ = ["atomic_write_bytes", "atomic_write_json", "atomic_write_csv", "csv_bytes", "publish_dir", "partial_path",
+           "fresh_partial_dir"]
 
 
 def partial_path(final: Path) -> Path:
@@ -39,6 +43,29 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def csv_bytes(header: Sequence[str], rows: Iterable[Sequence[Any] | Mapping[str, Any]], *,
+              lineterminator: str = "\n", ignore_extra: bool = False) -> bytes:
+    """A CSV table: ``header``, then ``rows`` given as sequences, or as mappings keyed by the header
+    (a missing key is an empty cell; another key is an error unless ``ignore_extra``)."""
+    buffer = io.StringIO()
+    rows = list(rows)
+    if rows and isinstance(rows[0], Mapping):
+        writer = csv.DictWriter(buffer, fieldnames=list(header), lineterminator=lineterminator, restval="",
+                                extrasaction="ignore" if ignore_extra else "raise")
+        writer.writeheader()
+    else:
+        writer = csv.writer(buffer, lineterminator=lineterminator)
+        writer.writerow(header)
+    writer.writerows(rows)
+    return buffer.getvalue().encode()
+
+
+def atomic_write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any] | Mapping[str, Any]],
+                     **options: Any) -> None:
+    """``csv_bytes(header, rows, **options)`` written atomically to ``path``."""
+    atomic_write_bytes(path, csv_bytes(header, rows, **options))
 
 
 def publish_dir(tmp: Path, final: Path) -> None:
