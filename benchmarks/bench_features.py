@@ -281,9 +281,10 @@ def nvjpeg_agreement(store: Path, device) -> str:
 def main() -> None:
     import torch
 
-    from wsi_hcc.features.extract import FeatureExtractor, resolve_device
+    from wsi_hcc.features.extract import FeatureExtractor
     from wsi_hcc.models import create_backbone
     from wsi_hcc.pipelines.features import default_batch_size, default_decoders
+    from wsi_hcc.utils.devices import resolve_device
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")

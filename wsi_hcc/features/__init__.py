@@ -7,8 +7,7 @@ from wsi_hcc.utils.lazy import lazy_exports
 # each public name and the module that defines it, loaded on first use
 _API = {
     "BatchFeatures": "extract", "FeatureResult": "extract", "FeatureExtractor": "extract", "FeatureEvents": "extract",
-    "extract_features": "extract", "extract_store_features": "extract", "resolve_device": "extract",
-    "decode_on_device": "extract",
+    "extract_features": "extract", "extract_store_features": "extract", "decode_on_device": "extract",
     "DECODE_UNIT": "tile_feed", "Unit": "tile_feed", "Decoded": "tile_feed", "TileFeed": "tile_feed",
 }
 __all__ = sorted(_API)

@@ -28,7 +28,7 @@ from wsi_hcc.store.feature_array import (
 from wsi_hcc.store.patch_store import TileReader
 
 __all__ = ["BatchFeatures", "FeatureResult", "FeatureExtractor", "FeatureEvents", "extract_features",
-           "extract_store_features", "resolve_device", "decode_on_device"]
+           "extract_store_features", "decode_on_device"]
 
 
 @dataclass(frozen=True)
@@ -38,20 +38,6 @@ class FeatureResult:
     feature_dim: int
     skipped: bool = False
     resumed_rows: int = 0
-
-
-def resolve_device(device: str):
-    """``auto`` picks CUDA when present; asking for CUDA without one is a one-line error."""
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise FeatureError("--device cuda: no CUDA device is available here; use --device cpu or auto")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise FeatureError(f"--device {device!r} is not a device; use auto, cpu or cuda") from None
 
 
 class FeatureExtractor:

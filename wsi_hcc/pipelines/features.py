@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from wsi_hcc.features.extract import FeatureEvents, FeatureExtractor, extract_features, resolve_device
+from wsi_hcc.features.extract import FeatureEvents, FeatureExtractor, extract_features
 from wsi_hcc.models import create_backbone, file_sha256, save_weights, state_sha256
 from wsi_hcc.pipelines.batch import (
     BatchProgress,
@@ -31,6 +31,7 @@ from wsi_hcc.store.h5export import write_coords_h5
 from wsi_hcc.store.patch_store import open_store
 from wsi_hcc.tiling.inputs import SlideTask
 from wsi_hcc.utils.atomic import atomic_write_json, partial_path
+from wsi_hcc.utils.devices import resolve_device
 from wsi_hcc.utils.versions import stack_versions, utc_now
 
 if TYPE_CHECKING:

@@ -36,7 +36,6 @@ from typing import Any, Callable
 import numpy as np
 
 from wsi_hcc.errors import WsiHccError
-from wsi_hcc.features.extract import resolve_device
 from wsi_hcc.mil.bundle import BUNDLE_FORMAT, bundle_backbone, save_member
 from wsi_hcc.mil.config import MilConfig
 from wsi_hcc.mil.cv import patient_folds, split_validation
@@ -66,6 +65,7 @@ from wsi_hcc.utils.atomic import (
     partial_path,
     publish_dir,
 )
+from wsi_hcc.utils.devices import resolve_device
 from wsi_hcc.utils.versions import stack_versions, utc_now
 
 __all__ = ["MilReport", "run_mil_training", "MilCohort", "load_cohort"]

@@ -1,5 +1,5 @@
-"""Small tools every stage shares: atomic writes, library versions, checked model folders, YAML config
-sections.
+"""Small tools every stage shares: atomic writes (files, JSON, CSV), library versions, the torch
+device, checked model folders, YAML config sections.
 """
 
 from wsi_hcc.utils.lazy import lazy_exports
@@ -11,6 +11,7 @@ _API = {
     "WEIGHTS_NAME": "checked_weights", "CARD_NAME": "checked_weights", "save_checked": "checked_weights",
     "load_checked": "checked_weights",
     "read_config_section": "config", "with_dotted_overrides": "config", "validate_section": "config",
+    "resolve_device": "devices",
     "stack_versions": "versions", "utc_now": "versions",
 }
 __all__ = sorted(_API)
