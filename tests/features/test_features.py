@@ -296,7 +296,11 @@ def test_old_option_spellings_work_for_one_release_with_a_one_line_warning(store
     manifest = json.loads((tmp_path / "out" / "features-manifest.json").read_text())
     assert manifest["backbone"] == "resnet34" and manifest["decode_threads"] == 1
     both = CliRunner().invoke(main, old + ["--arch", "resnet34"])
-    assert both.exit_code == 2 and "--backbone and --arch are the same option; give --arch only" in both.output
+    assert both.exit_code == 2 and both.output == (
+        "error: --backbone and --arch are the same option; give --arch only\n")
+    missing = CliRunner().invoke(main, ["features", str(tmp_path / "nostores"), "--arch", "resnet34", "--weights",
+                                        str(weights), "--out", str(tmp_path / "o2")])
+    assert missing.exit_code == 1 and "nostores: no such store or folder; check the path" in missing.output
 
 
 def test_bag_dataset_reads_features_per_slide(store, small_features, tmp_path):

@@ -371,3 +371,11 @@ def test_a_saved_descriptor_card_builds_its_backbone_without_touching_the_regist
     assert model.card.architecture == "colour_texture_saved" and model.card.feature_dim == 15
     assert list_backbones() == before and "colour_texture_saved" not in before
     assert entry_for_card({"architecture": "resnet34", "target_mpp": 0.5, "tile_px": 224}) is None
+
+
+def test_a_missing_bundle_folder_says_so(tmp_path):
+    from wsi_hcc.errors import WsiHccError
+    from wsi_hcc.mil import load_mil_bundle
+
+    with pytest.raises(WsiHccError, match="nomodel: no such folder; point --model at the 'model' folder"):
+        load_mil_bundle(tmp_path / "nomodel")

@@ -26,7 +26,12 @@ def _print_versions(ctx, _param, value):
     ctx.exit()
 
 
-@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]}, epilog="""\b
+Examples:
+  wsi-hcc demo                                            # the whole chain on generated slides
+  wsi-hcc tile slides/ --out stores/ --for-model resnet34
+  wsi-hcc features stores/ --arch resnet34 --weights resnet34_hcc.safetensors
+  wsi-hcc classify new_slides/ --model runs/mil/model --out results/""")
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_versions,
               help="Print the versions of wsi-hcc and its stack, then exit.")
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")

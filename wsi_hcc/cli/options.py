@@ -12,6 +12,8 @@ import functools
 
 import click
 
+from wsi_hcc.errors import ConfigError
+
 __all__ = ["renamed_option", "deprecation"]
 
 
@@ -29,10 +31,10 @@ def renamed_option(old: str, new: str, dest: str, **option_kwargs):
         def with_old_spelling(*args, **kwargs):
             value = kwargs.pop(hidden)
             if value not in (None, ()):
-                deprecation(old, new)
                 source = click.get_current_context().get_parameter_source(dest)
                 if source is click.core.ParameterSource.COMMANDLINE:
-                    raise click.UsageError(f"{old} and {new} are the same option; give {new} only")
+                    raise ConfigError(f"{old} and {new} are the same option; give {new} only")
+                deprecation(old, new)
                 kwargs[dest] = value
             return command(*args, **kwargs)
 

@@ -15,9 +15,14 @@ from wsi_hcc.cli.errors import OneLineCommand, OneLineErrors
 __all__ = ["COMMANDS", "radiology"]
 
 
-@click.group("radiology", cls=OneLineErrors)
+@click.group("radiology", cls=OneLineErrors, epilog="""\b
+Examples:
+  wsi-hcc radiology phantom --out ph --mvi
+  wsi-hcc radiology train --task mvi --arch multiphase --phantoms 56 --out runs/mvi
+  wsi-hcc radiology segment train --out runs/seg""")
 def radiology():
-    """CT/MRI volumes: phantoms, peritumoral rings, region features."""
+    """CT/MRI: phantoms, peritumoral rings in mm, region features, liver/tumour segmentation, and MVI
+    and grade models with class-activation maps."""
 
 
 def _mask(path: str, label: int | None, reference=None):

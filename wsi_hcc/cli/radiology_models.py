@@ -13,6 +13,7 @@ import click
 from wsi_hcc.cli.errors import OneLineCommand
 from wsi_hcc.cli.options import deprecation, renamed_option
 from wsi_hcc.cli.radiology import prepare_out, provenance
+from wsi_hcc.errors import ConfigError
 
 __all__ = ["COMMANDS", "train", "predict", "explain"]
 
@@ -36,9 +37,6 @@ def _model(weights, model_kind, task, phases, seed):
     from wsi_hcc.radiology.classify_bundle import load_classifier
     from wsi_hcc.radiology.classify_train import TrainConfig, untrained_model
 
-    if weights in _MODELS and not Path(weights).exists():  # the old spelling: --model named the kind
-        deprecation(f"--model {weights}", f"--arch {weights}")
-        weights, model_kind = None, weights
     if weights:
         if not Path(weights).exists():
             raise WsiHccError(f"{weights}: no such model folder; give --model the folder 'wsi-hcc radiology train' "
@@ -83,6 +81,16 @@ def _crop(model, images, tumour_path, tumour_label, liver_path, liver_labels):
         raise WsiHccError(f"the {model.kind} model needs --image for {needed} (write PHASE=PATH for CT, "
                           "MR:PHASE=PATH for MR)")
     return make_crop(volumes, tumour.with_array(values), liver, CropSpec.from_json(model.card["crop"]))
+
+
+def _old_model_spelling(weights: str | None, model_kind: str | None) -> tuple[str | None, str | None]:
+    """``--model KIND`` meant the architecture before ``--model`` became the folder: ``(folder, arch)``."""
+    if weights not in _MODELS or Path(weights).exists():
+        return weights, model_kind
+    if model_kind is not None:
+        raise ConfigError(f"--model {weights} and --arch {model_kind}: --model is now a model folder; give --arch only")
+    deprecation(f"--model {weights}", f"--arch {weights}")
+    return None, weights
 
 
 _INPUT_OPTIONS = [
@@ -242,6 +250,7 @@ A fusion model accepts CT only, MR only (MR:PHASE=PATH) or both.""")
 def predict(weights, model_kind, task, images, tumour_path, tumour_label, liver_path, liver_labels, out_dir, covariates,
             seed):
     """Predict MVI or grade for one case from its phases and tumour mask."""
+    weights, model_kind = _old_model_spelling(weights, model_kind)
     from wsi_hcc.errors import WsiHccError
     from wsi_hcc.radiology.classify_train import nomogram_inputs, predict_proba
     from wsi_hcc.radiology.cohort import diameter_mm
@@ -295,6 +304,7 @@ crop_regions.nii.gz (1 tumour, 2 ring, 3 far liver), cam_z<slice>.png overlays a
 def explain(weights, model_kind, task, images, tumour_path, tumour_label, liver_path, liver_labels, out_dir,
             class_name, n_slices, seed):
     """Grad-CAM of a classifier on one case, as NIfTI, PNG overlays and CAM energy per region."""
+    weights, model_kind = _old_model_spelling(weights, model_kind)
     from wsi_hcc.errors import WsiHccError
     from wsi_hcc.radiology.cam import cam_energy, grad_cam, write_cam
     from wsi_hcc.radiology.classify_train import predict_proba

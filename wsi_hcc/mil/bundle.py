@@ -152,6 +152,8 @@ def load_mil_bundle(path: str | Path, device: str = "cpu") -> MilBundle:
     from wsi_hcc.mil.models import build_mil_model
 
     path = Path(path)
+    if not path.exists():
+        raise WsiHccError(f"{path}: no such folder; point --model at the 'model' folder of a wsi-hcc train-mil run")
     card_path = path / "card.json"
     try:
         card = json.loads(card_path.read_text())

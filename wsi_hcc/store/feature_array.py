@@ -35,6 +35,8 @@ class FeatureError(WsiHccError):
 def read_store_meta(store: Path) -> dict:
     """The store's ``wsi_hcc`` attributes, or a one-line error if ``store`` is not a finished store."""
     attrs_file = store / ".zattrs"
+    if not store.exists():
+        raise FeatureError(f"{store}: no such store or folder; check the path")
     if not store.is_dir() or not (store / "tiles" / ".zarray").is_file() or not attrs_file.is_file():
         raise FeatureError(f"{store}: not a patch store (no tiles array); make one with `wsi-hcc tile`")
     try:
