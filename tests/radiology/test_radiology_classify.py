@@ -221,5 +221,6 @@ def test_cli_help_predict_explain_and_errors(tmp_path):
     assert result.exit_code == 0, result.output
     assert "--model multiphase is deprecated and will be removed; use --arch multiphase" in result.stderr
     assert json.loads((tmp_path / "old_cam" / "energy.json").read_text())["inputs"]["weights"] is None
-    result = runner.invoke(explain, ["--model", "multiphase", "--arch", "single", *common, "--out", str(tmp_path / "y")])
+    result = runner.invoke(explain, ["--model", "multiphase", "--arch", "single", *common,
+                                     "--out", str(tmp_path / "y")])
     assert result.exit_code == 2 and result.output.count("\n") == 1 and "give --arch only" in result.output
