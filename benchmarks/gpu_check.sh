@@ -26,7 +26,7 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 NO_ALBUMENTATIONS_UPDATE=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 lscpu | grep -E "^(Model name|CPU\(s\))"
 python3 -c "import torch, torchvision, timm; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'timm', timm.__version__, torch.cuda.get_device_name())"
-timeout 80 python3 -m pytest -q -p no:cacheprovider tests/test_features.py tests/test_tile_feed.py tests/test_training.py tests/test_stain_torch.py -k "cuda or gpu or feed" \
+timeout 80 python3 -m pytest -q -p no:cacheprovider tests/features/test_features.py tests/features/test_tile_feed.py tests/training/test_training.py tests/stain/test_stain_torch.py -k "cuda or gpu or feed" \
   2>&1 | tee "$OUT/pytest_cuda.log" | tail -8
 # rows in order of importance (ResNet-34, LiverNet, loader and decoder ceilings, feed alone), so a
 # run cut short by its timeout still leaves the ones that matter most
