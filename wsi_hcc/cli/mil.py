@@ -9,7 +9,7 @@ from __future__ import annotations
 import click
 
 from wsi_hcc.cli.errors import OneLineCommand
-from wsi_hcc.cli.options import renamed_option
+from wsi_hcc.cli.options import renamed_option, stores_argument
 
 __all__ = ["COMMANDS", "train_mil"]
 
@@ -29,8 +29,7 @@ wsi_hcc.mil.load_mil_bundle (JSON + safetensors, nothing unpickled).""")
               help="MIL YAML with a 'mil:' section (see configs/mil/).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Run folder: metrics.json, predictions.csv, roc/reliability/confusion PNGs, folds/, model/.")
-@click.argument("stores", nargs=-1)
-@renamed_option("--store", "positional STORES", "stores", multiple=True)
+@stores_argument
 @click.option("--labels", "labels_csv", type=click.Path(dir_okay=False), help="Label CSV (slide, patient, label"
               "[, grade]); replaces the config's.")
 @click.option("--arch", "model", type=click.Choice(["gated", "clam_sb", "clam_mb", "mean", "max"]),

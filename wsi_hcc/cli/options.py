@@ -14,7 +14,7 @@ import click
 
 from wsi_hcc.errors import ConfigError
 
-__all__ = ["renamed_option", "deprecation"]
+__all__ = ["renamed_option", "deprecation", "stores_argument"]
 
 
 def deprecation(old: str, new: str) -> None:
@@ -41,3 +41,9 @@ def renamed_option(old: str, new: str, dest: str, **option_kwargs):
         return click.option(old, hidden, hidden=True, default=None, **option_kwargs)(with_old_spelling)
 
     return decorate
+
+
+def stores_argument(command):
+    """Patch stores (or folders of them) as the positional inputs; the old ``--store`` for one release."""
+    command = renamed_option("--store", "positional STORES", "stores", multiple=True)(command)
+    return click.argument("stores", nargs=-1)(command)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import click
 
 from wsi_hcc.cli.errors import OneLineCommand
-from wsi_hcc.cli.options import renamed_option
+from wsi_hcc.cli.options import renamed_option, stores_argument
 
 __all__ = ["COMMANDS", "train_patches", "explain"]
 
@@ -41,8 +41,7 @@ Rerunning the same command resumes from runs/.../last-checkpoint.pt; a finished 
               help="Training YAML with a 'train:' section (see configs/train/).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Run folder: best.safetensors, metrics.json, confusion.png, curves.png, checkpoints.")
-@click.argument("stores", nargs=-1)
-@renamed_option("--store", "positional STORES", "stores", multiple=True)
+@stores_argument
 @click.option("--arch", "backbone", help="Backbone to train (resnet34, livernet, a timm model).")
 @renamed_option("--backbone", "--arch", "backbone")
 @click.option("--weights", type=click.Path(dir_okay=False), help="Initial weights (local file).")

@@ -1,6 +1,6 @@
 """The feature stage: tiles of patch stores -> backbone embeddings, row i for ``coords[i]``.
 
-How features sit in a store (partial array, done-markers, publish) is ``feature_store``'s job;
+How features sit in a store (partial array, done-markers, publish) is ``store.feature_array``'s job;
 this module decodes tiles, runs the model and routes rows to their stores.
 """
 

@@ -93,8 +93,6 @@ class MilCohort:
     feature_dim: int
 
 
-
-
 def load_cohort(config: MilConfig) -> MilCohort:
     """The label CSV matched to feature stores, checked: one-line errors naming the file and the fix."""
     csv_path = Path(config.labels_csv)
