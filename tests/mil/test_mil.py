@@ -233,6 +233,27 @@ def tiny_cohort(tmp_path_factory):
     return root, path
 
 
+def _as_legacy_bundle(bundle, dest):
+    """The same bundle in the wsi-hcc-mil-bundle/2 layout: one fold<k>.safetensors per member."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from wsi_hcc.models import file_sha256
+
+    shutil.copytree(bundle, dest)
+    card = json.loads((dest / "card.json").read_text())
+    tensors = load_file(str(dest / "weights.safetensors"))
+    (dest / "weights.safetensors").unlink()
+    for member in card["members"]:
+        prefix, name = f"fold{member['fold']}.", f"fold{member['fold']}.safetensors"
+        save_file({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}, str(dest / name))
+        member.update(file=name, sha256=file_sha256(dest / name))
+    del card["files"], card["weights_sha256"]
+    (dest / "card.json").write_text(json.dumps({**card, "format": "wsi-hcc-mil-bundle/2"}))
+    return dest
+
+
 def test_train_mil_writes_metrics_pictures_and_a_bundle_and_skips_finished_folds(tiny_cohort, monkeypatch):
     from wsi_hcc.cli.mil import train_mil
 
@@ -263,7 +284,8 @@ def test_train_mil_writes_metrics_pictures_and_a_bundle_and_skips_finished_folds
     assert card["features"]["digest"] == store_meta["digest"] and card["features"]["backbone"] == "colour_texture_test"
     assert card["class_names"] == ["non-HCC", "HCC"] and card["grade_names"] == ["G1", "G2", "G3"]
     assert 0 < card["threshold"] <= 1 and card["temperature"] > 0 and card["versions"]["torch"]
-    assert len(card["members"]) == 1 and len(card["members"][0]["sha256"]) == 64
+    assert len(card["members"]) == 1 and len(card["weights_sha256"]) == 64 and card["format"] == "wsi-hcc-mil-bundle/3"
+    assert sorted(card["files"]) == ["backbone.safetensors", "config.yaml"]
     assert card["backbone"]["name"] == "colour_texture_test" and (out / "model" / "backbone.safetensors").is_file()
     assert card["backbone"]["tiling"]["target_mpp"] == 1.0 and card["backbone"]["tiling"]["tile_px"] == 32
 
@@ -285,6 +307,12 @@ def test_train_mil_writes_metrics_pictures_and_a_bundle_and_skips_finished_folds
         prediction.label = "HCC"
     backbone = bundle.create_backbone()
     assert backbone.card.weights_sha256 == card["backbone"]["sha256"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        bundle.card.threshold = 0.1
+    assert bundle.card.class_names == ("non-HCC", "HCC") and bundle.card.raw["threshold"] == bundle.card.threshold
+    # a bundle of the older layout (one file per member) still loads, and predicts the same
+    old = load_mil_bundle(_as_legacy_bundle(out / "model", root / "legacy")).predict(features)
+    assert old.label == prediction.label and np.allclose(old.label_probs, prediction.label_probs)
     monkeypatch.undo()
 
     first = (out / "folds" / "fold1" / "result.json").read_bytes()
@@ -307,7 +335,7 @@ def test_other_models_run_through_the_pipeline(tiny_cohort, name):
     report = run_mil_training(cfg, root / f"run_{name}")
     assert report.folds_run == [0, 1, 2]
     assert len(json.loads((report.bundle_dir / "card.json").read_text())["members"]) == 3
-    assert load_mil_bundle(report.bundle_dir).card["kind"] == "ensemble"
+    assert load_mil_bundle(report.bundle_dir).card.selection == "ensemble"
 
 
 def test_one_line_errors_name_the_file_and_the_fix(tiny_cohort, tmp_path):

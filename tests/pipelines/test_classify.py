@@ -165,10 +165,10 @@ def test_bundle_problems_are_one_line(demo, tmp_path):
                                        "--out", str(tmp_path / "o")])
     assert result.exit_code == 2
     assert result.output.strip() == (f"error: {bundle / 'backbone.safetensors'}: missing or not the file the card "
-                                      "names (sha256 differs); copy the whole bundle folder again")
+                                      "names (sha256 differs); copy the whole model folder again")
     result = CliRunner().invoke(main, ["classify", str(out / "heldout"), "--model", str(tmp_path),
                                        "--out", str(tmp_path / "o")])
-    assert result.exit_code == 2 and "not a MIL bundle (no card.json)" in result.output
+    assert result.exit_code == 2 and "not a MIL bundle (card.json missing)" in result.output
     help_text = CliRunner().invoke(main, ["classify", "--help"]).output
     assert "Examples:" in help_text and "wsi-hcc classify slides/ --model" in help_text
 

@@ -12,7 +12,7 @@ FORMAT = "wsi_hcc.test/1"
 
 
 def _load(folder):
-    return load_checked(folder / WEIGHTS_NAME, folder / CARD_NAME, card_format=FORMAT, kind="a test model",
+    return load_checked(folder, card_format=FORMAT, kind="a test model",
                         writer="the test")
 
 
@@ -52,3 +52,28 @@ def test_weights_that_are_not_safetensors_are_refused_without_unpickling(folder,
     (folder / CARD_NAME).write_text(json.dumps({**card, "weights_sha256": hashlib.sha256(data).hexdigest()}))
     with pytest.raises(WsiHccError, match="not a safetensors file"):
         _load(folder)
+
+
+def test_other_files_are_copied_checked_and_refused_when_changed(tmp_path):
+    source = tmp_path / "backbone.bin"
+    source.write_bytes(b"backbone bytes")
+    folder = save_checked(tmp_path / "model", {"w": torch.ones(2)}, {"format": FORMAT},
+                          files={"backbone.safetensors": source, "config.yaml": b"epochs: 2\n"})
+    card, _ = _load(folder)
+    assert (folder / "backbone.safetensors").read_bytes() == b"backbone bytes"
+    assert sorted(card["files"]) == ["backbone.safetensors", "config.yaml"]
+    assert not [p for p in folder.iterdir() if p.name.endswith(".partial")]
+    (folder / "config.yaml").write_text("epochs: 3\n")
+    with pytest.raises(WsiHccError, match="config.yaml: missing or not the file the card names"):
+        _load(folder)
+
+
+@pytest.mark.parametrize("given", [lambda f: f / CARD_NAME, lambda f: f / WEIGHTS_NAME, lambda f: f])
+def test_a_model_is_found_from_its_folder_card_or_weights(folder, given):
+    card, tensors = _load(given(folder))
+    assert card["k"] == 1 and "w" in tensors
+
+
+def test_a_missing_folder_is_one_line(tmp_path):
+    with pytest.raises(WsiHccError, match="nomodel: no such folder; pass the folder that the test wrote"):
+        _load(tmp_path / "nomodel")

@@ -1,40 +1,47 @@
-"""The MIL model bundle: a folder with safetensors weights, a JSON card and the training config.
+"""The MIL model bundle: a model folder (``utils.checked_weights``) holding every member of the
+model, the feature backbone and the training config.
 
 Layout::
 
     model/
-      card.json            classes, grades, threshold, temperature, model arguments, the feature
-                           provenance of the training stores (digest, backbone and its card), the
-                           tiling the stores were made with, versions and the sha256 of every file
+      card.json            classes, grades, threshold, temperature, model arguments, the members,
+                           the feature provenance of the training stores (digest, backbone and its
+                           card), the tiling the stores were made with, versions and the sha256 of
+                           every file
+      weights.safetensors  every member's tensors, named ``fold<k>.<parameter>``
       backbone.safetensors the feature backbone's weights (with its model card inside)
-      fold<k>.safetensors  one per member (the best fold, or every fold for an ensemble)
       config.yaml          the training config
 
 Everything ``wsi-hcc classify`` needs to go from a slide to a prediction is in the folder. Loading
 reads JSON and safetensors only: nothing is ever unpickled, and every file's sha256 is checked.
+Bundles of the older layout (``wsi-hcc-mil-bundle/2``: one ``fold<k>.safetensors`` per member)
+still load.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from wsi_hcc.errors import WsiHccError
-from wsi_hcc.models import file_sha256
+from wsi_hcc.utils.checked_weights import CARD_NAME, check_file, file_sha256, load_checked, save_checked
 
-__all__ = ["BUNDLE_FORMAT", "BACKBONE_FILE", "MilBundle", "SlidePrediction", "load_mil_bundle", "save_member",
-           "bundle_backbone"]
+__all__ = ["BUNDLE_FORMAT", "BACKBONE_FILE", "MilCard", "MilBundle", "SlidePrediction", "load_mil_bundle",
+           "save_mil_bundle", "save_member", "bundle_backbone"]
 
-BUNDLE_FORMAT = "wsi-hcc-mil-bundle/2"
+BUNDLE_FORMAT = "wsi-hcc-mil-bundle/3"
+_LEGACY_FORMATS = ("wsi-hcc-mil-bundle/2", "wsi-hcc-mil-bundle/1")
 BACKBONE_FILE = "backbone.safetensors"
+_WRITER = "wsi-hcc train-mil"
 
 
 def save_member(model, path: Path) -> str:
-    """Write ``model``'s tensors as safetensors at ``path``; returns the file's sha256."""
+    """Write ``model``'s tensors as safetensors at ``path`` (a fold's checkpoint); returns the sha256."""
     from safetensors.torch import save_file
 
     save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(path),
@@ -42,28 +49,60 @@ def save_member(model, path: Path) -> str:
     return file_sha256(path)
 
 
-def bundle_backbone(weights: Path, dest_dir: Path, backbone: str, card: dict[str, Any], tiling: dict[str, Any],
-                    feature_dtype: str) -> dict[str, Any]:
-    """Put the feature backbone's weights into a bundle folder as safetensors and describe them.
+def bundle_backbone(weights: Path, backbone: str, card: dict[str, Any], tiling: dict[str, Any],
+                    feature_dtype: str) -> tuple[Path | bytes, dict[str, Any]]:
+    """The feature backbone's weights as a bundle file, and their description for the card.
 
     ``card`` is the backbone's model card as the features recorded it. Our own safetensors are
-    copied byte for byte, so features already extracted with them are recognised (same digest) and
+    kept byte for byte, so features already extracted with them are recognised (same digest) and
     reused by ``classify``; other formats are converted once.
     """
-    import shutil
+    import hashlib
 
     from wsi_hcc.mil.handcrafted import entry_for_card
-    from wsi_hcc.models import create_backbone, save_weights, state_sha256
+    from wsi_hcc.models import create_backbone, state_sha256, weights_bytes
 
-    dest = dest_dir / BACKBONE_FILE
     model = create_backbone(backbone, num_classes=0, weights=weights, entry=entry_for_card(card))
     if weights.suffix == ".safetensors":
-        shutil.copyfile(weights, dest)
+        content, sha256 = weights, file_sha256(weights)
     else:
-        save_weights(model, model.card, dest)
-    return {"name": backbone, "file": BACKBONE_FILE, "sha256": file_sha256(dest),
-            "model_sha256": state_sha256(model), "source": str(weights), "feature_dtype": feature_dtype,
-            "tiling": tiling}
+        content = weights_bytes(model, model.card)
+        sha256 = hashlib.sha256(content).hexdigest()
+    return content, {"name": backbone, "file": BACKBONE_FILE, "sha256": sha256, "model_sha256": state_sha256(model),
+                     "source": str(weights), "feature_dtype": feature_dtype, "tiling": tiling}
+
+
+def save_mil_bundle(folder: Path, card: dict[str, Any], members: Sequence[tuple[int, Mapping[str, Any]]],
+                    backbone: Path | bytes, config_text: str) -> Path:
+    """Write a bundle into ``folder``: ``members`` are ``(fold, tensors)`` pairs, ``backbone`` the
+    file :func:`bundle_backbone` chose."""
+    tensors = {f"fold{fold}.{name}": value for fold, state in members for name, value in state.items()}
+    return save_checked(folder, tensors, {**card, "format": BUNDLE_FORMAT},
+                        files={BACKBONE_FILE: backbone, "config.yaml": config_text.encode()})
+
+
+@dataclass(frozen=True)
+class MilCard:
+    """A bundle's card, typed. ``raw`` is the card as written, for provenance."""
+
+    class_names: tuple[str, ...]
+    grade_names: tuple[str, ...]
+    threshold: float
+    temperature: float
+    selection: str
+    model: Mapping[str, Any]
+    folds: tuple[int, ...]
+    features: Mapping[str, Any]
+    backbone: Mapping[str, Any] | None
+    raw: Mapping[str, Any] = field(repr=False)
+
+    @classmethod
+    def from_dict(cls, card: Mapping[str, Any]) -> MilCard:
+        return cls(class_names=tuple(card["class_names"]), grade_names=tuple(card.get("grade_names") or ()),
+                   threshold=float(card["threshold"]), temperature=float(card.get("temperature") or 1.0),
+                   selection=card["kind"], model=dict(card["model"]),
+                   folds=tuple(int(m["fold"]) for m in card["members"]), features=dict(card["features"]),
+                   backbone=dict(card["backbone"]) if card.get("backbone") else None, raw=dict(card))
 
 
 @dataclass(frozen=True)
@@ -84,20 +123,23 @@ class SlidePrediction:
     tile_grade_probs: np.ndarray | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class MilBundle:
-    card: dict[str, Any]
-    models: list
-    path: Path | None = None
+    card: MilCard
+    models: tuple
+    path: Path
 
     @property
     def has_backbone(self) -> bool:
-        return bool(self.card.get("backbone"))
+        return self.card.backbone is not None
+
+    @property
+    def backbone_path(self) -> Path:
+        return self.path / self._need_backbone()["file"]
 
     def tile_config(self) -> dict[str, Any]:
         """The tiling of the training stores (a ``TileConfig`` dump): slides are tiled the same way."""
-        self._need_backbone()
-        return dict(self.card["backbone"]["tiling"])
+        return dict(self._need_backbone()["tiling"])
 
     def create_backbone(self):
         """The feature backbone with the bundle's weights (a feature extractor: no classifier)."""
@@ -105,14 +147,14 @@ class MilBundle:
         from wsi_hcc.models import create_backbone
 
         entry = self._need_backbone()
-        return create_backbone(entry["name"], num_classes=0, weights=self.path / entry["file"],
-                               entry=entry_for_card(self.card["features"]["card"]))
+        return create_backbone(entry["name"], num_classes=0, weights=self.backbone_path,
+                               entry=entry_for_card(self.card.features["card"]))
 
-    def _need_backbone(self) -> dict[str, Any]:
-        if not self.has_backbone:
+    def _need_backbone(self) -> Mapping[str, Any]:
+        if self.card.backbone is None:
             raise WsiHccError(f"{self.path}: this bundle has no feature backbone (made by an older wsi-hcc "
                               "train-mil); retrain it with this version")
-        return self.card["backbone"]
+        return self.card.backbone
 
     def predict(self, features: np.ndarray) -> SlidePrediction:
         """One bag ``(N, D)`` -> the slide's calibrated probabilities (mean over members), the
@@ -122,7 +164,6 @@ class MilBundle:
         from wsi_hcc.mil.metrics import softmax
 
         x = torch.as_tensor(np.asarray(features, dtype=np.float32))
-        temperature = float(self.card.get("temperature") or 1.0)
         probs: dict[str, list[np.ndarray]] = {}
         tile_probs: dict[str, list[np.ndarray]] = {}
         attention = []
@@ -131,57 +172,58 @@ class MilBundle:
                 out = model(x)
                 per_tile = model.tile_logits(x)
                 for head, logits in out.logits.items():
-                    t = temperature if head == "label" else 1.0
+                    t = self.card.temperature if head == "label" else 1.0
                     probs.setdefault(head, []).append(softmax(logits.numpy()[None], t)[0])
                     tile_probs.setdefault(head, []).append(softmax(per_tile[head].numpy(), t))
                 attention.append(out.attention.numpy())
         mean = {head: np.mean(p, axis=0) for head, p in probs.items()}
         tiles = {head: np.mean(p, axis=0) for head, p in tile_probs.items()}
-        grade = self.card["grade_names"][int(mean["grade"].argmax())] if "grade" in mean else None
-        return SlidePrediction(label=self.card["class_names"][int(float(mean["label"][1]) >= self.card["threshold"])],
-                               label_probs=mean["label"], attention=np.mean(attention, axis=0),
-                               tile_label_probs=tiles["label"], grade=grade, grade_probs=mean.get("grade"),
-                               tile_grade_probs=tiles.get("grade"))
+        grade = self.card.grade_names[int(mean["grade"].argmax())] if "grade" in mean else None
+        positive = float(mean["label"][1]) >= self.card.threshold
+        return SlidePrediction(label=self.card.class_names[int(positive)], label_probs=mean["label"],
+                               attention=np.mean(attention, axis=0), tile_label_probs=tiles["label"], grade=grade,
+                               grade_probs=mean.get("grade"), tile_grade_probs=tiles.get("grade"))
 
 
 def load_mil_bundle(path: str | Path, device: str = "cpu") -> MilBundle:
     """Read a bundle folder written by ``wsi-hcc train-mil`` (JSON + safetensors; checks the hashes)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     from wsi_hcc.mil.models import build_mil_model
 
     path = Path(path)
     if not path.exists():
         raise WsiHccError(f"{path}: no such folder; point --model at the 'model' folder of a wsi-hcc train-mil run")
-    card_path = path / "card.json"
-    try:
-        card = json.loads(card_path.read_text())
-    except FileNotFoundError:
-        raise WsiHccError(f"{path}: not a MIL bundle (no card.json); point at the 'model' folder of a "
-                          "wsi-hcc train-mil run") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise WsiHccError(f"{card_path}: unreadable bundle card ({exc}); rerun wsi-hcc train-mil") from None
-    if card.get("format") not in (BUNDLE_FORMAT, "wsi-hcc-mil-bundle/1"):
-        raise WsiHccError(f"{card_path}: not a {BUNDLE_FORMAT} card; rerun wsi-hcc train-mil")
-    args = card["model"]
+    card, tensors = _read_legacy(path) or load_checked(path, card_format=BUNDLE_FORMAT, kind="a MIL bundle",
+                                                       writer=_WRITER)
+    typed = MilCard.from_dict(card)
+    args = typed.model
     models = []
-    for entry in card.get("members", []) + ([card["backbone"]] if card.get("backbone") else []):
-        _check_file(path / entry["file"], entry["sha256"])
-    for member in card["members"]:
-        weights = path / member["file"]
-        try:
-            state = load_file(str(weights), device=device)
-        except (SafetensorError, OSError) as exc:
-            raise WsiHccError(f"{weights}: unreadable safetensors ({exc})") from None
+    for fold in typed.folds:
+        prefix = f"fold{fold}."
         model = build_mil_model(args["name"], args["in_dim"], dict(args["heads"]), hidden=args["hidden"],
                                 dropout=args["dropout"], k_sample=args["k_sample"])
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}, strict=True)
         models.append(model.eval().to(device))
-    return MilBundle(card, models, path)
+    return MilBundle(typed, tuple(models), path)
 
 
-def _check_file(path: Path, sha256: str) -> None:
-    if not path.is_file() or file_sha256(path) != sha256:
-        raise WsiHccError(f"{path}: missing or not the file the card names (sha256 differs); "
-                          "copy the whole bundle folder again")
+def _read_legacy(path: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """Card and tensors of a bundle in an older layout (one safetensors file per member), or None."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        card = json.loads((path / CARD_NAME).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None  # the checked reader words the error
+    if not isinstance(card, dict) or card.get("format") not in _LEGACY_FORMATS:
+        return None
+    for entry in card.get("members", []) + ([card["backbone"]] if card.get("backbone") else []):
+        check_file(path / entry["file"], entry["sha256"])
+    tensors = {}
+    for member in card["members"]:
+        try:
+            state = load_file(str(path / member["file"]))
+        except (SafetensorError, OSError) as exc:
+            raise WsiHccError(f"{path / member['file']}: unreadable safetensors ({exc})") from None
+        tensors.update({f"fold{member['fold']}.{k}": v for k, v in state.items()})
+    return card, tensors

@@ -21,11 +21,12 @@ from wsi_hcc.models.weights import (
     read_state_dict,
     save_weights,
     state_sha256,
+    weights_bytes,
 )
 
 __all__ = ["ModelCard", "BackboneEntry", "WeightsError", "create_backbone", "register_backbone", "list_backbones",
            "get_entry", "card_for", "tiling_from_card", "to_model_input", "save_weights", "read_state_dict",
-           "card_from_weights", "file_sha256", "state_sha256"]
+           "card_from_weights", "file_sha256", "state_sha256", "weights_bytes"]
 
 register_backbone(RESNET34)
 register_backbone(LIVERNET)

@@ -13,9 +13,11 @@ from pathlib import Path
 
 from wsi_hcc.errors import WsiHccError
 from wsi_hcc.models.card import ModelCard
-from wsi_hcc.utils.atomic import partial_path
+from wsi_hcc.utils.atomic import atomic_write_bytes
+from wsi_hcc.utils.checked_weights import file_sha256
 
-__all__ = ["WeightsError", "file_sha256", "state_sha256", "read_state_dict", "save_weights", "card_from_weights"]
+__all__ = ["WeightsError", "file_sha256", "state_sha256", "read_state_dict", "save_weights", "weights_bytes",
+           "card_from_weights"]
 
 _CARD_KEY = "wsi_hcc_card"
 _TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
@@ -23,14 +25,6 @@ _TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 
 class WeightsError(WsiHccError):
     """A weights file is missing, unsafe or does not fit the model."""
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def state_sha256(model) -> str:
@@ -94,15 +88,16 @@ def card_from_weights(path: str | Path) -> ModelCard | None:
     return ModelCard.from_dict(json.loads(meta[_CARD_KEY])) if _CARD_KEY in meta else None
 
 
+def weights_bytes(model, card: ModelCard) -> bytes:
+    """``model``'s weights with its card, as the bytes of a safetensors file."""
+    from safetensors.torch import save
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    return save(state, metadata={_CARD_KEY: card.to_json()})
+
+
 def save_weights(model, card: ModelCard, path: str | Path) -> str:
     """Write ``model``'s weights with its card as safetensors (atomically); returns the sha256."""
-    import os
-
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    tmp = partial_path(path)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(tmp), metadata={_CARD_KEY: card.to_json()})
-    os.replace(tmp, path)
-    return file_sha256(path)
+    data = weights_bytes(model, card)
+    atomic_write_bytes(Path(path), data)
+    return hashlib.sha256(data).hexdigest()

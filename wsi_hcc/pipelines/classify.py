@@ -90,8 +90,8 @@ def run_classify(inputs: list[str | Path], bundle_dir: str | Path, out_dir: str 
                      slide_mpp=slide_mpp, overwrite=overwrite, workers=workers, scheduler=scheduler,
                      progress=progress("tile")).outcomes
     stores = [stores_dir / f"{o.stem}.zarr" for o in tiled if o.status != "failed"]
-    backbone = bundle.card["backbone"]
-    featured = run_features(stores, stores_dir, backbone["name"], weights=Path(bundle_dir) / backbone["file"],
+    backbone = dict(bundle.card.backbone)
+    featured = run_features(stores, stores_dir, backbone["name"], weights=bundle.backbone_path,
                             device=device, batch_size=batch_size, dtype=backbone["feature_dtype"],
                             replace_other=True, model=backbone_model,
                             progress=progress("features")).outcomes if stores else ()
@@ -114,7 +114,7 @@ def run_classify(inputs: list[str | Path], bundle_dir: str | Path, out_dir: str 
     atomic_write_json(out_dir / "classify-manifest.json", {
         "command": "classify", "started": started, "finished": utc_now(),
         "bundle": {"path": str(Path(bundle_dir).resolve()), "card_sha256": bundle_digest,
-                   "features": bundle.card["features"], "backbone": backbone},
+                   "features": dict(bundle.card.features), "backbone": backbone},
         "stores_dir": str(stores_dir.resolve()), "region_threshold": region_threshold, "device": device,
         "versions": stack_versions(),
         "summary": {s: sum(r["status"] == s for r in rows) for s in ("done", "skipped", "failed")},
@@ -218,15 +218,15 @@ def _export(slide_path: Path, slide_mpp: float, stem: str, tiles: TilePrediction
         offset = slide_bounds_offset(reader.properties)
     finally:
         reader.close()
-    class_names = bundle.card["class_names"]
+    class_names = bundle.card.class_names
     atomic_write_bytes(heatmap_path, slide_heatmap_png(thumbnail, downsample, tiles, class_names[-1], title=stem))
-    write_qupath_geojson(geojson_path, slide_geojson_features(tiles, class_names, bundle.card.get("grade_names"),
+    write_qupath_geojson(geojson_path, slide_geojson_features(tiles, class_names, bundle.card.grade_names or None,
                                                               region_threshold, offset))
 
 
 def _prediction_columns(prediction: SlidePrediction, bundle: MilBundle) -> dict[str, Any]:
     columns = {"p_hcc": round(float(prediction.label_probs[1]), 6), "predicted_label": prediction.label}
-    for g, name in enumerate(bundle.card.get("grade_names") or []):
+    for g, name in enumerate(bundle.card.grade_names):
         columns[f"p_{name}"] = round(float(prediction.grade_probs[g]), 6)
     if prediction.grade is not None:
         columns["predicted_grade"] = prediction.grade
@@ -234,7 +234,7 @@ def _prediction_columns(prediction: SlidePrediction, bundle: MilBundle) -> dict[
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]], bundle: MilBundle) -> None:
-    grades = bundle.card.get("grade_names") or []
+    grades = bundle.card.grade_names
     columns = CSV_COLUMNS[:3] + [f"p_{g}" for g in grades] + (["predicted_grade"] if grades else []) + CSV_COLUMNS[3:]
     if any("true_label" in r for r in rows):
         columns[1:1] = ["true_label"] + (["true_grade"] if grades else [])

@@ -36,7 +36,7 @@ from typing import Any, Callable
 import numpy as np
 
 from wsi_hcc.errors import WsiHccError
-from wsi_hcc.mil.bundle import BUNDLE_FORMAT, bundle_backbone, save_member
+from wsi_hcc.mil.bundle import bundle_backbone, save_member, save_mil_bundle
 from wsi_hcc.mil.config import MilConfig
 from wsi_hcc.mil.cv import patient_folds, split_validation
 from wsi_hcc.mil.metrics import (
@@ -425,7 +425,7 @@ def locate_backbone_weights(config: MilConfig, cohort: MilCohort) -> Path:
 
 def _write_bundle(out_dir: Path, config: MilConfig, cohort: MilCohort, results: list[dict],
                   config_text: str, backbone_weights: Path) -> Path:
-    import shutil
+    from safetensors.torch import load_file
 
     final = out_dir / "model"
     tmp = fresh_partial_dir(final)
@@ -436,30 +436,24 @@ def _write_bundle(out_dir: Path, config: MilConfig, cohort: MilCohort, results: 
         chosen = results
         temperature = float(np.mean([r["temperature"] for r in results]))
         threshold = float(np.median([r["threshold"] for r in results]))
-    members = []
-    for r in chosen:
-        name = f"fold{r['fold']}.safetensors"
-        shutil.copyfile(_fold_dir(out_dir, r["fold"]) / "weights.safetensors", tmp / name)
-        members.append({"file": name, "fold": r["fold"], "sha256": file_sha256(tmp / name),
-                        "best_val_loss": r["best_val_loss"]})
+    members = [(r["fold"], load_file(str(_fold_dir(out_dir, r["fold"]) / "weights.safetensors"))) for r in chosen]
     first_store = read_store_meta(next(iter(cohort.stores.values())))
-    backbone = bundle_backbone(backbone_weights, tmp, cohort.features["backbone"], cohort.features["card"],
-                               first_store["config"], cohort.features["dtype"])
+    backbone_file, backbone = bundle_backbone(backbone_weights, cohort.features["backbone"], cohort.features["card"],
+                                              first_store["config"], cohort.features["dtype"])
     card = {
-        "format": BUNDLE_FORMAT, "created": utc_now(), "kind": config.bundle,
+        "kind": config.bundle,
         "class_names": config.class_names, "positive_class": config.class_names[1],
         "grade_names": config.grade_names, "threshold": threshold, "temperature": temperature,
         "threshold_rule": config.threshold if isinstance(config.threshold, str) else "fixed",
-        "model": _model_args(config, cohort), "members": members, "backbone": backbone,
+        "model": _model_args(config, cohort), "backbone": backbone,
+        "members": [{"fold": r["fold"], "best_val_loss": r["best_val_loss"]} for r in chosen],
         "input": "one bag: float32 (N, feature_dim) tile features from the backbone below, rows in any order",
         "features": {k: cohort.features.get(k) for k in ("digest", "backbone", "feature_dim", "dtype", "model_sha256",
                                                           "weights_sha256", "stain_normalised_on_the_fly", "card")},
-        "feature_versions": cohort.features.get("versions"),
-        "versions": stack_versions(), "config_digest": config.fold_digest(),
+        "feature_versions": cohort.features.get("versions"), "config_digest": config.fold_digest(),
         "selection": "lowest validation loss" if config.bundle == "best_fold" else "all folds, mean of probabilities",
     }
-    atomic_write_json(tmp / "card.json", card)
-    atomic_write_bytes(tmp / "config.yaml", config_text.encode())
+    save_mil_bundle(tmp, card, members, backbone_file, config_text)
     publish_dir(tmp, final)
     return final
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from wsi_hcc.utils.checked_weights import CARD_NAME, WEIGHTS_NAME, load_checked, save_checked
+from wsi_hcc.utils.checked_weights import load_checked, save_checked
 
 __all__ = ["save_classifier", "load_classifier", "CARD_FORMAT"]
 
@@ -25,10 +25,7 @@ def load_classifier(folder: str | Path):
     """Read a folder written by :func:`save_classifier` (JSON and safetensors only); the network is in eval mode."""
     from wsi_hcc.radiology.classify_train import ClassifierModel, build_model_network
 
-    folder = Path(folder)
-    if folder.is_file():
-        folder = folder.parent
-    card, tensors = load_checked(folder / WEIGHTS_NAME, folder / CARD_NAME, card_format=CARD_FORMAT,
+    card, tensors = load_checked(folder, card_format=CARD_FORMAT,
                                  kind="a classifier folder", writer="wsi-hcc radiology train")
     network = build_model_network(card["kind"], card["args"])
     network.load_state_dict(tensors)

@@ -13,7 +13,7 @@ from pathlib import Path
 from wsi_hcc.errors import WsiHccError
 from wsi_hcc.radiology.seg_metrics import SEGMENT_CLASSES
 from wsi_hcc.radiology.segment_models import SegConfig, SegModel, new_member
-from wsi_hcc.utils.checked_weights import CARD_NAME, WEIGHTS_NAME, load_checked, save_checked
+from wsi_hcc.utils.checked_weights import load_checked, model_folder_paths, save_checked
 
 __all__ = ["CARD_FORMAT", "save_seg_model", "load_seg_model"]
 
@@ -35,20 +35,10 @@ def save_seg_model(model: SegModel, folder: str | Path) -> Path:
     return save_checked(folder, tensors, card)
 
 
-def _paths(path: Path) -> tuple[Path, Path]:
-    if path.is_dir():
-        return path / WEIGHTS_NAME, path / CARD_NAME
-    if path.suffix == ".json":
-        return path.with_name(WEIGHTS_NAME), path
-    # A weights file: its card is beside it, as card.json or <stem>.json.
-    own = path.with_suffix(".json")
-    return path, own if own.is_file() else path.with_name(CARD_NAME)
-
-
 def load_seg_model(path: str | Path) -> SegModel:
     """Read a model folder (or its ``weights.safetensors`` / ``card.json``) written by :func:`save_seg_model`."""
-    weights_path, card_path = _paths(Path(path))
-    card, tensors = load_checked(weights_path, card_path, card_format=CARD_FORMAT, kind="a segmentation model",
+    weights_path = model_folder_paths(path)[0]
+    card, tensors = load_checked(path, card_format=CARD_FORMAT, kind="a segmentation model",
                                  writer="wsi-hcc radiology segment train")
     config = SegConfig.from_json(card["config"])
     members = []

@@ -16,7 +16,7 @@ from wsi_hcc.survival.cox import BreslowBaseline, CoxModel
 from wsi_hcc.survival.data import Standardizer
 from wsi_hcc.survival.groups import RiskCutoffs
 from wsi_hcc.survival.nomogram import Nomogram
-from wsi_hcc.utils.checked_weights import CARD_NAME, WEIGHTS_NAME, load_checked, save_checked
+from wsi_hcc.utils.checked_weights import load_checked, save_checked
 
 __all__ = ["SurvivalModel", "save_model", "load_model", "CARD_FORMAT"]
 
@@ -73,7 +73,7 @@ def load_model(folder: str | Path) -> SurvivalModel:
     from wsi_hcc.survival.deepsurv import DeepSurvModel, DeepSurvNet
 
     folder = Path(folder)
-    card, tensors = load_checked(folder / WEIGHTS_NAME, folder / CARD_NAME, card_format=CARD_FORMAT,
+    card, tensors = load_checked(folder, card_format=CARD_FORMAT,
                                  kind="a survival model folder", writer="wsi-hcc survival train")
     names = tuple(card["feature_names"])
     standardizer = Standardizer(np.asarray(card["standardizer"]["mean"], dtype=np.float64),

@@ -1,51 +1,88 @@
 """A model as a folder: ``weights.safetensors`` and ``card.json``, the card naming the weights'
-sha256. Writing is atomic; reading checks the format and the checksum and never unpickles.
+sha256 (and that of any other file the model needs). Every file is written atomically, the card
+last, so a killed run leaves no folder that loads. Reading checks the format and every checksum
+and never unpickles.
 
-The radiology segmentation models and classifiers and the survival models are stored this way;
-each caller puts what its model needs into the card and rebuilds the model from card and tensors.
+Every model wsi-hcc writes is stored this way: MIL bundles, radiology segmentation models and
+classifiers, survival models. Each caller puts what its model needs into the card and rebuilds
+the model from card and tensors.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from wsi_hcc.errors import WsiHccError
-from wsi_hcc.utils.atomic import atomic_write_bytes, atomic_write_json
+from wsi_hcc.utils.atomic import atomic_write_bytes, atomic_write_json, partial_path
 from wsi_hcc.utils.versions import stack_versions, utc_now
 
-__all__ = ["WEIGHTS_NAME", "CARD_NAME", "save_checked", "load_checked"]
+__all__ = ["WEIGHTS_NAME", "CARD_NAME", "save_checked", "load_checked", "model_folder_paths", "check_file",
+           "file_sha256"]
 
 WEIGHTS_NAME, CARD_NAME = "weights.safetensors", "card.json"
 
 
-def save_checked(folder: str | Path, tensors: dict[str, Any], card: dict[str, Any]) -> Path:
+def save_checked(folder: str | Path, tensors: dict[str, Any], card: dict[str, Any], *,
+                 files: Mapping[str, bytes | Path] | None = None) -> Path:
     """Write ``tensors`` and ``card`` (with the weights' sha256, the stack's versions and the time
-    added) into ``folder`` (created); returns the folder."""
+    added) into ``folder`` (created); returns the folder.
+
+    ``files`` are other files the model needs, by name in the folder: bytes, or a path copied byte
+    for byte. The card lists their sha256 under ``"files"``.
+    """
     from safetensors.torch import save
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    sums = {}
+    for name, content in (files or {}).items():
+        if isinstance(content, bytes):
+            atomic_write_bytes(folder / name, content)
+        else:
+            shutil.copyfile(content, partial_path(folder / name))
+            os.replace(partial_path(folder / name), folder / name)
+        sums[name] = file_sha256(folder / name)
     data = save({name: value.detach().contiguous().cpu() for name, value in tensors.items()})
     atomic_write_bytes(folder / WEIGHTS_NAME, data)
-    atomic_write_json(folder / CARD_NAME, {**card, "weights_sha256": hashlib.sha256(data).hexdigest(),
+    extra = {"files": sums} if sums else {}
+    atomic_write_json(folder / CARD_NAME, {**card, **extra, "weights_sha256": hashlib.sha256(data).hexdigest(),
                                            "versions": stack_versions(), "created": utc_now()})
     return folder
 
 
-def load_checked(weights_path: Path, card_path: Path, *, card_format: str, kind: str,
+def model_folder_paths(path: str | Path) -> tuple[Path, Path]:
+    """The weights and card of a model given as its folder, its ``card.json`` or its weights file
+    (whose card is beside it, as ``card.json`` or ``<stem>.json``)."""
+    path = Path(path)
+    if path.is_dir() or not path.suffix:
+        return path / WEIGHTS_NAME, path / CARD_NAME
+    if path.suffix == ".json":
+        return path.with_name(WEIGHTS_NAME), path
+    own = path.with_suffix(".json")
+    return path, own if own.is_file() else path.with_name(CARD_NAME)
+
+
+def load_checked(path: str | Path, *, card_format: str, kind: str,
                  writer: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The card and tensors of a folder written by :func:`save_checked`.
+    """The card and tensors of a model folder written by :func:`save_checked` (``path`` as
+    :func:`model_folder_paths` takes it).
 
     ``kind`` ("a survival model") and ``writer`` (the command that makes such folders) word the
-    one-line errors: a missing file, a card that is not JSON or not ``card_format``, weights whose
-    checksum differs from the card's, a file that is not safetensors.
+    one-line errors: a missing file, a card that is not JSON or not ``card_format``, weights or
+    other files whose checksum differs from the card's, a file that is not safetensors.
     """
     from safetensors import SafetensorError
     from safetensors.torch import load
 
+    weights_path, card_path = model_folder_paths(path)
+    if not card_path.parent.exists():
+        raise WsiHccError(f"{card_path.parent}: no such folder; pass the folder that {writer} wrote")
     try:
         card = json.loads(card_path.read_text())
         data = weights_path.read_bytes()
@@ -61,7 +98,24 @@ def load_checked(weights_path: Path, card_path: Path, *, card_format: str, kind:
     if hashlib.sha256(data).hexdigest() != card.get("weights_sha256"):
         raise WsiHccError(f"{weights_path}: checksum differs from {card_path.name}; the weights were changed or "
                           "damaged")
+    for name, sha256 in (card.get("files") or {}).items():
+        check_file(card_path.parent / name, sha256)
     try:
         return card, load(data)
     except SafetensorError as exc:
         raise WsiHccError(f"{weights_path}: not a safetensors file ({str(exc)[:80]})") from None
+
+
+def check_file(path: Path, sha256: str) -> None:
+    """Refuse, in one line, a file of a model folder that is missing or not the one its card names."""
+    if not path.is_file() or file_sha256(path) != sha256:
+        raise WsiHccError(f"{path}: missing or not the file the card names (sha256 differs); "
+                          "copy the whole model folder again")
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
