@@ -47,3 +47,36 @@ def blank_tiff(tmp_path_factory) -> Path:
     tifffile.imwrite(path, image, tile=(256, 256), compression="jpeg", photometric="rgb",
                      resolution=(20000.0, 20000.0), resolutionunit="CENTIMETER")
     return path
+
+
+class RecordingProgress:
+    """The progress protocol (``wsi_hcc.utils.progress.Progress``) as a list of events, for assertions."""
+
+    def __init__(self):
+        self.events = []
+
+    def stage(self, name):
+        self.events.append(("stage", name))
+
+    def item_started(self, name, position, total):
+        self.events.append(("item", name, position, total))
+
+    def steps_planned(self, total, done=0, name=""):
+        self.events.append(("planned", total, done, name))
+
+    def steps_done(self, n=1, status=""):
+        self.events.append(("steps", n, status))
+
+    def item_finished(self, warnings=()):
+        self.events.append(("finished", tuple(warnings)))
+
+    def message(self, text):
+        self.events.append(("message", text))
+
+    def of(self, kind):
+        return [e[1:] for e in self.events if e[0] == kind]
+
+
+@pytest.fixture
+def recording_progress():
+    return RecordingProgress()

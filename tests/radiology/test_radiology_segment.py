@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import RecordingProgress
 
 from wsi_hcc.cli.radiology_segment import COMMANDS, segment
 from wsi_hcc.errors import WsiHccError
@@ -164,8 +165,10 @@ def tiny_cases():
 def test_model_options_train_and_the_loss_falls(tiny_cases, model, pipeline):
     config = SegConfig(model=model, pipeline=pipeline, patch_size=(16, 32, 32), iterations=12, batch_size=2,
                        lr=5e-3, folds=1)
-    losses = []
-    trained = train_model(tiny_cases, config, progress=losses.append)
+    progress = RecordingProgress()
+    trained = train_model(tiny_cases, config, progress=progress)
+    assert len(progress.of("steps")) == config.iterations * (2 if pipeline == "two_stage" else 1)
+    assert progress.of("message") and progress.of("item") == [("fold 1", 0, 1)]
     assert len(trained.members) == 1
     keys = ("final_loss_tumour",) if pipeline == "two_stage" else ("final_loss",)
     assert all(np.isfinite(trained.info["folds"][0][k]) for k in keys)
@@ -173,7 +176,7 @@ def test_model_options_train_and_the_loss_falls(tiny_cases, model, pipeline):
     assert probs.shape == (3,) + tiny_cases[0].labels.shape
     np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-5)
     # Progress lines report the running loss; it falls from the first report to the last.
-    reported = [float(line.rsplit("loss ", 1)[1]) for line in losses if "loss" in line]
+    reported = [float(line.rsplit("loss ", 1)[1]) for (line,) in progress.of("message") if "loss" in line]
     assert reported[-1] < reported[0]
 
 

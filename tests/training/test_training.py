@@ -12,6 +12,7 @@ import pytest
 import torch
 import yaml
 from click.testing import CliRunner
+from conftest import RecordingProgress
 from PIL import Image
 
 from wsi_hcc.cli.app import main
@@ -355,26 +356,19 @@ def test_best_epoch_and_early_stopping_rules():
 # -- training runs ----------------------------------------------------------------------------------
 
 
-class _StopAfter:
+class _StopAfter(RecordingProgress):
     """Progress that interrupts the run after ``n`` training batches, like a kill."""
 
     def __init__(self, n):
+        super().__init__()
         self.n = n
 
-    def message(self, text): pass
-
-    def epoch_started(self, *args): pass
-
-    def batch_done(self, loss):
-        self.n -= 1
-        if self.n == 0:
-            raise KeyboardInterrupt
-
-    def evaluating(self, *args): pass
-
-    def tiles_evaluated(self, n): pass
-
-    def epoch_finished(self, record, best): pass
+    def steps_done(self, n=1, status=""):
+        super().steps_done(n, status)
+        if status.startswith("loss"):  # a training batch (evaluation steps carry no loss)
+            self.n -= 1
+            if self.n == 0:
+                raise KeyboardInterrupt
 
 
 @pytest.fixture(scope="module")

@@ -107,7 +107,7 @@ def tile(paths, out_dir, config_path, target_mpp, tile_px, for_model, overlap_px
     PATHS are slides, folders of slides, or CSV manifests with a 'path' column and an optional
     'mpp' column. A failed slide does not stop the batch; rerunning skips finished slides.
     """
-    from wsi_hcc.cli.progress import RichBatchProgress
+    from wsi_hcc.cli.progress import RichProgress
     from wsi_hcc.pipelines.tile import run_tile
     from wsi_hcc.tiling.config import load_config
 
@@ -119,7 +119,7 @@ def tile(paths, out_dir, config_path, target_mpp, tile_px, for_model, overlap_px
         target_mpp=target_mpp, tile_px=tile_px, overlap_px=overlap_px, min_tissue=min_tissue, backend=backend,
         compression=compression, jpeg_quality=jpeg_quality, direct_jpeg=direct_jpeg, pass_through=pass_through,
         normalize=normalize, reference=reference, h5=h5, qc=qc)
-    with RichBatchProgress() as progress:
+    with RichProgress() as progress:
         report = run_tile(list(paths), out_dir, config, recursive=recursive, slide_mpp=slide_mpp,
                           overwrite=overwrite, workers=workers, scheduler=scheduler, progress=progress)
     progress.print_summary(report)
@@ -219,12 +219,12 @@ def features(stores, backbone, weights, out_dir, h5, device, batch_size, decode_
     Features go into each store as `features` (N, D), row i for coords[i]; finished stores are
     skipped and a killed run resumes. A failed store does not stop the batch.
     """
-    from wsi_hcc.cli.progress import RichBatchProgress
+    from wsi_hcc.cli.progress import RichProgress
     from wsi_hcc.pipelines.features import run_features
 
     if backbone is None:
         raise click.UsageError("Missing option '--arch'.")
-    with RichBatchProgress() as progress:
+    with RichProgress() as progress:
         report = run_features(list(stores), out_dir, backbone, weights=weights, device=device,
                               batch_size=batch_size, decode_threads=decode_threads,
                               decode_processes=decode_processes, dtype=dtype, h5=h5,

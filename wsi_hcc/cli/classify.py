@@ -51,14 +51,14 @@ def classify(inputs, bundle_dir, out_dir, stores_dir, labels_csv, region_thresho
 
     INPUTS are slides, folders of slides or a CSV manifest (path[, mpp]), as for wsi-hcc tile.
     """
-    from wsi_hcc.cli.progress import RichBatchProgress
+    from wsi_hcc.cli.progress import RichProgress
     from wsi_hcc.pipelines.classify import run_classify
 
-    with RichBatchProgress() as progress:
+    with RichProgress() as progress:
         report = run_classify(list(inputs), bundle_dir, out_dir, stores_dir=stores_dir, labels_csv=labels_csv,
                               region_threshold=region_threshold, recursive=recursive, slide_mpp=slide_mpp,
                               overwrite=overwrite, workers=workers, scheduler=scheduler, device=device,
-                              batch_size=batch_size, progress=progress.stage)
+                              batch_size=batch_size, progress=progress)
     _summarise(report)
     sys.exit(1 if report.failed or not report.rows else 0)
 
@@ -96,12 +96,12 @@ The bundle stays in OUT/model for wsi-hcc classify. A rerun reuses finished stag
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 def demo(out_dir, train_slides, heldout_slides, seed):
     """Run the whole pathology chain on generated slides and write a report."""
-    from wsi_hcc.cli.progress import RichBatchProgress
+    from wsi_hcc.cli.progress import RichProgress
     from wsi_hcc.pipelines.demo import run_demo
 
-    with RichBatchProgress() as progress:
-        report = run_demo(out_dir, n_train=train_slides, n_heldout=heldout_slides, seed=seed, say=click.echo,
-                          progress=progress.stage)
+    with RichProgress() as progress:
+        report = run_demo(out_dir, n_train=train_slides, n_heldout=heldout_slides, seed=seed,
+                          progress=progress)
 
     def fmt(value):
         return "-" if value is None else f"{value:.3f}"

@@ -53,6 +53,7 @@ def train_mil(config_path, out_dir, stores, labels_csv, model, folds, epochs, pa
     temperature fitted on validation patients only; per-fold and pooled metrics with a bootstrap
     CI; a model bundle for the best fold (or the ensemble).
     """
+    from wsi_hcc.cli.progress import RichProgress
     from wsi_hcc.mil.config import load_mil_config
     from wsi_hcc.pipelines.train_mil import run_mil_training
 
@@ -60,7 +61,8 @@ def train_mil(config_path, out_dir, stores, labels_csv, model, folds, epochs, pa
         stores=list(stores) or None, labels_csv=labels_csv, **{"model.name": model}, folds=folds, epochs=epochs,
         patience=patience, lr=lr, seed=seed, bootstrap=bootstrap, device=device,
         backbone_weights=backbone_weights)
-    report = run_mil_training(config, out_dir, config_path=str(config_path), progress=click.echo)
+    with RichProgress() as progress:
+        report = run_mil_training(config, out_dir, config_path=str(config_path), progress=progress)
     pooled = report.metrics["pooled"]["label"]
     low, high = pooled["roc_auc_ci95"]
 

@@ -1,23 +1,28 @@
-"""Rich progress bars and the end-of-batch summary for the command line."""
+"""Rich progress bars (an items bar and a steps bar) and the end-of-batch summary for the command line.
+
+Bars are drawn only on a terminal; messages and warnings are printed everywhere (logs of batch jobs
+keep them).
+"""
 
 from __future__ import annotations
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-__all__ = ["RichBatchProgress"]
+__all__ = ["RichProgress"]
 
 
-class RichBatchProgress:
-    """A slides bar and a tiles bar for the slide being processed."""
+class RichProgress:
+    """The :class:`wsi_hcc.utils.progress.Progress` protocol as rich bars: one for the items of the
+    current stage (slides, epochs), one for the steps of the current item (tiles, batches)."""
 
     def __init__(self, console: Console | None = None):
         self.console = console or Console(stderr=True, soft_wrap=True)
         self._bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                              TimeElapsedColumn(), TimeRemainingColumn(), console=self.console, transient=True,
-                              disable=not self.console.is_terminal)
-        self._slides = None
-        self._tiles = None
+                              TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                              console=self.console, transient=True, disable=not self.console.is_terminal)
+        self._items = None
+        self._steps = None
         self._label = "slides"
 
     def __enter__(self):
@@ -27,32 +32,40 @@ class RichBatchProgress:
     def __exit__(self, *exc):
         return self._bars.__exit__(*exc)
 
-    def stage(self, name: str) -> RichBatchProgress:
-        """Start a new slides bar named ``name`` (one per stage of a multi-stage command); returns self."""
-        for task in (self._slides, self._tiles):
-            if task is not None:
-                self._bars.remove_task(task)
-        self._slides = self._tiles = None
+    def _drop(self, task) -> None:
+        if task is not None:
+            self._bars.remove_task(task)
+
+    def stage(self, name):
+        self._drop(self._items)
+        self._drop(self._steps)
+        self._items = self._steps = None
         self._label = name
-        return self
 
-    def slide_started(self, task, position, total):
-        if self._slides is None:
-            self._slides = self._bars.add_task(self._label, total=total)
-        if self._tiles is not None:
-            self._bars.remove_task(self._tiles)
-        self._tiles = self._bars.add_task(f"  {task.stem}", total=None)
+    def item_started(self, name, position, total):
+        if self._items is None:
+            self._items = self._bars.add_task(self._label, total=total, completed=position, status="")
+        self._drop(self._steps)
+        self._steps = self._bars.add_task(f"  {name}", total=None, status="")
 
-    def tiles_planned(self, n_tiles):
-        self._bars.update(self._tiles, total=n_tiles, completed=0)
+    def steps_planned(self, total, done=0, name=""):
+        if self._steps is None or name:
+            self._drop(self._steps)
+            self._steps = self._bars.add_task(f"  {name}", total=None, status="")
+        self._bars.update(self._steps, total=total, completed=done)
 
-    def tiles_written(self, n_tiles):
-        self._bars.advance(self._tiles, n_tiles)
+    def steps_done(self, n=1, status=""):
+        if self._steps is not None:
+            self._bars.update(self._steps, advance=n, status=status)
 
-    def slide_finished(self, outcome):
-        self._bars.advance(self._slides, 1)
-        for warning in outcome.warnings:
+    def item_finished(self, warnings=()):
+        if self._items is not None:
+            self._bars.advance(self._items, 1)
+        for warning in warnings:
             self.console.print(f"[yellow]warning:[/] {warning}", markup=True, highlight=False)
+
+    def message(self, text):
+        self.console.print(text, highlight=False, markup=False)
 
     def print_summary(self, report) -> None:
         done, skipped, failed = (report.count(s) for s in ("done", "skipped", "failed"))

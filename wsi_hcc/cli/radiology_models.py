@@ -169,6 +169,7 @@ def train(ctx, task, model_kind, phantoms, cases_csv, classes, covariates, test_
     """Train an MVI or grade classifier on tumour + ring crops of phantoms or a CSV of cases; evaluate held-out ones."""
     from click.core import ParameterSource
 
+    from wsi_hcc.cli.progress import RichProgress
     from wsi_hcc.errors import WsiHccError
     from wsi_hcc.radiology.classify_run import run_training
     from wsi_hcc.radiology.classify_train import TrainConfig
@@ -181,6 +182,7 @@ def train(ctx, task, model_kind, phantoms, cases_csv, classes, covariates, test_
         raise WsiHccError("give either --phantoms N (a phantom cohort) or --cases cases.csv (your cases), not "
                           f"{'both' if phantoms is not None else 'neither'}")
     spec = CropSpec(crop_size, crop_spacing_mm)
+    progress = ctx.with_resource(RichProgress())
     if phantoms is not None:
         extra = [o for o, v in (("--classes", classes), ("--covariates", covariates)) if v]
         if extra:
@@ -191,7 +193,7 @@ def train(ctx, task, model_kind, phantoms, cases_csv, classes, covariates, test_
                              epochs=epochs, seed=seed)
         cases = phantom_cohort(phantoms, seed=seed, spec=spec, mri=model_kind == "fusion", phases=phases,
                                noise_hu=noise_hu,
-                               progress=lambda done, total: done % 10 == 0 and click.echo(f"phantoms {done}/{total}"))
+                               progress=progress)
         cohort = {"source": "phantom_cohort", "cases": phantoms, "phases": list(phases), "noise_hu": noise_hu,
                   "mri": model_kind == "fusion", "seed": seed}
     else:
@@ -214,9 +216,9 @@ def train(ctx, task, model_kind, phantoms, cases_csv, classes, covariates, test_
                              epochs=epochs, seed=seed)
         check_table_for_model(table, model_kind, config.channels())
         cases = table_cohort(table, config.channels(), spec,
-                             progress=lambda done, total: done % 10 == 0 and click.echo(f"cases {done}/{total}"))
+                             progress=progress)
         cohort = table.describe() | {"phases": list(phases), "channels_used": config.channels()}
-    report = run_training(config, cases, out_dir, test_fraction, cohort=cohort, progress=click.echo)
+    report = run_training(config, cases, out_dir, test_fraction, cohort=cohort, progress=progress)
     held = report["held_out"]
     auc = "-" if held["roc_auc"] is None else f"{held['roc_auc']:.3f}"
     cam = report["cam"]

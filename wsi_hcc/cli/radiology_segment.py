@@ -121,7 +121,10 @@ def train(out_dir, phantoms, data_dirs, folds, iterations, model, pipeline, phas
     if phantoms:
         click.echo(f"generating {phantoms} phantoms at {spacing_mm} mm")
         cases += phantom_cases(phantoms, seed=seed, phases=phases, spacing_mm=spacing_mm)
-    trained = train_model(cases, config, progress=click.echo)
+    from wsi_hcc.cli.progress import RichProgress
+
+    with RichProgress() as progress:
+        trained = train_model(cases, config, progress=progress)
     tmp = prepare_out(out_dir)
     save_seg_model(trained, tmp / "model")
     held = [{k: v for k, v in row.items() if k != "case"}

@@ -87,7 +87,10 @@ def train(table, time_col, event_col, features, embeddings, id_col, slide_col, o
     if columns is None and embeddings:
         columns = ()
     spec = DataSpec(table, time_col, event_col, columns, id_col, tuple(embeddings), slide_col, time_unit)
-    report = run_survival_training(spec, config, out_dir, progress=click.echo)
+    from wsi_hcc.cli.progress import RichProgress
+
+    with RichProgress() as progress:
+        report = run_survival_training(spec, config, out_dir, progress=progress)
     metrics = report.metrics
     if "cross_validation" in metrics:
         pooled = metrics["cross_validation"]["pooled_out_of_fold"]

@@ -63,15 +63,15 @@ def train_patches(config_path, out_dir, stores, backbone, weights, epochs, batch
     Patient-level splits, augmentation, class weighting, early stopping and resumable checkpoints
     come from the config; flags override it. Metrics are written as JSON and pictures.
     """
+    from wsi_hcc.cli.progress import RichProgress
     from wsi_hcc.pipelines.train_patches import run_training
     from wsi_hcc.training.config import load_train_config
-    from wsi_hcc.training.progress import RichTrainProgress
 
     config = load_train_config(config_path).with_overrides(
         stores=list(stores) or None, backbone=backbone, weights=weights, epochs=epochs, batch_size=batch_size,
         **{"optimizer.lr": lr, "early_stopping.patience": patience}, max_tiles_per_slide=max_tiles_per_slide,
         seed=seed, device=device, num_workers=num_workers, amp=amp)
-    with RichTrainProgress() as progress:
+    with RichProgress() as progress:
         report = run_training(config, out_dir, config_path=str(config_path), restart=restart, progress=progress)
     metrics = report.metrics
     where = "test" if "test" in metrics["splits"] else "validation"
@@ -110,10 +110,10 @@ def explain(store, weights, backbone, tiles, top, class_name, out_dir, device, b
     Writes one PNG per tile (the tile, then the heat map over it) and <stem>.explain.json with
     every tile's class scores.
     """
+    from wsi_hcc.cli.progress import RichProgress
     from wsi_hcc.pipelines.train_patches import run_explain
-    from wsi_hcc.training.progress import RichTrainProgress
 
-    with RichTrainProgress() as progress:
+    with RichProgress() as progress:
         report = run_explain(store, weights, out_dir, backbone=backbone, tiles=tiles, top=top, class_name=class_name,
                              device=device, batch_size=batch_size, alpha=alpha, progress=progress)
     click.echo(f"wrote {len(report.pictures)} overlays and {report.json_path}")

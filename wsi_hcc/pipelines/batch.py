@@ -10,12 +10,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 from wsi_hcc.errors import OutputError, WsiHccError
 from wsi_hcc.tiling.inputs import SlideTask
 
-__all__ = ["SlideOutcome", "BatchReport", "BatchProgress", "prepare_out_dir", "one_line_reason", "silent_progress"]
+__all__ = ["SlideOutcome", "BatchReport", "prepare_out_dir", "one_line_reason"]
 
 
 @dataclass(frozen=True)
@@ -42,34 +41,6 @@ class BatchReport:
     @property
     def failed(self) -> tuple[SlideOutcome, ...]:
         return tuple(o for o in self.outcomes if o.status == "failed")
-
-
-class BatchProgress(Protocol):
-    """What a front end hears during a batch. The library never prints."""
-
-    def slide_started(self, task: SlideTask, position: int, total: int) -> None: ...
-
-    def tiles_planned(self, n_tiles: int) -> None: ...
-
-    def tiles_written(self, n_tiles: int) -> None: ...
-
-    def slide_finished(self, outcome: SlideOutcome) -> None: ...
-
-
-class _Silent:
-    """Progress that goes nowhere, for library callers that pass none."""
-
-    def slide_started(self, task, position, total): pass
-
-    def tiles_planned(self, n_tiles): pass
-
-    def tiles_written(self, n_tiles): pass
-
-    def slide_finished(self, outcome): pass
-
-
-def silent_progress() -> BatchProgress:
-    return _Silent()
 
 
 def prepare_out_dir(out_dir: Path) -> None:

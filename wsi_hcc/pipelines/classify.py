@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ import numpy as np
 from wsi_hcc.errors import WsiHccError
 from wsi_hcc.mil.bundle import MilBundle, SlidePrediction, load_mil_bundle
 from wsi_hcc.models import file_sha256
-from wsi_hcc.pipelines.batch import BatchProgress, SlideOutcome, one_line_reason, prepare_out_dir, silent_progress
+from wsi_hcc.pipelines.batch import SlideOutcome, one_line_reason, prepare_out_dir
 from wsi_hcc.pipelines.features import run_features
 from wsi_hcc.pipelines.tile import run_tile
 from wsi_hcc.qupath.export import slide_bounds_offset, write_qupath_geojson
@@ -39,6 +38,7 @@ from wsi_hcc.tiling.config import TileConfig
 from wsi_hcc.tiling.inputs import SlideTask
 from wsi_hcc.training.datasets import read_slide_labels
 from wsi_hcc.utils.atomic import atomic_write_bytes, atomic_write_csv, atomic_write_json
+from wsi_hcc.utils.progress import Progress, silent_progress
 from wsi_hcc.utils.versions import stack_versions, utc_now
 from wsi_hcc.viz.slide_exports import TilePredictions, slide_geojson_features, slide_heatmap_png
 
@@ -70,45 +70,46 @@ def run_classify(inputs: list[str | Path], bundle_dir: str | Path, out_dir: str 
                  region_threshold: float = 0.5, recursive: bool = False, slide_mpp: float | None = None,
                  overwrite: bool = False, workers: int = 1, scheduler: str | None = None, device: str = "auto",
                  batch_size: int | None = None,
-                 progress: Callable[[str], BatchProgress] | None = None) -> ClassifyReport:
+                 progress: Progress | None = None) -> ClassifyReport:
     """Score every slide named by ``inputs`` with the bundle in ``bundle_dir``; outputs into ``out_dir``.
 
-    ``progress(stage)`` gives the progress receiver of a stage (``"tile"``, ``"features"``,
-    ``"classify"``). Raises only for what stops the whole run (bad bundle, unwritable output).
+    ``progress`` hears three stages: ``"tile"``, ``"features"``, ``"classify"``.
+    Raises only for what stops the whole run (bad bundle, unwritable output).
     """
     out_dir = Path(out_dir)
     prepare_out_dir(out_dir)
     stores_dir = Path(stores_dir) if stores_dir is not None else out_dir / "stores"
-    progress = progress or (lambda stage: silent_progress())
+    progress = progress or silent_progress()
     bundle = load_mil_bundle(bundle_dir)
     backbone_model = bundle.create_backbone()  # fails now, with one line, if the bundle cannot make features
     bundle_digest = file_sha256(Path(bundle_dir) / "card.json")
     truth = _true_labels(labels_csv)
     started = utc_now()
 
+    progress.stage("tile")
     tiled = run_tile(inputs, stores_dir, TileConfig(**bundle.tile_config()), recursive=recursive,
                      slide_mpp=slide_mpp, overwrite=overwrite, workers=workers, scheduler=scheduler,
-                     progress=progress("tile")).outcomes
+                     progress=progress).outcomes
     stores = [stores_dir / f"{o.stem}.zarr" for o in tiled if o.status != "failed"]
     backbone = dict(bundle.card.backbone)
+    progress.stage("features")
     featured = run_features(stores, stores_dir, backbone["name"], weights=bundle.backbone_path,
                             device=device, batch_size=batch_size, dtype=backbone["feature_dtype"],
                             replace_other=True, model=backbone_model,
-                            progress=progress("features")).outcomes if stores else ()
+                            progress=progress).outcomes if stores else ()
     features_of = {o.stem: o for o in featured}
 
     rows: list[dict[str, Any]] = []
-    stage = progress("classify")
+    progress.stage("classify")
     for position, outcome in enumerate(tiled):
-        stage.slide_started(SlideTask(Path(outcome.path), outcome.stem), position, len(tiled))
+        progress.item_started(outcome.stem, position, len(tiled))
         row = _classify_one(outcome, features_of.get(outcome.stem), stores_dir, out_dir, bundle, bundle_digest,
                             region_threshold, overwrite)
         if truth is not None:
             row["true_label"], row["true_grade"] = truth.get(outcome.stem, ("", ""))
         rows.append(row)
         _write_csv(out_dir / "predictions.csv", rows, bundle)
-        stage.slide_finished(SlideOutcome(outcome.stem, outcome.path, row["status"], row["reason"],
-                                          int(row["n_tiles"] or 0)))
+        progress.item_finished()
     if not rows:
         _write_csv(out_dir / "predictions.csv", rows, bundle)
     atomic_write_json(out_dir / "classify-manifest.json", {

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,10 +27,11 @@ from typing import Any
 import numpy as np
 
 from wsi_hcc.mil.config import MilConfig
-from wsi_hcc.pipelines.batch import BatchProgress, prepare_out_dir
+from wsi_hcc.pipelines.batch import prepare_out_dir
 from wsi_hcc.pipelines.classify import ClassifyReport, run_classify
 from wsi_hcc.pipelines.train_mil import run_mil_training, synthetic_cohort
 from wsi_hcc.utils.atomic import atomic_write_bytes, fresh_partial_dir, publish_dir
+from wsi_hcc.utils.progress import Progress, silent_progress
 from wsi_hcc.utils.versions import stack_versions, utc_now
 
 __all__ = ["DemoReport", "run_demo", "DEMO_MIL_SETTINGS"]
@@ -57,22 +57,23 @@ class DemoReport:
 
 
 def run_demo(out_dir: str | Path = "wsi-hcc-demo", *, n_train: int = 24, n_heldout: int = 8, seed: int = 0,
-             say: Callable[[str], None] | None = None,
-             progress: Callable[[str], BatchProgress] | None = None) -> DemoReport:
-    """Generate, tile, embed, train, classify held-out slides and write ``OUT/report.md``."""
+             progress: Progress | None = None) -> DemoReport:
+    """Generate, tile, embed, train, classify held-out slides and write ``OUT/report.md``.
+
+    ``progress`` hears the four steps as messages, and the classification's stages."""
     from wsi_hcc.synth import write_synthetic_slide
 
-    say = say or (lambda message: None)
+    progress = progress or silent_progress()
     out_dir = Path(out_dir)
     prepare_out_dir(out_dir)
     seconds: dict[str, float] = {}
     started = time.perf_counter()
 
-    say(f"1/4 generating and tiling {n_train} training slides (half with tumour)")
+    progress.message(f"1/4 generating and tiling {n_train} training slides (half with tumour)")
     cohort = synthetic_cohort(out_dir / "cohort", n_slides=n_train, seed=seed)
     seconds["cohort"] = time.perf_counter() - started
 
-    say("2/4 training attention-MIL with patient-level cross-validation")
+    progress.message("2/4 training attention-MIL with patient-level cross-validation")
     mark = time.perf_counter()
     config = MilConfig(**DEMO_MIL_SETTINGS, stores=[str(cohort["stores"])], labels_csv=str(cohort["labels_csv"]))
     training = run_mil_training(config, out_dir / "training")
@@ -80,7 +81,7 @@ def run_demo(out_dir: str | Path = "wsi-hcc-demo", *, n_train: int = 24, n_heldo
     _publish_copy(training.bundle_dir, bundle_dir)
     seconds["train"] = time.perf_counter() - mark
 
-    say(f"3/4 classifying {n_heldout} held-out slides with {bundle_dir}")
+    progress.message(f"3/4 classifying {n_heldout} held-out slides with {bundle_dir}")
     mark = time.perf_counter()
     heldout = out_dir / "heldout"
     truth = {}
@@ -98,7 +99,7 @@ def run_demo(out_dir: str | Path = "wsi-hcc-demo", *, n_train: int = 24, n_heldo
                               device="cpu", progress=progress)
     seconds["classify"] = time.perf_counter() - mark
 
-    say("4/4 writing the report")
+    progress.message("4/4 writing the report")
     figures = out_dir / "figures"
     figures.mkdir(exist_ok=True)
     for stem, (_, _, mask_path) in truth.items():

@@ -18,12 +18,10 @@ import numpy as np
 from wsi_hcc.features.extract import FeatureEvents, FeatureExtractor, extract_features
 from wsi_hcc.models import create_backbone, file_sha256, save_weights, state_sha256
 from wsi_hcc.pipelines.batch import (
-    BatchProgress,
     BatchReport,
     SlideOutcome,
     one_line_reason,
     prepare_out_dir,
-    silent_progress,
 )
 from wsi_hcc.store.feature_array import FeatureError, read_store_meta, stain_normalizer_for, store_records
 from wsi_hcc.store.finder import find_stores
@@ -32,6 +30,7 @@ from wsi_hcc.store.patch_store import open_store
 from wsi_hcc.tiling.inputs import SlideTask
 from wsi_hcc.utils.atomic import atomic_write_json, partial_path
 from wsi_hcc.utils.devices import resolve_device
+from wsi_hcc.utils.progress import Progress, silent_progress
 from wsi_hcc.utils.versions import stack_versions, utc_now
 
 if TYPE_CHECKING:
@@ -70,7 +69,7 @@ def run_features(stores: list[str | Path], out_dir: str | Path | None, backbone:
                  weights: str | Path | None = None, device: str = "auto", batch_size: int | None = None,
                  decode_threads: int | None = None, decode_processes: int | None = None, dtype: str = "float16",
                  h5: bool = False, overwrite: bool = False, replace_other: bool = False, gpu_decode: bool = False,
-                 model: torch.nn.Module | None = None, progress: BatchProgress | None = None) -> BatchReport:
+                 model: torch.nn.Module | None = None, progress: Progress | None = None) -> BatchReport:
     """Embed every tile of every store with ``backbone``; features go into each store.
 
     One set of decoders (``decode_threads`` threads or ``decode_processes`` DataLoader worker
@@ -135,18 +134,18 @@ def _keep_random_weights(model, backbone: str, out_dir: Path) -> Path:
 class _Events(FeatureEvents):
     """Turns the feature stage's events into batch outcomes, .h5 files and progress."""
 
-    def __init__(self, tasks: list[SlideTask], out_dir: Path, h5: bool, overwrite: bool, progress: BatchProgress):
+    def __init__(self, tasks: list[SlideTask], out_dir: Path, h5: bool, overwrite: bool, progress: Progress):
         self.tasks, self.out_dir, self.h5, self.overwrite, self.progress = tasks, out_dir, h5, overwrite, progress
         self.outcomes: dict[int, SlideOutcome] = {}
         self._started: dict[int, float] = {}
 
     def store_started(self, index: int, n_tiles: int) -> None:
         self._started[index] = time.perf_counter()
-        self.progress.slide_started(self.tasks[index], index, len(self.tasks))
-        self.progress.tiles_planned(n_tiles)
+        self.progress.item_started(self.tasks[index].stem, index, len(self.tasks))
+        self.progress.steps_planned(n_tiles)
 
     def tiles_done(self, n_tiles: int) -> None:
-        self.progress.tiles_written(n_tiles)
+        self.progress.steps_done(n_tiles)
 
     def store_finished(self, index: int, outcome) -> None:
         task = self.tasks[index]
@@ -167,7 +166,7 @@ class _Events(FeatureEvents):
         else:
             result = SlideOutcome(**base, status="done", n_tiles=outcome.n_tiles)
         self.outcomes[index] = result
-        self.progress.slide_finished(result)
+        self.progress.item_finished(result.warnings)
 
 
 def _write_h5(store: Path, h5_path: Path) -> None:

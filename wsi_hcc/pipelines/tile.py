@@ -16,18 +16,17 @@ import numpy as np
 
 from wsi_hcc.errors import WsiHccError
 from wsi_hcc.pipelines.batch import (
-    BatchProgress,
     BatchReport,
     SlideOutcome,
     one_line_reason,
     prepare_out_dir,
-    silent_progress,
 )
 from wsi_hcc.slide.info import slide_fingerprint
 from wsi_hcc.tiling.config import TileConfig
 from wsi_hcc.tiling.inputs import SlideTask, collect_slides, find_stem_collisions
 from wsi_hcc.tiling.slide_tiler import store_path_for, tile_slide
 from wsi_hcc.utils.atomic import atomic_write_json
+from wsi_hcc.utils.progress import Progress, silent_progress
 from wsi_hcc.utils.versions import stack_versions, utc_now
 
 __all__ = ["run_tile", "make_executor", "fit_stain_reference"]
@@ -112,7 +111,7 @@ def _already_done(out_dir: Path, task: SlideTask, digest: str) -> bool:
 
 def run_tile(inputs: list[str | Path], out_dir: str | Path, config: TileConfig, *, recursive: bool = False,
              slide_mpp: float | None = None, overwrite: bool = False, workers: int = 1,
-             scheduler: str | None = None, progress: BatchProgress | None = None) -> BatchReport:
+             scheduler: str | None = None, progress: Progress | None = None) -> BatchReport:
     """Tile every slide named by ``inputs`` into ``out_dir``.
 
     Returns a report with one outcome per slide; failed slides carry a one-line reason. Raises only
@@ -129,10 +128,10 @@ def run_tile(inputs: list[str | Path], out_dir: str | Path, config: TileConfig, 
     outcomes: list[SlideOutcome] = []
     with make_executor(workers, scheduler) as executor:
         for position, task in enumerate(tasks):
-            progress.slide_started(task, position, len(tasks))
+            progress.item_started(task.stem, position, len(tasks))
             outcome = _tile_one(task, out_dir, config, digest, collisions, overwrite, executor, progress, stain)
             outcomes.append(outcome)
-            progress.slide_finished(outcome)
+            progress.item_finished(outcome.warnings)
     report = BatchReport(out_dir, tuple(outcomes))
     atomic_write_json(out_dir / "run-manifest.json", {
         "command": "tile", "started": started,
@@ -147,7 +146,7 @@ def run_tile(inputs: list[str | Path], out_dir: str | Path, config: TileConfig, 
 
 def _tile_one(task: SlideTask, out_dir: Path, config: TileConfig, digest: str,
               collisions: dict[str, list[Path]], overwrite: bool, executor: Executor | None,
-              progress: BatchProgress, stain: dict | None) -> SlideOutcome:
+              progress: Progress, stain: dict | None) -> SlideOutcome:
     base = {"stem": task.stem, "path": str(task.path)}
     if task.stem in collisions:
         # No state file either: it would be shared by the colliding slides too.
@@ -164,7 +163,7 @@ def _tile_one(task: SlideTask, out_dir: Path, config: TileConfig, digest: str,
     try:
         result = tile_slide(task.path, out_dir, config, stem=task.stem, mpp_override=task.mpp,
                             mpp_source=task.mpp_source, stain=stain, executor=executor,
-                            on_start=progress.tiles_planned, on_tiles=progress.tiles_written)
+                            on_start=progress.steps_planned, on_tiles=progress.steps_done)
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # one bad slide never stops the batch

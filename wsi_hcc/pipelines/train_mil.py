@@ -31,7 +31,7 @@ import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -66,6 +66,7 @@ from wsi_hcc.utils.atomic import (
     publish_dir,
 )
 from wsi_hcc.utils.devices import resolve_device
+from wsi_hcc.utils.progress import Progress, silent_progress
 from wsi_hcc.utils.versions import stack_versions, utc_now
 
 __all__ = ["MilReport", "run_mil_training", "MilCohort", "load_cohort"]
@@ -227,7 +228,7 @@ class _TrainBags:
 
 
 def _train_fold(config: MilConfig, cohort: MilCohort, fold: int, train: list[str], validation: list[str],
-                device, say: Callable[[str], None]):
+                device, progress: Progress):
     import torch
 
     torch.manual_seed(config.seed * 1000 + fold)
@@ -242,32 +243,36 @@ def _train_fold(config: MilConfig, cohort: MilCohort, fold: int, train: list[str
     weights = class_balanced_weights(dataset.labels) if config.class_balanced else np.ones(len(train))
     state = TrainState(config_digest=config.fold_digest())
     best = copy.deepcopy(model.state_dict())
+    progress.stage(f"fold {fold}")
     for epoch in range(config.epochs):
+        progress.item_started(f"epoch {epoch + 1}", epoch, config.epochs)
+        progress.steps_planned(len(train))
         dataset.set_epoch(epoch)
         order = torch.multinomial(torch.as_tensor(weights, dtype=torch.float64), len(train), replacement=True,
                                   generator=generator) if config.class_balanced else torch.randperm(
             len(train), generator=generator)
         model.train()
         total = 0.0
-        for i in order.tolist():
+        for done, i in enumerate(order.tolist(), start=1):
             item = dataset[i]
-            if len(item["features"]) == 0:
-                continue
-            out = model(torch.from_numpy(item["features"]).to(device), label=item["label"])
-            loss = _bag_loss(out, item["label"], grades[i], config, with_instance=True)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += loss.item()
+            if len(item["features"]):
+                out = model(torch.from_numpy(item["features"]).to(device), label=item["label"])
+                loss = _bag_loss(out, item["label"], grades[i], config, with_instance=True)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                total += loss.item()
+            progress.steps_done(1, f"loss {total / done:.4f}")
         val_loss = _evaluate(model, val_bags, config, device)["loss"]
         state.history.append({"epoch": epoch, "train_loss": total / max(1, len(train)), "val_loss": val_loss})
+        progress.item_finished()
         if record_epoch(state, epoch, val_loss, "val_loss", config.min_delta):
             best = copy.deepcopy(model.state_dict())
         if should_stop(state, config.patience):
             state.stop_reason = f"no better validation loss for {config.patience} epochs"
             break
     state.stop_reason = state.stop_reason or "reached the configured epochs"
-    say(f"fold {fold}: {len(state.history)} epochs, best {state.best_epoch + 1} (validation loss "
+    progress.message(f"fold {fold}: {len(state.history)} epochs, best {state.best_epoch + 1} (validation loss "
         f"{state.best_value:.4f}); {state.stop_reason}")
     model.load_state_dict(best)
     return model, state
@@ -278,9 +283,9 @@ def _fold_dir(out_dir: Path, fold: int) -> Path:
 
 
 def _run_fold(config: MilConfig, cohort: MilCohort, fold: int, split: dict[str, list[str]], out_dir: Path,
-              device, say) -> dict[str, Any]:
+              device, progress: Progress) -> dict[str, Any]:
     started = time.perf_counter()
-    model, state = _train_fold(config, cohort, fold, split["train"], split["validation"], device, say)
+    model, state = _train_fold(config, cohort, fold, split["train"], split["validation"], device, progress)
     val = _evaluate(model, _Bags(cohort, split["validation"]), config, device)
     test_bags = _Bags(cohort, split["test"])
     test = _evaluate(model, test_bags, config, device)
@@ -459,11 +464,11 @@ def _write_bundle(out_dir: Path, config: MilConfig, cohort: MilCohort, results: 
 
 
 def run_mil_training(config: MilConfig, out_dir: str | Path, *, config_path: str | None = None,
-                     progress: Callable[[str], None] | None = None) -> MilReport:
+                     progress: Progress | None = None) -> MilReport:
     """Cross-validate an attention-MIL model on feature stores and write metrics, pictures and a bundle."""
     import yaml
 
-    say = progress or (lambda message: None)
+    progress = progress or silent_progress()
     out_dir = Path(out_dir)
     prepare_out_dir(out_dir)
     device = resolve_device(config.device)
@@ -493,12 +498,12 @@ def run_mil_training(config: MilConfig, out_dir: str | Path, *, config_path: str
         for k, split in enumerate(splits):
             result = _finished_fold(out_dir, k, config, split)
             if result is not None:
-                say(f"fold {k}: already done, skipped")
+                progress.message(f"fold {k}: already done, skipped")
                 skipped.append(k)
             else:
-                say(f"fold {k}: training on {len(split['train'])} slides, validating on "
+                progress.message(f"fold {k}: training on {len(split['train'])} slides, validating on "
                     f"{len(split['validation'])}, testing on {len(split['test'])}")
-                result = _run_fold(config, cohort, k, split, out_dir, device, say)
+                result = _run_fold(config, cohort, k, split, out_dir, device, progress)
                 ran.append(k)
             seconds[k] = result["seconds"]
             results.append(result)

@@ -37,10 +37,10 @@ from wsi_hcc.training.errors import TrainError, worker_error_line
 from wsi_hcc.training.gradcam import explain_tiles, explanation_png
 from wsi_hcc.training.loop import Trainer, build_optimizer, lr_at
 from wsi_hcc.training.metrics import classification_metrics, confusion_png, curves_png
-from wsi_hcc.training.progress import TrainProgress, silent_train_progress
 from wsi_hcc.training.stopping import record_epoch, should_stop
 from wsi_hcc.utils.atomic import atomic_write_bytes, atomic_write_csv, atomic_write_json
 from wsi_hcc.utils.devices import resolve_device
+from wsi_hcc.utils.progress import Progress, silent_progress
 from wsi_hcc.utils.versions import stack_versions, utc_now
 
 __all__ = ["TrainReport", "run_training", "ExplainReport", "run_explain", "OUTPUTS"]
@@ -77,6 +77,15 @@ def _trained_card(base: ModelCard, data: TrainingData, config: TrainConfig, dige
                    stain_reference=data.stain_reference, weights_sha256=None,
                    notes=f"trained with wsi-hcc train-patches (config {digest}) from "
                          f"{'random initialisation' if not config.weights else Path(config.weights).name}")
+
+
+def _epoch_line(record: dict[str, Any], best: bool) -> str:
+    def fmt(value) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    return (f"epoch {record['epoch'] + 1}: train loss {fmt(record['train_loss'])}, val loss {fmt(record['val_loss'])}, "
+            f"val acc {fmt(record['val_accuracy'])}, val bal. acc {fmt(record['val_balanced_accuracy'])}, "
+            f"val AUC {fmt(record['val_auc'])}, lr {record['lr']:.3g}" + ("  (best)" if best else ""))
 
 
 def _check_forward(model, card: ModelCard, device) -> None:
@@ -118,7 +127,7 @@ class _Run:
     """One training run in ``out_dir``: set up, resume, train, evaluate, write outputs."""
 
     def __init__(self, config: TrainConfig, out_dir: Path, config_path: str | None, restart: bool,
-                 progress: TrainProgress):
+                 progress: Progress):
         import torch
 
         self.config, self.out_dir, self.config_path, self.progress = config, out_dir, config_path, progress
@@ -228,7 +237,8 @@ class _Run:
             order = epoch_order(tile_labels, config.seed, epoch, config.class_weighting.sampler)
             items = EpochItems(self.train_set, order, self.transform, config.seed, epoch,
                                start=state.batch * bs, index=self.train_index, copies=copies)
-            self.progress.epoch_started(epoch, config.epochs, n_batches, state.batch)
+            self.progress.item_started(f"epoch {epoch + 1}/{config.epochs}", epoch, config.epochs)
+            self.progress.steps_planned(n_batches, state.batch)
             last_save = time.monotonic()
             for tiles, batch_labels, _ in _iterate(_loader(items, bs, config, self.device, drop_last)):
                 try:
@@ -239,7 +249,7 @@ class _Run:
                 state.batch += 1
                 state.epoch_loss_sum += loss * len(batch_labels)
                 state.epoch_seen += len(batch_labels)
-                self.progress.batch_done(loss)
+                self.progress.steps_done(1, f"loss {state.epoch_loss_sum / state.epoch_seen:.4f}")
                 if state.batch < n_batches and time.monotonic() - last_save >= 60 * config.checkpoint_minutes:
                     self.checkpoint()
                     last_save = time.monotonic()
@@ -251,10 +261,10 @@ class _Run:
         if len(dataset) == 0:
             return None, index
         items = EpochItems(dataset, np.arange(len(dataset)), index=index)
-        self.progress.evaluating(split, len(dataset))
+        self.progress.steps_planned(len(dataset), name=split)
         result = self.trainer.evaluate(_iterate(_loader(items, max(self.config.batch_size, 64), self.config,
                                                         self.device)),
-                                       on_batch=self.progress.tiles_evaluated)
+                                       on_batch=self.progress.steps_done)
         return result, index
 
     def finish_epoch(self, epoch: int, seconds: float) -> None:
@@ -278,7 +288,8 @@ class _Run:
         elif state.epoch >= config.epochs:
             state.done, state.stop_reason = True, _REACHED_EPOCHS
         self.checkpoint()
-        self.progress.epoch_finished(record, best)
+        self.progress.message(_epoch_line(record, best))
+        self.progress.item_finished()
         self.write_manifest("running" if not state.done else "evaluating")
 
     def save_best(self, epoch: int) -> None:
@@ -337,13 +348,13 @@ def _write_predictions(path: Path, rows, class_names) -> None:
 
 
 def run_training(config: TrainConfig, out_dir: str | Path, *, config_path: str | None = None, restart: bool = False,
-                 progress: TrainProgress | None = None) -> TrainReport:
+                 progress: Progress | None = None) -> TrainReport:
     """Train a patch classifier as ``config`` says, into ``out_dir``; resumes a killed run there.
 
     Raises ``WsiHccError`` subclasses (one line) for bad data, settings or outputs.
     """
     out_dir = Path(out_dir)
-    run = _Run(config, out_dir, config_path, restart, progress or silent_train_progress())
+    run = _Run(config, out_dir, config_path, restart, progress or silent_progress())
     run.resume()
     metrics_path = out_dir / "metrics.json"
     if run.state.done and metrics_path.is_file():
@@ -394,7 +405,7 @@ def _explain_model(weights: str | Path, backbone: str | None):
 def run_explain(store: str | Path, weights: str | Path, out_dir: str | Path, *, backbone: str | None = None,
                 tiles: list[int] | None = None, top: int | None = None, class_name: str | None = None,
                 device: str = "auto", batch_size: int = 16, alpha: float = 0.45,
-                progress: TrainProgress | None = None) -> ExplainReport:
+                progress: Progress | None = None) -> ExplainReport:
     """Grad-CAM overlays for chosen tiles of a patch store (``tiles``), or its ``top`` scoring tiles.
 
     Each picture is ``<stem>_tile<index>_<class>.png`` (the tile, then its overlay); the scores go to
@@ -403,7 +414,7 @@ def run_explain(store: str | Path, weights: str | Path, out_dir: str | Path, *, 
     """
     import torch
 
-    progress = progress or silent_train_progress()
+    progress = progress or silent_progress()
     store, out_dir = Path(store), Path(out_dir)
     if (tiles is None) == (top is None):
         raise TrainError("choose tiles with --tiles 0,5,9 or --top K (one of them)")
@@ -433,7 +444,7 @@ def run_explain(store: str | Path, weights: str | Path, out_dir: str | Path, *, 
     coords = np.asarray(open_store(store)["coords"][:])
     stem = store.name.removesuffix(".zarr")
     pictures, records = [], []
-    progress.evaluating("explain", len(tiles))
+    progress.steps_planned(len(tiles), name="explain")
     for start in range(0, len(tiles), batch_size):
         chosen = tiles[start:start + batch_size]
         raw = np.stack([reader[t] for t in chosen])
@@ -452,7 +463,7 @@ def run_explain(store: str | Path, weights: str | Path, out_dir: str | Path, *, 
                             "explained_class": name, "predicted": card.class_names[int(predicted[k])],
                             "scores": {c: float(p) for c, p in zip(card.class_names, probs[k])},
                             "picture": path.name})
-        progress.tiles_evaluated(len(chosen))
+        progress.steps_done(len(chosen))
     json_path = out_dir / f"{stem}.explain.json"
     atomic_write_json(json_path, {
         "command": "explain", "created": utc_now(), "store": str(store.resolve()),
@@ -489,7 +500,7 @@ def _top_tiles(model, reader, target: int, top: int, batch_size: int, device, no
     import torch
 
     n = len(reader)
-    progress.evaluating("scoring", n)
+    progress.steps_planned(n, name="scoring")
     scores = np.empty(n, dtype=np.float64)
     step = max(batch_size, 64)
     for start in range(0, n, step):
@@ -497,6 +508,6 @@ def _top_tiles(model, reader, target: int, top: int, batch_size: int, device, no
         if normalizer is not None:
             raw = np.asarray(normalizer.transform(raw))
         scores[start:start + len(raw)] = _probabilities(model, torch.from_numpy(raw), device)[:, target]
-        progress.tiles_evaluated(len(raw))
+        progress.steps_done(len(raw))
     order = np.lexsort((np.arange(n), -scores))  # highest score first, ties by tile index
     return [int(i) for i in order[:top]]

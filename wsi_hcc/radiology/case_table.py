@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +40,7 @@ from wsi_hcc.radiology.cohort import ATTRIBUTES, CohortCase, volume_case
 from wsi_hcc.radiology.crops import CropSpec, channel_name, split_channel
 from wsi_hcc.radiology.load import load_volume
 from wsi_hcc.radiology.volume import Volume
+from wsi_hcc.utils.progress import Progress, silent_progress
 
 __all__ = ["CaseRow", "CaseTable", "read_case_table", "check_table_for_model", "load_case", "table_cohort",
            "IMAGE_PREFIX"]
@@ -355,17 +356,18 @@ def load_case(table: CaseTable, row: CaseRow, channels: Sequence[str], spec: Cro
 
 
 def table_cohort(table: CaseTable, channels: Sequence[str], spec: CropSpec = CropSpec(),
-                 progress: Callable[[int, int], None] | None = None) -> list[CohortCase]:
+                 progress: Progress | None = None) -> list[CohortCase]:
     """Every row of ``table`` loaded and cropped (``load_case``); the first bad case raises.
 
-    ``progress`` (optional) is called with ``(done, total)``.
+    ``progress`` (optional) hears one step per case.
     """
     missing = [c for c in channels if c not in table.channels]
     if missing:
         raise WsiHccError(f"{table.path.name}: no column(s) {', '.join(IMAGE_PREFIX + c for c in missing)}; add them")
+    progress = progress or silent_progress()
+    progress.steps_planned(len(table.rows), name="loading cases")
     cases = []
-    for i, row in enumerate(table.rows):
+    for row in table.rows:
         cases.append(load_case(table, row, channels, spec))
-        if progress is not None:
-            progress(i + 1, len(table.rows))
+        progress.steps_done(1)
     return cases

@@ -9,7 +9,7 @@ channels, PNG overlays) and, for the graph model on MVI, ``nomogram.png``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,7 @@ from wsi_hcc.radiology.classify_bundle import save_classifier
 from wsi_hcc.radiology.classify_train import ClassifierModel, TrainConfig, evaluate, train_classifier
 from wsi_hcc.radiology.cohort import CohortCase
 from wsi_hcc.utils.atomic import atomic_write_bytes, atomic_write_json, csv_bytes, fresh_partial_dir, publish_dir
+from wsi_hcc.utils.progress import Progress
 from wsi_hcc.utils.versions import stack_versions, utc_now
 
 __all__ = ["split_cases", "cam_summary", "run_training"]
@@ -84,7 +85,7 @@ def _predictions_csv(model: ClassifierModel, rows: list[tuple[str, CohortCase, n
 
 
 def run_training(config: TrainConfig, cases: Sequence[CohortCase], out_dir: str | Path, test_fraction: float = 0.3,
-                 cohort: dict | None = None, progress: Callable[[str], None] | None = None) -> dict:
+                 cohort: dict | None = None, progress: Progress | None = None) -> dict:
     """Split ``cases``, train, evaluate and explain the held-out cases, write the run folder; returns metrics.json's
     content."""
     from wsi_hcc.radiology.classify_train import predict_proba

@@ -19,7 +19,7 @@ random flips of the three axes as augmentation (CNNs), cross-entropy. Options pe
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from time import perf_counter
 
@@ -32,6 +32,7 @@ from wsi_hcc.radiology.classifiers import CNN_KINDS, build_network, check_pools
 from wsi_hcc.radiology.cohort import ATTRIBUTES, GRADE_NAMES, CohortCase
 from wsi_hcc.radiology.crops import MASK_CHANNELS, Crop, CropSpec, channel_name
 from wsi_hcc.radiology.graph_nomogram import GraphNet, LogisticNomogram, fit_nomogram, node_feature_names, node_features
+from wsi_hcc.utils.progress import Progress, silent_progress
 
 __all__ = ["TrainConfig", "ClassifierModel", "MODEL_KINDS", "TASK_CLASSES", "COVARIATES", "model_inputs",
            "train_classifier", "untrained_model", "build_model_network", "predict_proba", "evaluate", "graph_score",
@@ -227,7 +228,7 @@ def untrained_model(config: TrainConfig) -> ClassifierModel:
 
 
 def train_classifier(cases: Sequence[CohortCase], config: TrainConfig,
-                     progress: Callable[[str], None] | None = None) -> ClassifierModel:
+                     progress: Progress | None = None) -> ClassifierModel:
     """Train ``config.model`` for ``config.task`` on ``cases``; returns the model with its card."""
     if len(cases) < 4:
         raise WsiHccError(f"{len(cases)} training cases are too few; give at least 4")
@@ -260,6 +261,8 @@ def train_classifier(cases: Sequence[CohortCase], config: TrainConfig,
     loss_fn = nn.CrossEntropyLoss()
     started = perf_counter()
     history = []
+    progress = progress or silent_progress()
+    progress.steps_planned(epochs, name="epochs")
     for epoch in range(epochs):
         network.train()
         order = torch.randperm(len(cases), generator=generator)
@@ -283,8 +286,9 @@ def train_classifier(cases: Sequence[CohortCase], config: TrainConfig,
             total += float(loss.detach()) * len(rows)
         schedule.step()
         history.append(total / len(order))
-        if progress is not None and (epoch + 1) % max(1, epochs // 10) == 0:
-            progress(f"epoch {epoch + 1}/{epochs} loss {history[-1]:.4f}")
+        progress.steps_done(1, f"loss {history[-1]:.4f}")
+        if (epoch + 1) % max(1, epochs // 10) == 0:
+            progress.message(f"epoch {epoch + 1}/{epochs} loss {history[-1]:.4f}")
     network.eval()
     card["training"] = {"cases": len(cases),
                         "class_counts": np.bincount(labels, minlength=len(config.classes)).tolist(),

@@ -33,6 +33,7 @@ from wsi_hcc.errors import WsiHccError
 from wsi_hcc.radiology.crops import Crop, CropSpec, channel_name, make_crop
 from wsi_hcc.radiology.phantom import Phantom, make_phantom
 from wsi_hcc.radiology.volume import Volume
+from wsi_hcc.utils.progress import Progress, silent_progress
 
 __all__ = ["CohortCase", "volume_case", "phantom_case", "phantom_cohort", "simulate_mri", "grade_of", "ATTRIBUTES",
            "GRADE_NAMES"]
@@ -133,15 +134,17 @@ def phantom_case(phantom: Phantom, case_id: str, spec: CropSpec = CropSpec(), mr
 def phantom_cohort(n_cases: int, seed: int = 0, spec: CropSpec = CropSpec(), mri: bool = False,
                    phases: Sequence[str] = ("arterial", "portal"), shape: Sequence[int] = (32, 96, 96),
                    spacing_mm: Sequence[float] = (2.5, 1.5, 1.5), lesion_radius_mm: tuple[float, float] = (7.0, 12.0),
-                   n_satellites: int = 6, noise_hu: float = 8.0, progress=None) -> list[CohortCase]:
+                   n_satellites: int = 6, noise_hu: float = 8.0, progress: Progress | None = None) -> list[CohortCase]:
     """``n_cases`` phantoms: MVI (``n_satellites`` nodules) in every other case, heterogeneity uniform in [0, 1].
 
     The reference phase is ``"portal"`` when present, else the last phase. ``progress`` (optional)
-    is called with ``(done, total)``.
+    hears one step per case.
     """
     rng = np.random.default_rng(seed)
     phases = tuple(phases)
     reference = "portal" if "portal" in phases else phases[-1]
+    progress = progress or silent_progress()
+    progress.steps_planned(n_cases, name="making phantoms")
     cases = []
     for i in range(n_cases):
         case_seed = int(rng.integers(0, 2**31 - 1))
@@ -151,6 +154,5 @@ def phantom_cohort(n_cases: int, seed: int = 0, spec: CropSpec = CropSpec(), mri
                                n_satellites=n_satellites, noise_hu=noise_hu,
                                reference_phase=reference, seed=case_seed)
         cases.append(phantom_case(phantom, f"phantom_{i:03d}", spec, mri=mri))
-        if progress is not None:
-            progress(i + 1, n_cases)
+        progress.steps_done(1)
     return cases

@@ -8,12 +8,13 @@ Each fold's model trains on the cases outside that fold and is scored on the cas
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from wsi_hcc.radiology.segment_data import SegCase
 from wsi_hcc.radiology.segment_models import SegConfig, SegModel, new_member
+from wsi_hcc.utils.progress import Progress, silent_progress
 
 __all__ = ["train_model", "train_network", "fold_split", "evaluate_model"]
 
@@ -50,7 +51,7 @@ def _crop(image: np.ndarray, labels: np.ndarray, patch: Sequence[int], rng: np.r
 
 
 def train_network(net, cases: Sequence[SegCase], targets: Sequence[np.ndarray], config: SegConfig,
-                  ratios: Sequence[float], seed: int, progress: Callable[[str], None] | None = None,
+                  ratios: Sequence[float], seed: int, progress: Progress | None = None,
                   tag: str = "") -> list[float]:
     """Train ``net`` in place on random patches of ``cases`` with labels ``targets``; returns the loss per iteration.
 
@@ -65,6 +66,8 @@ def train_network(net, cases: Sequence[SegCase], targets: Sequence[np.ndarray], 
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
     optimiser = torch.optim.Adam(net.parameters(), lr=config.lr, weight_decay=1e-5)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda it: (1 - it / config.iterations) ** 0.9)
+    progress = progress or silent_progress()
+    progress.steps_planned(config.iterations, name=f"{tag}training".strip())
     net.train()
     losses = []
     for it in range(config.iterations):
@@ -78,8 +81,9 @@ def train_network(net, cases: Sequence[SegCase], targets: Sequence[np.ndarray], 
         optimiser.step()
         schedule.step()
         losses.append(float(loss.detach()))
-        if progress and (it + 1) % max(1, config.iterations // 5) == 0:
-            progress(f"{tag}iteration {it + 1}/{config.iterations}: loss {np.mean(losses[-20:]):.3f}")
+        progress.steps_done(1, f"loss {np.mean(losses[-20:]):.3f}")
+        if (it + 1) % max(1, config.iterations // 5) == 0:
+            progress.message(f"{tag}iteration {it + 1}/{config.iterations}: loss {np.mean(losses[-20:]):.3f}")
     net.eval()
     return losses
 
@@ -127,7 +131,7 @@ def evaluate_model(model: SegModel, cases: Sequence[SegCase], min_tumour_mm3: fl
 
 
 def train_model(cases: Sequence[SegCase], config: SegConfig,
-                progress: Callable[[str], None] | None = None) -> SegModel:
+                progress: Progress | None = None) -> SegModel:
     """Train ``config.folds`` models (one per fold, each without its held-out cases) and return the ensemble.
 
     ``model.info`` records per fold the held-out cases, their metrics, the final loss and seconds.
@@ -137,12 +141,14 @@ def train_model(cases: Sequence[SegCase], config: SegConfig,
     for case in cases:
         if case.labels is None or case.image.shape[0] != len(config.phases):
             raise ValueError(f"case {case.name}: needs labels and {len(config.phases)} phase channels")
+    progress = progress or silent_progress()
     held_out = fold_split(len(cases), config.folds, config.seed)
     members, folds = [], []
     for k, test_idx in enumerate(held_out):
         start = time.perf_counter()
         train_cases = [c for i, c in enumerate(cases) if i not in set(test_idx.tolist())]
         tag = f"fold {k + 1}/{len(held_out)}: " if len(held_out) > 1 else ""
+        progress.item_started(f"fold {k + 1}", k, len(held_out))
         member, summary = _train_member(train_cases, config, config.seed + 1000 * k, progress, tag)
         members.append(member)
         record = {"fold": k, "train_cases": [c.name for c in train_cases], **summary,
@@ -151,9 +157,9 @@ def train_model(cases: Sequence[SegCase], config: SegConfig,
             rows = evaluate_model(SegModel(config, [member]), [cases[i] for i in test_idx])
             record["held_out"] = rows
             record["held_out_tumour_dice_mean"] = float(np.mean([r["tumour"]["dice"] for r in rows]))
-            if progress:
-                progress(f"{tag}held-out tumour Dice {record['held_out_tumour_dice_mean']:.3f}")
+            progress.message(f"{tag}held-out tumour Dice {record['held_out_tumour_dice_mean']:.3f}")
         folds.append(record)
+        progress.item_finished()
     info = {"folds": folds, "training_cases": [c.name for c in cases],
             "training_seconds": round(sum(f["seconds"] for f in folds), 2)}
     return SegModel(config, members, info).eval()

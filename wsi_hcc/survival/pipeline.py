@@ -22,6 +22,7 @@ from wsi_hcc.survival.groups import fit_cutoffs
 from wsi_hcc.survival.nomogram import fit_nomogram, nomogram_figure
 from wsi_hcc.survival.plots import km_figure
 from wsi_hcc.utils.atomic import atomic_write_bytes, atomic_write_json, csv_bytes, fresh_partial_dir, publish_dir
+from wsi_hcc.utils.progress import Progress, silent_progress
 from wsi_hcc.utils.versions import stack_versions, utc_now
 from wsi_hcc.viz.figures import figure_png
 
@@ -78,9 +79,10 @@ def _folds(event: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, n
     return list(splitter.split(np.zeros(event.size), event.astype(int)))
 
 
-def cross_validate(data: SurvivalData, config: SurvivalConfig, progress=None) -> tuple[dict, np.ndarray, np.ndarray,
-                                                                                      np.ndarray]:
+def cross_validate(data: SurvivalData, config: SurvivalConfig,
+                   progress: Progress | None = None) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
     """(metrics, out-of-fold risks, groups, fold index) over ``config.folds`` event-stratified folds."""
+    progress = progress or silent_progress()
     risk = np.full(data.time.size, np.nan)
     groups = np.empty(data.time.size, dtype=object)
     fold_of = np.full(data.time.size, -1)
@@ -97,8 +99,7 @@ def cross_validate(data: SurvivalData, config: SurvivalConfig, progress=None) ->
                                      r[rows], times), auc_times=config.auc_times)
         metrics["fold"], metrics["cutoffs"] = fold, model.cutoffs.to_json()
         per_fold.append(metrics)
-        if progress is not None:
-            progress(f"fold {fold}: C-index {metrics['c_index_harrell']:.3f} (Harrell), "
+        progress.message(f"fold {fold}: C-index {metrics['c_index_harrell']:.3f} (Harrell), "
                      f"{metrics['c_index_uno']:.3f} (Uno)")
     summary = {}
     for key in ("c_index_harrell", "c_index_uno", "integrated_brier_score"):
@@ -135,7 +136,8 @@ def _prepare_out(out_dir: str | Path) -> tuple[Path, Path]:
     return out, tmp
 
 
-def run_survival_training(spec: DataSpec, config: SurvivalConfig, out_dir: str | Path, progress=None) -> TrainReport:
+def run_survival_training(spec: DataSpec, config: SurvivalConfig, out_dir: str | Path,
+                          progress: Progress | None = None) -> TrainReport:
     """Cross-validate (if ``config.folds`` > 1), refit on all patients, write the run folder."""
     table, data = _load(spec)
     out, tmp = _prepare_out(out_dir)

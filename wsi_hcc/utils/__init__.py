@@ -1,5 +1,5 @@
 """Small tools every stage shares: atomic writes (files, JSON, CSV), library versions, the torch
-device, checked model folders, YAML config sections.
+device, checked model folders, YAML config sections, the progress protocol.
 """
 
 from wsi_hcc.utils.lazy import lazy_exports
@@ -13,6 +13,7 @@ _API = {
     "file_sha256": "checked_weights",
     "read_config_section": "config", "with_dotted_overrides": "config", "validate_section": "config",
     "resolve_device": "devices",
+    "Progress": "progress", "silent_progress": "progress",
     "stack_versions": "versions", "utc_now": "versions",
 }
 __all__ = sorted(_API)
