@@ -43,9 +43,9 @@ def _mask(path: str, label: int | None, reference=None):
 
 
 def provenance(**inputs) -> dict:
-    from wsi_hcc.utils.versions import stack_versions, utc_now
+    from wsi_hcc.utils.runs import provenance
 
-    return {"created": utc_now(), "versions": stack_versions(), "inputs": inputs}
+    return provenance(inputs=inputs)
 
 
 def prepare_out(out_dir: str) -> Path:

@@ -6,8 +6,6 @@ from wsi_hcc.utils.lazy import lazy_exports
 
 # each public name and the module that defines it, loaded on first use
 _API = {
-    "SlideOutcome": "batch", "BatchReport": "batch", "prepare_out_dir": "batch",
-    "one_line_reason": "batch",
     "ClassifyReport": "classify", "run_classify": "classify", "CSV_COLUMNS": "classify",
     "DemoReport": "demo", "run_demo": "demo", "DEMO_MIL_SETTINGS": "demo",
     "run_features": "features", "default_decoders": "features", "default_batch_size": "features",

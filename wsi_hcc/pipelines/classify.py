@@ -17,7 +17,6 @@ the slide's fingerprint), so a killed run resumes at the first unfinished slide.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -29,17 +28,16 @@ import numpy as np
 from wsi_hcc.errors import WsiHccError
 from wsi_hcc.mil.bundle import MilBundle, SlidePrediction, load_mil_bundle
 from wsi_hcc.models import file_sha256
-from wsi_hcc.pipelines.batch import SlideOutcome, one_line_reason, prepare_out_dir
 from wsi_hcc.pipelines.features import run_features
 from wsi_hcc.pipelines.tile import run_tile
 from wsi_hcc.qupath.export import slide_bounds_offset, write_qupath_geojson
 from wsi_hcc.store.feature_array import read_store_meta, store_records
 from wsi_hcc.tiling.config import TileConfig
-from wsi_hcc.tiling.inputs import SlideTask
 from wsi_hcc.training.datasets import read_slide_labels
-from wsi_hcc.utils.atomic import atomic_write_bytes, atomic_write_csv, atomic_write_json
+from wsi_hcc.utils.atomic import atomic_write_bytes, atomic_write_csv
 from wsi_hcc.utils.progress import Progress, silent_progress
-from wsi_hcc.utils.versions import stack_versions, utc_now
+from wsi_hcc.utils.runs import SlideOutcome, StateFiles, one_line_reason, prepare_out_dir, write_manifest
+from wsi_hcc.utils.versions import utc_now
 from wsi_hcc.viz.slide_exports import TilePredictions, slide_geojson_features, slide_heatmap_png
 
 __all__ = ["ClassifyReport", "run_classify", "CSV_COLUMNS"]
@@ -112,15 +110,11 @@ def run_classify(inputs: list[str | Path], bundle_dir: str | Path, out_dir: str 
         progress.item_finished()
     if not rows:
         _write_csv(out_dir / "predictions.csv", rows, bundle)
-    atomic_write_json(out_dir / "classify-manifest.json", {
-        "command": "classify", "started": started, "finished": utc_now(),
-        "bundle": {"path": str(Path(bundle_dir).resolve()), "card_sha256": bundle_digest,
-                   "features": dict(bundle.card.features), "backbone": backbone},
-        "stores_dir": str(stores_dir.resolve()), "region_threshold": region_threshold, "device": device,
-        "versions": stack_versions(),
-        "summary": {s: sum(r["status"] == s for r in rows) for s in ("done", "skipped", "failed")},
-        "slides": [{"slide": r["slide"], "status": r["status"], "reason": r["reason"]} for r in rows],
-    })
+    write_manifest(out_dir / "classify-manifest.json", "classify", started,
+                   [SlideOutcome(r["slide"], o.path, r["status"], r["reason"]) for r, o in zip(rows, tiled)],
+                   bundle={"path": str(Path(bundle_dir).resolve()), "card_sha256": bundle_digest,
+                           "features": dict(bundle.card.features), "backbone": backbone},
+                   stores_dir=str(stores_dir.resolve()), region_threshold=region_threshold, device=device)
     return ClassifyReport(out_dir, rows, out_dir / "predictions.csv")
 
 
@@ -130,8 +124,8 @@ def _true_labels(labels_csv: str | Path | None) -> dict[str, tuple[str, str]] | 
     return {row.slide: (row.label, row.grade or "") for row in read_slide_labels(labels_csv)}
 
 
-def _state_path(out_dir: Path, stem: str) -> Path:
-    return out_dir / f"{stem}.classify.json"
+def _states(out_dir: Path) -> StateFiles:
+    return StateFiles(out_dir, ".classify.json")
 
 
 def _outputs(out_dir: Path, stem: str) -> tuple[Path, Path]:
@@ -140,12 +134,8 @@ def _outputs(out_dir: Path, stem: str) -> tuple[Path, Path]:
 
 def _previous_row(out_dir: Path, stem: str, bundle_digest: str, fingerprint: str | None) -> dict | None:
     """The row of a slide this bundle already classified from this very file, with its outputs present."""
-    try:
-        state = json.loads(_state_path(out_dir, stem).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    if (state.get("bundle_digest") == bundle_digest and state.get("fingerprint") == fingerprint
-            and state.get("row", {}).get("status") == "done" and all(p.is_file() for p in _outputs(out_dir, stem))):
+    state = _states(out_dir).finished(stem, bundle_digest=bundle_digest, fingerprint=fingerprint)
+    if state is not None and all(p.is_file() for p in _outputs(out_dir, stem)):
         return state["row"]
     return None
 
@@ -179,13 +169,12 @@ def _classify_one(tiled: SlideOutcome, featured: SlideOutcome | None, stores_dir
         raise
     except Exception as exc:  # one bad slide never stops the batch
         log.debug("%s failed", tiled.path, exc_info=True)
-        return row | {"status": "failed", "reason": one_line_reason(SlideTask(Path(tiled.path), tiled.stem), exc)}
+        return row | {"status": "failed", "reason": one_line_reason(tiled.path, exc)}
     row |= _prediction_columns(prediction, bundle) | {"status": "done"}
     row["seconds"] = round(sum(float(row[k] or 0) for k in ("seconds_tile", "seconds_features", "seconds_mil",
                                                             "seconds_export")), 3)
-    atomic_write_json(_state_path(out_dir, tiled.stem), {
-        "row": row, "bundle_digest": bundle_digest, "fingerprint": slide.fingerprint, "store": str(store),
-        "finished": utc_now()})
+    _states(out_dir).write(tiled.stem, {"status": "done", "row": row, "bundle_digest": bundle_digest,
+                                        "fingerprint": slide.fingerprint, "store": str(store)})
     return row
 
 

@@ -27,11 +27,11 @@ from typing import Any
 import numpy as np
 
 from wsi_hcc.mil.config import MilConfig
-from wsi_hcc.pipelines.batch import prepare_out_dir
 from wsi_hcc.pipelines.classify import ClassifyReport, run_classify
 from wsi_hcc.pipelines.train_mil import run_mil_training, synthetic_cohort
 from wsi_hcc.utils.atomic import atomic_write_bytes, fresh_partial_dir, publish_dir
 from wsi_hcc.utils.progress import Progress, silent_progress
+from wsi_hcc.utils.runs import prepare_out_dir
 from wsi_hcc.utils.versions import stack_versions, utc_now
 
 __all__ = ["DemoReport", "run_demo", "DEMO_MIL_SETTINGS"]

@@ -17,21 +17,16 @@ import numpy as np
 
 from wsi_hcc.features.extract import FeatureEvents, FeatureExtractor, extract_features
 from wsi_hcc.models import create_backbone, file_sha256, save_weights, state_sha256
-from wsi_hcc.pipelines.batch import (
-    BatchReport,
-    SlideOutcome,
-    one_line_reason,
-    prepare_out_dir,
-)
 from wsi_hcc.store.feature_array import FeatureError, read_store_meta, stain_normalizer_for, store_records
 from wsi_hcc.store.finder import find_stores
 from wsi_hcc.store.h5export import write_coords_h5
 from wsi_hcc.store.patch_store import open_store
 from wsi_hcc.tiling.inputs import SlideTask
-from wsi_hcc.utils.atomic import atomic_write_json, partial_path
+from wsi_hcc.utils.atomic import partial_path
 from wsi_hcc.utils.devices import resolve_device
 from wsi_hcc.utils.progress import Progress, silent_progress
-from wsi_hcc.utils.versions import stack_versions, utc_now
+from wsi_hcc.utils.runs import BatchReport, SlideOutcome, one_line_reason, prepare_out_dir, write_manifest
+from wsi_hcc.utils.versions import utc_now
 
 if TYPE_CHECKING:
     import torch
@@ -106,16 +101,11 @@ def run_features(stores: list[str | Path], out_dir: str | Path | None, backbone:
                      dtype=dtype, gpu_decode=gpu_decode, overwrite=overwrite, replace_other=replace_other,
                      events=events)
     outcomes = [events.outcomes[i] for i in range(len(tasks))]
+    write_manifest(out_dir / "features-manifest.json", "features", started, outcomes, backbone=backbone,
+                   weights=str(weights) if weights else None, card=model.card.to_dict(), device=str(torch_device),
+                   batch_size=batch_size, decode_threads=threads, decode_processes=processes, gpu_decode=gpu_decode,
+                   dtype=dtype)
     report = BatchReport(out_dir, tuple(outcomes))
-    atomic_write_json(out_dir / "features-manifest.json", {
-        "command": "features", "started": started,
-        "finished": utc_now(),
-        "backbone": backbone, "weights": str(weights) if weights else None, "card": model.card.to_dict(),
-        "device": str(torch_device), "batch_size": batch_size, "decode_threads": threads,
-        "decode_processes": processes, "gpu_decode": gpu_decode, "dtype": dtype,
-        "versions": stack_versions(), "summary": {s: report.count(s) for s in ("done", "skipped", "failed")},
-        "slides": [{"stem": o.stem, "path": o.path, "status": o.status, "reason": o.reason} for o in outcomes],
-    })
     return report
 
 
@@ -160,7 +150,7 @@ class _Events(FeatureEvents):
                 "seconds": {"total": time.perf_counter() - self._started.get(index, time.perf_counter())}}
         if isinstance(outcome, BaseException):
             log.debug("%s failed", task.path, exc_info=outcome)
-            result = SlideOutcome(**base, status="failed", reason=one_line_reason(task, outcome))
+            result = SlideOutcome(**base, status="failed", reason=one_line_reason(task.path, outcome))
         elif outcome.skipped:
             result = SlideOutcome(**base, status="skipped", reason="already done")
         else:

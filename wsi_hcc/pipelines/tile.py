@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
 from collections.abc import Iterator
 from concurrent.futures import Executor
 from contextlib import contextmanager
@@ -15,19 +14,13 @@ from pathlib import Path
 import numpy as np
 
 from wsi_hcc.errors import WsiHccError
-from wsi_hcc.pipelines.batch import (
-    BatchReport,
-    SlideOutcome,
-    one_line_reason,
-    prepare_out_dir,
-)
 from wsi_hcc.slide.info import slide_fingerprint
 from wsi_hcc.tiling.config import TileConfig
 from wsi_hcc.tiling.inputs import SlideTask, collect_slides, find_stem_collisions
 from wsi_hcc.tiling.slide_tiler import store_path_for, tile_slide
-from wsi_hcc.utils.atomic import atomic_write_json
 from wsi_hcc.utils.progress import Progress, silent_progress
-from wsi_hcc.utils.versions import stack_versions, utc_now
+from wsi_hcc.utils.runs import BatchReport, SlideOutcome, StateFiles, prepare_out_dir, run_items, write_manifest
+from wsi_hcc.utils.versions import utc_now
 
 __all__ = ["run_tile", "make_executor", "fit_stain_reference"]
 
@@ -92,20 +85,13 @@ def _config_digest(config: TileConfig, stain: dict | None) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def _state_path(out_dir: Path, stem: str) -> Path:
-    return out_dir / f"{stem}.state.json"
+def _states(out_dir: Path) -> StateFiles:
+    return StateFiles(out_dir, ".state.json")
 
 
 def _already_done(out_dir: Path, task: SlideTask, digest: str) -> bool:
-    state_file = _state_path(out_dir, task.stem)
-    if not state_file.exists() or not store_path_for(out_dir, task.stem).exists():
-        return False
-    try:
-        state = json.loads(state_file.read_text())
-    except (OSError, json.JSONDecodeError):
-        return False
-    return (state.get("status") == "done" and state.get("config_digest") == digest
-            and state.get("path") == str(task.path.resolve()) and task.path.exists()
+    state = _states(out_dir).finished(task.stem, config_digest=digest, path=str(task.path.resolve()))
+    return (state is not None and store_path_for(out_dir, task.stem).exists() and task.path.exists()
             and state.get("fingerprint") == slide_fingerprint(task.path))
 
 
@@ -125,23 +111,15 @@ def run_tile(inputs: list[str | Path], out_dir: str | Path, config: TileConfig, 
     collisions = find_stem_collisions(tasks)
     digest = _config_digest(config, stain)
     started = utc_now()
-    outcomes: list[SlideOutcome] = []
     with make_executor(workers, scheduler) as executor:
-        for position, task in enumerate(tasks):
-            progress.item_started(task.stem, position, len(tasks))
-            outcome = _tile_one(task, out_dir, config, digest, collisions, overwrite, executor, progress, stain)
-            outcomes.append(outcome)
-            progress.item_finished(outcome.warnings)
-    report = BatchReport(out_dir, tuple(outcomes))
-    atomic_write_json(out_dir / "run-manifest.json", {
-        "command": "tile", "started": started,
-        "finished": utc_now(),
-        "config": config.model_dump(mode="json"), "config_digest": digest, "versions": stack_versions(),
-        "workers": workers, "scheduler": scheduler,
-        "summary": {s: report.count(s) for s in ("done", "skipped", "failed")},
-        "slides": [{"stem": o.stem, "path": o.path, "status": o.status, "reason": o.reason} for o in outcomes],
-    })
-    return report
+        outcomes = run_items(
+            tasks, lambda task: _tile_one(task, out_dir, config, digest, collisions, overwrite, executor, progress,
+                                          stain),
+            progress, name=lambda task: task.stem, path=lambda task: task.path,
+            on_failure=lambda task, outcome: _record(out_dir, outcome, digest, None))
+    write_manifest(out_dir / "run-manifest.json", "tile", started, outcomes, config=config.model_dump(mode="json"),
+                   config_digest=digest, workers=workers, scheduler=scheduler)
+    return BatchReport(out_dir, tuple(outcomes))
 
 
 def _tile_one(task: SlideTask, out_dir: Path, config: TileConfig, digest: str,
@@ -159,17 +137,9 @@ def _tile_one(task: SlideTask, out_dir: Path, config: TileConfig, digest: str,
             return SlideOutcome(**base, status="skipped", reason="already done")
     except OSError:
         pass  # unreadable slide: let tiling report it
-    started = time.perf_counter()
-    try:
-        result = tile_slide(task.path, out_dir, config, stem=task.stem, mpp_override=task.mpp,
-                            mpp_source=task.mpp_source, stain=stain, executor=executor,
-                            on_start=progress.steps_planned, on_tiles=progress.steps_done)
-    except KeyboardInterrupt:
-        raise
-    except Exception as exc:  # one bad slide never stops the batch
-        log.debug("%s failed", task.path, exc_info=True)
-        return _record(out_dir, SlideOutcome(**base, status="failed", reason=one_line_reason(task, exc),
-                                             seconds={"total": time.perf_counter() - started}), digest, None)
+    result = tile_slide(task.path, out_dir, config, stem=task.stem, mpp_override=task.mpp,
+                        mpp_source=task.mpp_source, stain=stain, executor=executor,
+                        on_start=progress.steps_planned, on_tiles=progress.steps_done)
     for warning in result.warnings:  # the outcome carries them to the front end, which shows them
         log.info("%s", warning)
     outcome = SlideOutcome(**base, status="done", n_tiles=result.n_tiles, seconds=result.seconds,
@@ -179,10 +149,8 @@ def _tile_one(task: SlideTask, out_dir: Path, config: TileConfig, digest: str,
 
 def _record(out_dir: Path, outcome: SlideOutcome, digest: str, fingerprint: str | None) -> SlideOutcome:
     """Write the slide's state file and return the outcome."""
-    state = asdict(outcome) | {
+    _states(out_dir).write(outcome.stem, asdict(outcome) | {
         "path": str(Path(outcome.path).resolve()), "config_digest": digest, "fingerprint": fingerprint,
         "store": str(store_path_for(out_dir, outcome.stem)) if outcome.status == "done" else None,
-        "finished": utc_now(),
-    }
-    atomic_write_json(_state_path(out_dir, outcome.stem), state)
+    })
     return outcome

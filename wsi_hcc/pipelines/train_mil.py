@@ -50,7 +50,6 @@ from wsi_hcc.mil.metrics import (
 )
 from wsi_hcc.mil.models import build_mil_model
 from wsi_hcc.models import file_sha256
-from wsi_hcc.pipelines.batch import prepare_out_dir
 from wsi_hcc.store.feature_array import read_store_meta
 from wsi_hcc.store.finder import find_stores, shared_features
 from wsi_hcc.training.checkpoint import TrainState
@@ -67,7 +66,8 @@ from wsi_hcc.utils.atomic import (
 )
 from wsi_hcc.utils.devices import resolve_device
 from wsi_hcc.utils.progress import Progress, silent_progress
-from wsi_hcc.utils.versions import stack_versions, utc_now
+from wsi_hcc.utils.runs import prepare_out_dir, write_manifest
+from wsi_hcc.utils.versions import utc_now
 
 __all__ = ["MilReport", "run_mil_training", "MilCohort", "load_cohort"]
 
@@ -516,14 +516,11 @@ def run_mil_training(config: MilConfig, out_dir: str | Path, *, config_path: str
         atomic_write_bytes(out_dir / name, data)
     config_text = yaml.safe_dump({"mil": config.model_dump(mode="json")}, sort_keys=False)
     bundle = _write_bundle(out_dir, config, cohort, results, config_text, backbone_weights)
-    atomic_write_json(out_dir / "run-manifest.json", {
-        "command": "train-mil", "config_path": config_path, "config": config.model_dump(mode="json"),
-        "started": started, "finished": utc_now(), "device": str(device), "versions": stack_versions(),
-        "features": cohort.features, "folds_run": ran, "folds_skipped": skipped,
-        "seconds_per_fold": seconds,
-        "stores": [{"slide": s, "path": str(p.resolve()),
-                    "attrs_sha256": file_sha256(p / ".zattrs")} for s, p in cohort.stores.items()],
-    })
+    write_manifest(out_dir / "run-manifest.json", "train-mil", started, config_path=config_path,
+                   config=config.model_dump(mode="json"), device=str(device), features=cohort.features,
+                   folds_run=ran, folds_skipped=skipped, seconds_per_fold=seconds,
+                   stores=[{"slide": s, "path": str(p.resolve()), "attrs_sha256": file_sha256(p / ".zattrs")}
+                           for s, p in cohort.stores.items()])
     return MilReport(out_dir, ran, skipped, metrics, bundle, seconds)
 
 

@@ -20,7 +20,6 @@ import numpy as np
 
 from wsi_hcc.errors import WsiHccError
 from wsi_hcc.models import ModelCard, create_backbone, file_sha256, read_state_dict, save_weights
-from wsi_hcc.pipelines.batch import prepare_out_dir
 from wsi_hcc.store.feature_array import check_store_fits_card, read_store_meta, stain_normalizer_for
 from wsi_hcc.store.patch_store import TileReader, open_store
 from wsi_hcc.training.checkpoint import TrainState, apply_checkpoint, load_checkpoint, save_checkpoint
@@ -41,6 +40,7 @@ from wsi_hcc.training.stopping import record_epoch, should_stop
 from wsi_hcc.utils.atomic import atomic_write_bytes, atomic_write_csv, atomic_write_json
 from wsi_hcc.utils.devices import resolve_device
 from wsi_hcc.utils.progress import Progress, silent_progress
+from wsi_hcc.utils.runs import prepare_out_dir
 from wsi_hcc.utils.versions import stack_versions, utc_now
 
 __all__ = ["TrainReport", "run_training", "ExplainReport", "run_explain", "OUTPUTS"]

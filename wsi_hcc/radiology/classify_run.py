@@ -21,7 +21,7 @@ from wsi_hcc.radiology.classify_train import ClassifierModel, TrainConfig, evalu
 from wsi_hcc.radiology.cohort import CohortCase
 from wsi_hcc.utils.atomic import atomic_write_bytes, atomic_write_json, csv_bytes, fresh_partial_dir, publish_dir
 from wsi_hcc.utils.progress import Progress
-from wsi_hcc.utils.versions import stack_versions, utc_now
+from wsi_hcc.utils.runs import provenance
 
 __all__ = ["split_cases", "cam_summary", "run_training"]
 
@@ -104,7 +104,7 @@ def run_training(config: TrainConfig, cases: Sequence[CohortCase], out_dir: str 
               "cam": cam_summary(model, test), "config": config.to_json(), "cohort": cohort or {},
               "split": {"train": [c.case_id for c in train], "test": [c.case_id for c in test],
                         "by": "patient" if any(c.patient for c in cases) else "case"},
-              "created": utc_now(), "versions": stack_versions()}
+              **provenance()}
     binary = len(model.classes) == 2
     positives = [c for c in test if c.label(config.task) == 1] if binary else list(test)
     if positives:

@@ -297,7 +297,7 @@ def write_phantom(phantom: Phantom, out_dir: str | Path) -> Path:
     """Write ``<phase>.nii.gz`` per phase, ``labels.nii.gz`` and ``truth.json`` into ``out_dir`` (atomically)."""
     from wsi_hcc.radiology.volume import save_nifti
     from wsi_hcc.utils.atomic import atomic_write_json, fresh_partial_dir, publish_dir
-    from wsi_hcc.utils.versions import stack_versions, utc_now
+    from wsi_hcc.utils.runs import provenance
 
     out_dir = Path(out_dir)
     tmp = fresh_partial_dir(out_dir)
@@ -305,6 +305,6 @@ def write_phantom(phantom: Phantom, out_dir: str | Path) -> Path:
         save_nifti(volume, tmp / f"{name}.nii.gz")
     save_nifti(phantom.labels, tmp / "labels.nii.gz")
     atomic_write_json(tmp / "truth.json",
-                      {"truth": phantom.truth(), "created": utc_now(), "versions": stack_versions()})
+                      {"truth": phantom.truth(), **provenance()})
     publish_dir(tmp, out_dir)
     return out_dir

@@ -23,7 +23,7 @@ from wsi_hcc.survival.nomogram import fit_nomogram, nomogram_figure
 from wsi_hcc.survival.plots import km_figure
 from wsi_hcc.utils.atomic import atomic_write_bytes, atomic_write_json, csv_bytes, fresh_partial_dir, publish_dir
 from wsi_hcc.utils.progress import Progress, silent_progress
-from wsi_hcc.utils.versions import stack_versions, utc_now
+from wsi_hcc.utils.runs import provenance
 from wsi_hcc.viz.figures import figure_png
 
 __all__ = ["DataSpec", "TrainReport", "fit_model", "cross_validate", "run_survival_training", "run_prediction",
@@ -176,8 +176,7 @@ def run_survival_training(spec: DataSpec, config: SurvivalConfig, out_dir: str |
     rows = [(i, _fmt(t), int(e), _fmt(r), g, "" if f < 0 else int(f))
             for i, t, e, r, g, f in zip(data.ids, data.time, data.event, risk, groups, fold_of)]
     atomic_write_bytes(tmp / "risks.csv", csv_bytes(["id", "time", "event", "risk", "group", "fold"], rows))
-    metrics.update({"config": config.model_dump(mode="json"), "data": spec.to_json(),
-                    "versions": stack_versions(), "created": utc_now()})
+    metrics.update(provenance(config=config.model_dump(mode="json"), data=spec.to_json()))
     atomic_write_json(tmp / "metrics.json", metrics)
     publish_dir(tmp, out)
     return TrainReport(out, metrics, out / "model")
@@ -228,7 +227,7 @@ def run_prediction(model_dir: str | Path, spec: DataSpec, out_dir: str | Path) -
             atomic_write_bytes(tmp / "km.png", figure_png(figure))
             result["km"] = km.to_json()
     atomic_write_bytes(tmp / "risks.csv", csv_bytes(header, zip(*columns)))
-    result.update({"versions": stack_versions(), "created": utc_now(), "data": spec.to_json()})
+    result.update(provenance(data=spec.to_json()))
     atomic_write_json(tmp / "metrics.json", result)
     publish_dir(tmp, out)
     return result

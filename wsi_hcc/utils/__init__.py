@@ -1,5 +1,6 @@
 """Small tools every stage shares: atomic writes (files, JSON, CSV), library versions, the torch
-device, checked model folders, YAML config sections, the progress protocol.
+device, checked model folders, YAML config sections, the progress protocol, the
+bookkeeping of runs (outcomes, state files, manifests).
 """
 
 from wsi_hcc.utils.lazy import lazy_exports
@@ -14,6 +15,8 @@ _API = {
     "read_config_section": "config", "with_dotted_overrides": "config", "validate_section": "config",
     "resolve_device": "devices",
     "Progress": "progress", "silent_progress": "progress",
+    "SlideOutcome": "runs", "BatchReport": "runs", "StateFiles": "runs", "run_items": "runs",
+    "one_line_reason": "runs", "prepare_out_dir": "runs", "provenance": "runs", "write_manifest": "runs",
     "stack_versions": "versions", "utc_now": "versions",
 }
 __all__ = sorted(_API)
