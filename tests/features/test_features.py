@@ -269,7 +269,7 @@ def test_cli_features(store, resnet_features, tmp_path):
     assert result.exit_code == 1 and "already has features from resnet34" in result.output
     result = runner.invoke(main, ["features", str(store), "--arch", "resnet34", "--weights", "nope.pt"])
     assert result.exit_code == 2 and result.output.strip() == (
-        "error: nope.pt: weights file not found; pass a local .safetensors, .pt/.pth or .h5 file "
+        "error: nope.pt: weights file not found; pass a model folder or a local .safetensors, .pt/.pth or .h5 file "
         "(nothing is downloaded)")
     result = runner.invoke(main, command + ["--threads", "2", "--workers", "2"])
     assert result.exit_code == 2 and result.output.strip() == (
@@ -409,3 +409,19 @@ def test_random_weights_are_kept_so_features_can_be_reproduced(store, tmp_path):
     assert manifest["weights"] == str(saved[0])
     again = run_features([store], out, "test_resnet", weights=saved[0], device="cpu")
     assert again.count("skipped") == 1  # the same weights: nothing to redo
+
+
+def test_a_model_folder_gives_the_features_of_its_weights(store, small_features, tmp_path):
+    import json
+
+    from wsi_hcc.models import save_model_folder
+    from wsi_hcc.pipelines.features import run_features
+
+    folder = save_model_folder(small_features, tmp_path / "model")
+    assert json.loads((folder / "card.json").read_text())["kind"] == "feature-extractor"
+    report = run_features([store], tmp_path / "out", "test_resnet", weights=folder, device="cpu", dtype="float32")
+    assert report.count("done") == 1, report.outcomes
+    np.testing.assert_allclose(open_store(store)["features"][:], _direct_features(small_features, store),
+                               rtol=1e-4, atol=1e-4)
+    recorded = read_store_meta(store)["features"]["weights_sha256"]
+    assert recorded == json.loads((folder / "card.json").read_text())["weights_sha256"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import albumentations as A
@@ -380,7 +381,7 @@ def straight_run(tiny, tmp_path_factory):
     return config, run_training(config, out)
 
 
-def test_a_run_writes_every_output_with_provenance(straight_run):
+def test_a_run_writes_every_output_with_provenance(straight_run, tmp_path):
     config, report = straight_run
     out = report.out_dir
     for name in ("best.safetensors", "last-checkpoint.pt", "metrics.json", "predictions.csv", "confusion.png",
@@ -411,6 +412,22 @@ def test_a_run_writes_every_output_with_provenance(straight_run):
             and (card.target_mpp, card.tile_px, card.input_px) == (1.0, 32, 32))
     assert card.extra["training"]["best_epoch"] == metrics["best_epoch"]
     assert card.weights_sha256 == provenance["best_weights_sha256"]
+    # ... and so does the model folder, the one format every wsi-hcc model is saved in
+    folder = json.loads((out / "model" / "card.json").read_text())
+    assert folder["format"] == "wsi-hcc-patch-model/1" and folder["kind"] == "patch-classifier"
+    assert folder["training"]["slides"] == 4 and folder["training"]["metrics"]["test"]["n_tiles"] == 24
+    from_folder = create_backbone("test_resnet", weights=out / "model")
+    assert from_folder.card.class_names == card.class_names and from_folder.card.extra == card.extra
+    assert from_folder.card.weights_sha256 == folder["weights_sha256"]
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(from_folder.eval()(x), model.eval()(x))
+    damaged = shutil.copytree(out / "model", tmp_path / "model")
+    (damaged / "weights.safetensors").write_bytes(b"changed")
+    with pytest.raises(WsiHccError, match="checksum differs from card.json"):
+        create_backbone("test_resnet", weights=damaged)
+    (damaged / "weights.safetensors").unlink()
+    with pytest.raises(WsiHccError, match="not a patch model folder \\(weights.safetensors missing\\)"):
+        create_backbone("test_resnet", weights=damaged)
 
 
 def test_checkpoints_load_with_weights_only(straight_run):

@@ -193,8 +193,9 @@ Examples:
 @click.argument("stores", nargs=-1, required=True)
 @click.option("--arch", "backbone", help="Backbone to build: resnet34, livernet, or any timm model name.  [required]")
 @renamed_option("--backbone", "--arch", "backbone")
-@click.option("--weights", type=click.Path(dir_okay=False), default=None,
-              help="Local weights (.safetensors, .pt/.pth, or LiverNet's Keras .h5). Random weights without.")
+@click.option("--weights", type=click.Path(), default=None,
+              help="A model folder (train-patches OUT/model) or local weights (.safetensors, .pt/.pth, or LiverNet's "
+                   "Keras .h5). Random weights without.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Folder for the run manifest and .h5 files [default: the first store's folder].")
 @click.option("--h5", is_flag=True, help="Also write CLAM/TRIDENT-style <stem>.h5 (features, coords).")

@@ -41,7 +41,7 @@ wsi_hcc.mil.load_mil_bundle (JSON + safetensors, nothing unpickled).""")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Learning rate.")
 @click.option("--seed", type=click.IntRange(min=0), help="Seed for folds, initialisation and sampling.")
 @click.option("--bootstrap", type=click.IntRange(min=0), help="Bootstrap resamples for the AUC CI (0: none).")
-@click.option("--backbone-weights", type=click.Path(dir_okay=False), help="The weights wsi-hcc features used "
+@click.option("--backbone-weights", type=click.Path(), help="The weights wsi-hcc features used "
               "(copied into the bundle); found beside the stores when omitted.")
 @click.option("--device", help="cpu, auto, cuda or cuda:N.")
 def train_mil(config_path, out_dir, stores, labels_csv, model, folds, epochs, patience, lr, seed, bootstrap,

@@ -44,7 +44,7 @@ Rerunning the same command resumes from runs/.../last-checkpoint.pt; a finished 
 @stores_argument
 @click.option("--arch", "backbone", help="Backbone to train (resnet34, livernet, a timm model).")
 @renamed_option("--backbone", "--arch", "backbone")
-@click.option("--weights", type=click.Path(dir_okay=False), help="Initial weights (local file).")
+@click.option("--weights", type=click.Path(), help="Initial weights (a model folder or a local file).")
 @click.option("--epochs", type=click.IntRange(min=1), help="Number of epochs.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Tiles per training batch.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Learning rate.")
@@ -92,8 +92,9 @@ Examples:
   wsi-hcc explain stores/a.zarr --weights runs/r34/best.safetensors --top 12 --class HCC --out cams/
   wsi-hcc explain stores/a.zarr --weights resnet34.pt --arch resnet34 --tiles 3 --out cams/""")
 @click.argument("store", type=click.Path())
-@click.option("--weights", required=True, type=click.Path(dir_okay=False),
-              help="Classifier weights (ours carry the model card; others need --arch).")
+@click.option("--weights", required=True, type=click.Path(),
+              help="Classifier: a model folder (train-patches OUT/model) or weights (ours carry the model card; "
+                   "others need --arch).")
 @click.option("--arch", "backbone", help="Backbone name; default: the one named by the weights' card.")
 @renamed_option("--backbone", "--arch", "backbone")
 @click.option("--tiles", callback=_parse_tiles, help="Tile indices of the store, comma-separated (0,5,9).")

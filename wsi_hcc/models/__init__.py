@@ -15,18 +15,23 @@ from wsi_hcc.models.registry import (
 )
 from wsi_hcc.models.resnet import RESNET34
 from wsi_hcc.models.weights import (
+    MODEL_FOLDER_FORMAT,
     WeightsError,
     card_from_weights,
     file_sha256,
+    read_model_folder,
     read_state_dict,
+    save_model_folder,
     save_weights,
     state_sha256,
     weights_bytes,
+    weights_sha256,
 )
 
 __all__ = ["ModelCard", "BackboneEntry", "WeightsError", "create_backbone", "register_backbone", "list_backbones",
            "get_entry", "card_for", "tiling_from_card", "to_model_input", "save_weights", "read_state_dict",
-           "card_from_weights", "file_sha256", "state_sha256", "weights_bytes"]
+           "card_from_weights", "file_sha256", "state_sha256", "weights_bytes", "weights_sha256",
+           "MODEL_FOLDER_FORMAT", "save_model_folder", "read_model_folder"]
 
 register_backbone(RESNET34)
 register_backbone(LIVERNET)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from wsi_hcc.models.card import ModelCard
-from wsi_hcc.models.weights import WeightsError, card_from_weights, file_sha256, read_state_dict
+from wsi_hcc.models.weights import WeightsError, card_from_weights, file_sha256, read_model_folder, read_state_dict
 
 __all__ = ["BackboneEntry", "register_backbone", "create_backbone", "list_backbones", "get_entry", "card_for"]
 
@@ -96,8 +96,11 @@ def create_backbone(name: str, num_classes: int | None = None, weights: str | Pa
     state = None
     if weights is not None:
         path = Path(weights)
-        loader = entry.foreign_loaders.get(path.suffix.lower())
-        if loader is not None:
+        loader = None if path.is_dir() else entry.foreign_loaders.get(path.suffix.lower())
+        if path.is_dir():
+            card, state = read_model_folder(path)
+            weight_classes = _classes_in(state, entry)
+        elif loader is not None:
             if not path.is_file():
                 raise WeightsError(f"{path}: weights file not found")
             state, weight_classes = loader(path)
@@ -108,7 +111,8 @@ def create_backbone(name: str, num_classes: int | None = None, weights: str | Pa
         model = entry.build(num_classes=weight_classes, **kwargs)
         _load_strict(model, state, path, name)
         card = card.with_classes(weight_classes) if card.num_classes != weight_classes else card
-        card = replace(card, weights_sha256=file_sha256(path))
+        if not path.is_dir():
+            card = replace(card, weights_sha256=file_sha256(path))
     else:
         weight_classes = card.num_classes if num_classes is None else num_classes
         model = entry.build(num_classes=weight_classes, **kwargs)

@@ -1,14 +1,16 @@
 """Weights come from local files only, loaded without unpickling arbitrary objects.
 
-Accepted: safetensors (ours carry the model card in their metadata), PyTorch state dicts loaded
-with ``weights_only=True``, and whatever foreign formats a registry entry knows (LiverNet's Keras
-``.h5``). Nothing is ever downloaded.
+Accepted: a model folder (``utils.checked_weights``: ``weights.safetensors`` and ``card.json``
+holding the model card, as ``wsi-hcc train-patches`` writes), safetensors (ours carry the model card
+in their metadata), PyTorch state dicts loaded with ``weights_only=True``, and whatever foreign
+formats a registry entry knows (LiverNet's Keras ``.h5``). Nothing is ever downloaded.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from wsi_hcc.errors import WsiHccError
@@ -16,10 +18,12 @@ from wsi_hcc.models.card import ModelCard
 from wsi_hcc.utils.atomic import atomic_write_bytes
 from wsi_hcc.utils.checked_weights import file_sha256
 
-__all__ = ["WeightsError", "file_sha256", "state_sha256", "read_state_dict", "save_weights", "weights_bytes",
+__all__ = ["WeightsError", "MODEL_FOLDER_FORMAT", "file_sha256", "weights_sha256", "state_sha256", "read_state_dict",
+           "save_weights", "weights_bytes", "save_model_folder", "read_model_folder",
            "card_from_weights"]
 
 _CARD_KEY = "wsi_hcc_card"
+MODEL_FOLDER_FORMAT = "wsi-hcc-patch-model/1"
 _TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 
 
@@ -37,9 +41,9 @@ def state_sha256(model) -> str:
 
 
 def _check_exists(path: Path) -> None:
-    if not path.is_file():
-        raise WeightsError(f"{path}: weights file not found; pass a local .safetensors, .pt/.pth or .h5 file "
-                           "(nothing is downloaded)")
+    if not path.is_file() and not path.is_dir():
+        raise WeightsError(f"{path}: weights file not found; pass a model folder or a local .safetensors, .pt/.pth or "
+                           ".h5 file (nothing is downloaded)")
 
 
 def read_state_dict(path: str | Path) -> dict:
@@ -48,6 +52,8 @@ def read_state_dict(path: str | Path) -> dict:
 
     path = Path(path)
     _check_exists(path)
+    if path.is_dir():
+        return read_model_folder(path)[1]
     if path.suffix == ".safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -76,8 +82,10 @@ def read_state_dict(path: str | Path) -> dict:
 
 
 def card_from_weights(path: str | Path) -> ModelCard | None:
-    """The card stored in one of our safetensors files, or None for any other file."""
+    """The card stored in a model folder or one of our safetensors files, or None for any other file."""
     path = Path(path)
+    if path.is_dir():
+        return read_model_folder(path)[0]
     if path.suffix != ".safetensors":
         return None
     _check_exists(path)
@@ -101,3 +109,28 @@ def save_weights(model, card: ModelCard, path: str | Path) -> str:
     data = weights_bytes(model, card)
     atomic_write_bytes(Path(path), data)
     return hashlib.sha256(data).hexdigest()
+
+
+def save_model_folder(model, folder: str | Path, *, training: dict | None = None) -> Path:
+    """``model`` (its tensors and its card) as a model folder; ``training`` says what it learnt from."""
+    from wsi_hcc.utils.checked_weights import save_checked
+
+    card = replace(model.card, weights_sha256=None)
+    kind = "patch-classifier" if card.num_classes else "feature-extractor"
+    return save_checked(folder, model.state_dict(), {"format": MODEL_FOLDER_FORMAT, "kind": kind,
+                                                     "model_card": card.to_dict(), "training": training or {}})
+
+
+def read_model_folder(path: Path) -> tuple[ModelCard, dict]:
+    """The card (naming the weights' sha256) and tensors of a folder :func:`save_model_folder` wrote."""
+    from wsi_hcc.utils.checked_weights import load_checked
+
+    card, tensors = load_checked(path, card_format=MODEL_FOLDER_FORMAT, kind="a patch model folder",
+                                 writer="wsi-hcc train-patches")
+    return replace(ModelCard.from_dict(card["model_card"]), weights_sha256=card["weights_sha256"]), tensors
+
+
+def weights_sha256(path: str | Path) -> str:
+    """What identifies weights: the sha256 of a weights file, or the one a model folder's card names."""
+    path = Path(path)
+    return card_from_weights(path).weights_sha256 if path.is_dir() else file_sha256(path)

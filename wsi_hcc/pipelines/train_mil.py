@@ -49,7 +49,7 @@ from wsi_hcc.mil.metrics import (
     youden_threshold,
 )
 from wsi_hcc.mil.models import build_mil_model
-from wsi_hcc.models import file_sha256
+from wsi_hcc.models import file_sha256, weights_sha256
 from wsi_hcc.store.feature_array import read_store_meta
 from wsi_hcc.store.finder import find_stores, shared_features
 from wsi_hcc.training.checkpoint import TrainState
@@ -404,9 +404,9 @@ def locate_backbone_weights(config: MilConfig, cohort: MilCohort) -> Path:
     name = cohort.features.get("backbone")
     if config.backbone_weights:
         path = Path(config.backbone_weights)
-        if not path.is_file():
+        if not path.exists():
             raise WsiHccError(f"{path}: backbone weights not found; check --backbone-weights")
-        if sha and file_sha256(path) != sha:
+        if sha and weights_sha256(path) != sha:
             raise WsiHccError(f"{path}: not the weights the features were made with (sha256 differs from "
                               f"{sha[:12]}); pass the file given to wsi-hcc features --weights")
         return path
@@ -422,7 +422,7 @@ def locate_backbone_weights(config: MilConfig, cohort: MilCohort) -> Path:
                 candidates += [Path(recorded), folder / recorded]
             candidates += sorted(p for p in folder.iterdir() if p.suffix in _WEIGHT_SUFFIXES)
         for candidate in dict.fromkeys(candidates):
-            if candidate.is_file() and file_sha256(candidate) == sha:
+            if candidate.exists() and weights_sha256(candidate) == sha:
                 return candidate
     raise WsiHccError(f"{folders[0]}: the weights of the feature backbone {name} (sha256 {str(sha)[:12]}) are not "
                       "beside the stores; pass --backbone-weights PATH (the file wsi-hcc features used)")

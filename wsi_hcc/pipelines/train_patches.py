@@ -3,7 +3,9 @@
 A training run writes into one folder: ``splits.json`` (at the start), ``last-checkpoint.pt`` (after
 every epoch and every ``checkpoint_minutes`` within one), ``best.safetensors`` (whenever the
 monitored validation metric improves), and at the end ``metrics.json``, ``predictions.csv``,
-``confusion.png`` and ``curves.png``; ``run-manifest.json`` records the provenance throughout.
+``confusion.png``, ``curves.png`` and ``model/`` (the best weights as a model folder, for
+``--weights``, with what they were trained on and their test metrics); ``run-manifest.json``
+records the provenance throughout.
 Every file appears under a temporary name first and is renamed when complete. Rerunning the same
 command resumes from the last checkpoint; a finished run is not redone.
 """
@@ -11,6 +13,7 @@ command resumes from the last checkpoint; a finished run is not redone.
 from __future__ import annotations
 
 import hashlib
+import shutil
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,7 +22,15 @@ from typing import Any
 import numpy as np
 
 from wsi_hcc.errors import WsiHccError
-from wsi_hcc.models import ModelCard, create_backbone, file_sha256, read_state_dict, save_weights
+from wsi_hcc.models import (
+    ModelCard,
+    card_from_weights,
+    create_backbone,
+    file_sha256,
+    read_state_dict,
+    save_model_folder,
+    save_weights,
+)
 from wsi_hcc.store.feature_array import check_store_fits_card, read_store_meta, stain_normalizer_for
 from wsi_hcc.store.patch_store import TileReader, open_store
 from wsi_hcc.training.checkpoint import TrainState, apply_checkpoint, load_checkpoint, save_checkpoint
@@ -37,7 +48,13 @@ from wsi_hcc.training.gradcam import explain_tiles, explanation_png
 from wsi_hcc.training.loop import Trainer, build_optimizer, lr_at
 from wsi_hcc.training.metrics import classification_metrics, confusion_png, curves_png
 from wsi_hcc.training.stopping import record_epoch, should_stop
-from wsi_hcc.utils.atomic import atomic_write_bytes, atomic_write_csv, atomic_write_json
+from wsi_hcc.utils.atomic import (
+    atomic_write_bytes,
+    atomic_write_csv,
+    atomic_write_json,
+    fresh_partial_dir,
+    publish_dir,
+)
 from wsi_hcc.utils.devices import resolve_device
 from wsi_hcc.utils.progress import Progress, silent_progress
 from wsi_hcc.utils.runs import prepare_out_dir
@@ -174,6 +191,7 @@ class _Run:
         if restart:  # only once the new run is known to be set up
             for name in OUTPUTS:
                 (out_dir / name).unlink(missing_ok=True)
+            shutil.rmtree(out_dir / "model", ignore_errors=True)
 
     # -- provenance ---------------------------------------------------------------------------
 
@@ -308,6 +326,7 @@ class _Run:
                              "use early_stopping.metric: val_loss")
         # the checkpoint keeps the last epoch's weights; metrics are those of the best epoch
         self.model.load_state_dict({k: v.to(self.device) for k, v in read_state_dict(best).items()})
+        self.model.card = card_from_weights(best)
         splits, rows, matrices = {}, [], {}
         for split in ("validation", "test"):
             result, index = self.evaluate(split)
@@ -329,6 +348,10 @@ class _Run:
         atomic_write_bytes(self.out_dir / "curves.png", curves_png(self.state.history, self.monitor,
                                                                    self.state.best_epoch))
         atomic_write_json(self.out_dir / "metrics.json", metrics)
+        tmp = fresh_partial_dir(self.out_dir / "model")
+        save_model_folder(self.model, tmp, training={"slides": len(self.stores), "stores": self.stores,
+                                                     "metrics": splits, "config_digest": self.digest})
+        publish_dir(tmp, self.out_dir / "model")
         self.write_manifest("done")
         return metrics
 
@@ -387,11 +410,10 @@ class ExplainReport:
 
 
 def _explain_model(weights: str | Path, backbone: str | None):
-    from wsi_hcc.models import card_from_weights
-
     weights = Path(weights)
-    if not weights.is_file():
-        raise TrainError(f"{weights}: weights file not found; pass a local .safetensors, .pt/.pth or .h5 file")
+    if not weights.exists():
+        raise TrainError(f"{weights}: weights file not found; pass a model folder or a local .safetensors, .pt/.pth or "
+                         ".h5 file")
     card = card_from_weights(weights)
     name = backbone or (card.architecture if card is not None else None)
     if name is None:
