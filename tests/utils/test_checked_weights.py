@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from wsi_hcc.errors import WsiHccError
-from wsi_hcc.utils.checked_weights import CARD_NAME, WEIGHTS_NAME, load_checked, save_checked
+from wsi_hcc.utils.checked_weights import CARD_NAME, WEIGHTS_NAME, card_sha256, load_checked, save_checked
 
 FORMAT = "wsi_hcc.test/1"
 
@@ -48,8 +48,8 @@ def test_weights_that_are_not_safetensors_are_refused_without_unpickling(folder,
     monkeypatch.setattr(pickle, "loads", lambda *a, **k: pytest.fail("unpickled"))
     data = b"not safetensors at all"
     (folder / WEIGHTS_NAME).write_bytes(data)
-    card = json.loads((folder / CARD_NAME).read_text())
-    (folder / CARD_NAME).write_text(json.dumps({**card, "weights_sha256": hashlib.sha256(data).hexdigest()}))
+    card = {**json.loads((folder / CARD_NAME).read_text()), "weights_sha256": hashlib.sha256(data).hexdigest()}
+    (folder / CARD_NAME).write_text(json.dumps({**card, "card_sha256": card_sha256(card)}))
     with pytest.raises(WsiHccError, match="not a safetensors file"):
         _load(folder)
 
@@ -77,3 +77,12 @@ def test_a_model_is_found_from_its_folder_card_or_weights(folder, given):
 def test_a_missing_folder_is_one_line(tmp_path):
     with pytest.raises(WsiHccError, match="nomodel: no such folder; pass the folder that the test wrote"):
         _load(tmp_path / "nomodel")
+
+
+def test_an_edited_card_is_refused_and_the_layout_of_the_file_does_not_matter(folder):
+    card = json.loads((folder / CARD_NAME).read_text())
+    (folder / CARD_NAME).write_text(json.dumps(card))  # same content, another layout: still the card
+    assert _load(folder)[0]["k"] == 1
+    (folder / CARD_NAME).write_text(json.dumps({**card, "k": 2}))
+    with pytest.raises(WsiHccError, match="card.json: the card was changed after it was written"):
+        _load(folder)

@@ -24,9 +24,10 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from wsi_hcc.errors import WsiHccError
 from wsi_hcc.utils.checked_weights import CARD_NAME, check_file, file_sha256, load_checked, save_checked
@@ -81,6 +82,57 @@ def save_mil_bundle(folder: Path, card: dict[str, Any], members: Sequence[tuple[
                         files={BACKBONE_FILE: backbone, "config.yaml": config_text.encode()})
 
 
+class _MemberSchema(BaseModel):
+    fold: int = Field(ge=0)
+
+
+class _ModelSchema(BaseModel):
+    name: str
+    in_dim: int = Field(gt=0)
+    heads: list[tuple[str, int]]
+    hidden: int = Field(gt=0)
+    dropout: float = Field(ge=0, lt=1)
+    k_sample: int = Field(ge=0)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        from wsi_hcc.mil.models import MODEL_NAMES
+
+        if name not in MODEL_NAMES:
+            raise ValueError(f"unknown MIL model {name!r} (known: {', '.join(MODEL_NAMES)})")
+        return name
+
+
+class _CardSchema(BaseModel):
+    """What loading a bundle relies on; other keys are provenance and pass through."""
+
+    class_names: list[str] = Field(min_length=2, max_length=2)
+    grade_names: list[str] | None = None
+    threshold: float = Field(ge=0, le=1, allow_inf_nan=False)
+    temperature: float = Field(gt=0, allow_inf_nan=False)
+    kind: Literal["best_fold", "ensemble"]
+    model: _ModelSchema
+    members: list[_MemberSchema] = Field(min_length=1)
+    features: dict[str, Any]
+    backbone: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _heads_fit_the_names(self):
+        heads = dict(self.model.heads)
+        if heads.get("label") != len(self.class_names):
+            raise ValueError(f"the label head has {heads.get('label')} outputs for {len(self.class_names)} class names")
+        if heads.get("grade") != (len(self.grade_names) if self.grade_names else None):
+            raise ValueError(f"the grade head has {heads.get('grade')} outputs for grade names {self.grade_names}")
+        for name, value, keys in (("features", self.features, ("backbone", "card")),
+                                  ("backbone", self.backbone or {}, ("name", "file", "tiling", "feature_dtype")
+                                   if self.backbone else ())):
+            missing = [key for key in keys if key not in value]
+            if missing:
+                raise ValueError(f"{name} lacks {', '.join(missing)}")
+        return self
+
+
 @dataclass(frozen=True)
 class MilCard:
     """A bundle's card, typed. ``raw`` is the card as written, for provenance."""
@@ -97,12 +149,24 @@ class MilCard:
     raw: Mapping[str, Any] = field(repr=False)
 
     @classmethod
-    def from_dict(cls, card: Mapping[str, Any]) -> MilCard:
-        return cls(class_names=tuple(card["class_names"]), grade_names=tuple(card.get("grade_names") or ()),
-                   threshold=float(card["threshold"]), temperature=float(card.get("temperature") or 1.0),
-                   selection=card["kind"], model=dict(card["model"]),
-                   folds=tuple(int(m["fold"]) for m in card["members"]), features=dict(card["features"]),
-                   backbone=dict(card["backbone"]) if card.get("backbone") else None, raw=dict(card))
+    def from_dict(cls, card: Any, where: str | Path = "card.json") -> MilCard:
+        """The card, checked: a card that lacks what loading needs or contradicts itself is one line."""
+        if not isinstance(card, dict):
+            raise WsiHccError(f"{where}: not a MIL bundle card (a {type(card).__name__}, not a mapping); "
+                              f"pass the 'model' folder of a {_WRITER} run")
+        try:
+            checked = _CardSchema.model_validate(card)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            place = ".".join(str(p) for p in first["loc"])
+            message = first["msg"].removeprefix("Value error, ")
+            raise WsiHccError(f"{where}: {place + ': ' if place else ''}{message}; the card is damaged or was "
+                              f"edited: restore the bundle or rerun {_WRITER}") from None
+        return cls(class_names=tuple(checked.class_names), grade_names=tuple(checked.grade_names or ()),
+                   threshold=checked.threshold, temperature=checked.temperature, selection=checked.kind,
+                   model=checked.model.model_dump() | {"heads": dict(checked.model.heads)},
+                   folds=tuple(m.fold for m in checked.members), features=checked.features,
+                   backbone=checked.backbone, raw=dict(card))
 
 
 @dataclass(frozen=True)
@@ -194,14 +258,18 @@ def load_mil_bundle(path: str | Path, device: str = "cpu") -> MilBundle:
         raise WsiHccError(f"{path}: no such folder; point --model at the 'model' folder of a wsi-hcc train-mil run")
     card, tensors = _read_legacy(path) or load_checked(path, card_format=BUNDLE_FORMAT, kind="a MIL bundle",
                                                        writer=_WRITER)
-    typed = MilCard.from_dict(card)
+    typed = MilCard.from_dict(card, path / CARD_NAME)
     args = typed.model
     models = []
     for fold in typed.folds:
         prefix = f"fold{fold}."
-        model = build_mil_model(args["name"], args["in_dim"], dict(args["heads"]), hidden=args["hidden"],
+        model = build_mil_model(args["name"], args["in_dim"], args["heads"], hidden=args["hidden"],
                                 dropout=args["dropout"], k_sample=args["k_sample"])
-        model.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}, strict=True)
+        try:
+            model.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        except RuntimeError as exc:
+            raise WsiHccError(f"{path}: member fold {fold} does not fit the card's model ({str(exc).splitlines()[0]}); "
+                              "restore the bundle or retrain") from None
         models.append(model.eval().to(device))
     return MilBundle(typed, tuple(models), path)
 

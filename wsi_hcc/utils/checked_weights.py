@@ -1,6 +1,7 @@
 """A model as a folder: ``weights.safetensors`` and ``card.json``, the card naming the weights'
-sha256 (and that of any other file the model needs). Every file is written atomically, the card
-last, so a killed run leaves no folder that loads. Reading checks the format and every checksum
+sha256 (and that of any other file the model needs) and its own (``card_sha256``, over the rest of
+the card), so an edited card is refused rather than obeyed. Every file is written atomically, the
+card last, so a killed run leaves no folder that loads. Reading checks the format and every checksum
 and never unpickles.
 
 Every model wsi-hcc writes is stored this way: MIL bundles, radiology segmentation models and
@@ -23,7 +24,7 @@ from wsi_hcc.utils.atomic import atomic_write_bytes, atomic_write_json, partial_
 from wsi_hcc.utils.versions import stack_versions, utc_now
 
 __all__ = ["WEIGHTS_NAME", "CARD_NAME", "save_checked", "load_checked", "model_folder_paths", "check_file",
-           "file_sha256"]
+           "file_sha256", "card_sha256"]
 
 WEIGHTS_NAME, CARD_NAME = "weights.safetensors", "card.json"
 
@@ -51,9 +52,16 @@ def save_checked(folder: str | Path, tensors: dict[str, Any], card: dict[str, An
     data = save({name: value.detach().contiguous().cpu() for name, value in tensors.items()})
     atomic_write_bytes(folder / WEIGHTS_NAME, data)
     extra = {"files": sums} if sums else {}
-    atomic_write_json(folder / CARD_NAME, {**card, **extra, "weights_sha256": hashlib.sha256(data).hexdigest(),
-                                           "versions": stack_versions(), "created": utc_now()})
+    card = {**card, **extra, "weights_sha256": hashlib.sha256(data).hexdigest(), "versions": stack_versions(),
+            "created": utc_now()}
+    atomic_write_json(folder / CARD_NAME, {**card, "card_sha256": card_sha256(card)})
     return folder
+
+
+def card_sha256(card: Mapping[str, Any]) -> str:
+    """The digest of a card's content (without its own ``card_sha256``), independent of layout."""
+    content = {k: v for k, v in card.items() if k != "card_sha256"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def model_folder_paths(path: str | Path) -> tuple[Path, Path]:
@@ -92,6 +100,9 @@ def load_checked(path: str | Path, *, card_format: str, kind: str,
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise WsiHccError(f"{card_path}: damaged card (not JSON); retrain or restore the model") from None
     found = card.get("format") if isinstance(card, dict) else None
+    if found == card_format and "card_sha256" in card and card["card_sha256"] != card_sha256(card):
+        raise WsiHccError(f"{card_path}: the card was changed after it was written (card_sha256 differs); restore "
+                          "the model folder or retrain")
     if found != card_format:
         raise WsiHccError(f"{card_path}: format {found!r} is not {card_format}; pass a model written by {writer} "
                           "with this version of wsi-hcc")
