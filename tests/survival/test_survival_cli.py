@@ -159,6 +159,17 @@ def test_train_errors_are_one_line(tmp_path, args, message):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_patient_with_two_rows_is_refused_before_folds_leak(tmp_path):
+    table = _cohort(30)
+    table.loc[7, "patient"] = "P003"  # the same patient again, e.g. a second slide
+    table.to_csv(tmp_path / "t.csv", index=False)
+    code, output = _run(["train", "--table", str(tmp_path / "t.csv"), "--out", str(tmp_path / "run"), "--time",
+                         "months", "--event", "death", "--features", "age,afp", "--id", "patient"])
+    assert code == 2 and output.count("\n") == 1
+    assert "patient 'P003' (patient) has 2 rows (lines 5, 9); a survival table has one row per patient" in output
+    assert not (tmp_path / "run").exists()
+
+
 def test_km_and_predict_errors_name_the_fix(tmp_path):
     _cohort(30).to_csv(tmp_path / "t.csv", index=False)
     code, output = _run(["km", "--table", str(tmp_path / "t.csv"), "--time", "months", "--event", "death",

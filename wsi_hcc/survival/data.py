@@ -104,6 +104,18 @@ def check_survival(time: np.ndarray, event: np.ndarray, where: str, time_col: st
                           f"least {min_events}")
 
 
+def _check_one_row_per_patient(ids: np.ndarray, where: str, id_col: str | None) -> None:
+    """Two rows of one patient would land in different folds: the model would be tested on a patient
+    it was trained on."""
+    values, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        k = int(np.argmax(counts > 1))
+        lines = [str(int(i) + 2) for i in np.flatnonzero(ids == values[k])[:3]]  # +2: header, 1-based
+        raise WsiHccError(f"{where}: patient '{values[k]}' ({id_col}) has {counts[k]} rows (lines "
+                          f"{', '.join(lines)}); a survival table has one row per patient: merge them, or pass "
+                          "--id with a column that is unique per patient")
+
+
 def slide_embeddings(stores: list[str | Path]) -> dict[str, np.ndarray]:
     """Slide stem -> mean tile feature (D,), float64, from patch stores or folders of ``*.zarr`` stores."""
     import zarr
@@ -153,6 +165,8 @@ def survival_data(table, where: str, time_col: str, event_col: str, features: li
     if id_col is not None and id_col not in table.columns:
         raise WsiHccError(f"{where}: no id column '{id_col}'; pass --id with an existing column")
     ids = (table[id_col].astype(str).to_numpy() if id_col is not None else np.array([str(i) for i in range(n)]))
+    if require_outcome:
+        _check_one_row_per_patient(ids, where, id_col)
     if features is None:
         skip = {time_col, event_col, id_col, slide_col}
         features = [str(c) for c in table.columns if c not in skip]
