@@ -6,11 +6,14 @@ import math
 
 import numpy as np
 
+from wsi_hcc.errors import SlideError
 from wsi_hcc.slide.readers.base import SlideReader
 
 __all__ = ["read_thumbnail", "block_mean", "reduce_by"]
 
 _BAND_BYTES = 64 * 2**20
+# Decoding 10 gigapixels takes minutes here; beyond that the slide needs a pyramid, not patience.
+MAX_THUMBNAIL_SOURCE_PX = 10 * 10**9
 
 
 def reduce_by(image: np.ndarray, factor: int) -> np.ndarray:
@@ -54,6 +57,10 @@ def read_thumbnail(reader: SlideReader, slide_mpp: float, thumbnail_mpp: float) 
     level_ds = downsamples[level]
     factor = max(1, int(math.floor(thumbnail_mpp / (slide_mpp * level_ds) + 1e-9)))
     width, height = reader.level_dimensions[level]
+    if width * height > MAX_THUMBNAIL_SOURCE_PX:
+        raise SlideError(f"{reader.path}: the thumbnail at {thumbnail_mpp:g} um/px would be read from level {level} "
+                         f"({width} x {height} px, no coarser level); add a pyramid to the slide (e.g. vips tiffsave "
+                         "--pyramid --tile) or raise tissue.thumbnail_mpp")
     out_w, out_h = width // factor, height // factor
     thumb = np.empty((out_h, out_w, 3), dtype=np.uint8)
     rows_per_band = max(1, _BAND_BYTES // max(1, width * 3 * factor * factor))

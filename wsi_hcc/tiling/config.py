@@ -74,7 +74,8 @@ def _validate(data: dict[str, Any], where: str) -> TileConfig:
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"{where}: {field}: {first['msg']}") from exc
+        message = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{where}: {message if message.startswith(field) else f'{field}: {message}'}") from None
     if config.normalize != "none" and not config.reference:
         raise ConfigError(f"{where}: normalize={config.normalize} needs a reference image (--reference IMAGE)")
     if config.overlap_px >= config.tile_px:

@@ -35,6 +35,17 @@ class TissueParams:
     min_object_um2: float = 20_000.0
     min_hole_um2: float = 10_000.0
 
+    def __post_init__(self):
+        # Bounds keep a typo from turning tissue detection into minutes of work on a huge mask.
+        checks = [("thumbnail_mpp", self.thumbnail_mpp, 0.5, 256.0), ("min_saturation", self.min_saturation, 0, 1),
+                  ("max_value", self.max_value, 0, 1), ("closing_um", self.closing_um, 0, 10_000),
+                  ("min_object_um2", self.min_object_um2, 0, 1e10), ("min_hole_um2", self.min_hole_um2, 0, 1e10)]
+        if self.saturation_threshold is not None:
+            checks.append(("saturation_threshold", self.saturation_threshold, 0, 1))
+        for name, value, low, high in checks:
+            if not low <= value <= high:  # NaN fails too
+                raise ValueError(f"tissue.{name} must be between {low:g} and {high:g}, not {value!r}")
+
 
 def detect_tissue(thumbnail: np.ndarray, thumbnail_mpp: float, params: TissueParams = TissueParams()) -> np.ndarray:
     """Boolean tissue mask of a thumbnail.
