@@ -137,6 +137,37 @@ def test_stem_collisions_are_errors_not_overwrites(real_svs, tmp_path):
     assert not (tmp_path / "out" / "CMU-1-Small-Region.zarr").exists()
 
 
+def test_the_same_stem_in_a_later_run_is_an_error_naming_both_slides(tmp_path):
+    from wsi_hcc.synth import write_synthetic_slide
+
+    for folder, seed in (("a", 1), ("b", 2)):
+        write_synthetic_slide(tmp_path / folder / "same.svs", size_px=(1024, 768), mpp=0.25, seed=seed)
+    first = _cli("tile", tmp_path / "a" / "same.svs", "--out", tmp_path / "out")
+    assert first.exit_code == 0, first.output
+    kept = _store_files(tmp_path / "out" / "same.zarr")
+    for extra in ([], ["--overwrite"]):
+        second = _cli("tile", tmp_path / "b" / "same.svs", "--out", tmp_path / "out", *extra)
+        assert second.exit_code == 1
+        assert (f"{tmp_path / 'b' / 'same.svs'}: {tmp_path / 'out' / 'same.zarr'} already holds the tiles of another "
+                f"slide, {tmp_path / 'a' / 'same.svs'}; rename one") in second.output
+    assert _store_files(tmp_path / "out" / "same.zarr") == kept and _state(tmp_path / "out", "same")["path"] == str(
+        tmp_path / "a" / "same.svs")
+    moved = tmp_path / "moved" / "same.svs"  # the same file elsewhere is still this slide
+    moved.parent.mkdir()
+    shutil.copy(tmp_path / "a" / "same.svs", moved)
+    assert _cli("tile", moved, "--out", tmp_path / "out").exit_code == 0
+
+
+def test_a_corrected_mpp_tiles_the_slide_again(synth_slide_no_mpp, tmp_path):
+    out = tmp_path / "out"
+    assert _cli("tile", synth_slide_no_mpp, "--out", out, "--slide-mpp", "0.25").exit_code == 0
+    again = _cli("tile", synth_slide_no_mpp, "--out", out, "--slide-mpp", "0.25")
+    assert "1 skipped" in again.output
+    corrected = _cli("tile", synth_slide_no_mpp, "--out", out, "--slide-mpp", "0.2527")
+    assert corrected.exit_code == 0 and "1 done" in corrected.output, corrected.output
+    assert _state(out, "nompp")["slide_mpp_override"] == 0.2527
+
+
 def test_folder_input_and_recursive(real_svs, tmp_path):
     nested = tmp_path / "in" / "sub"
     nested.mkdir(parents=True)

@@ -90,9 +90,20 @@ def _states(out_dir: Path) -> StateFiles:
 
 
 def _already_done(out_dir: Path, task: SlideTask, digest: str) -> bool:
-    state = _states(out_dir).finished(task.stem, config_digest=digest, path=str(task.path.resolve()))
+    state = _states(out_dir).finished(task.stem, config_digest=digest, path=str(task.path.resolve()),
+                                      slide_mpp_override=task.mpp)
     return (state is not None and store_path_for(out_dir, task.stem).exists() and task.path.exists()
             and state.get("fingerprint") == slide_fingerprint(task.path))
+
+
+def _store_of_another_slide(out_dir: Path, task: SlideTask) -> str | None:
+    """The path of a different slide whose finished store already has this slide's name, if any."""
+    state = _states(out_dir).read(task.stem)
+    if state is None or state.get("status") != "done" or not store_path_for(out_dir, task.stem).exists():
+        return None
+    if state.get("path") == str(task.path.resolve()) or state.get("fingerprint") == slide_fingerprint(task.path):
+        return None  # this slide (changed since, or moved): tiling it again is right
+    return state.get("path")
 
 
 def run_tile(inputs: list[str | Path], out_dir: str | Path, config: TileConfig, *, recursive: bool = False,
@@ -116,7 +127,7 @@ def run_tile(inputs: list[str | Path], out_dir: str | Path, config: TileConfig, 
             tasks, lambda task: _tile_one(task, out_dir, config, digest, collisions, overwrite, executor, progress,
                                           stain),
             progress, name=lambda task: task.stem, path=lambda task: task.path,
-            on_failure=lambda task, outcome: _record(out_dir, outcome, digest, None))
+            on_failure=lambda task, outcome: _record(out_dir, outcome, digest, None, task.mpp))
     write_manifest(out_dir / "run-manifest.json", "tile", started, outcomes, config=config.model_dump(mode="json"),
                    config_digest=digest, workers=workers, scheduler=scheduler)
     return BatchReport(out_dir, tuple(outcomes))
@@ -133,6 +144,12 @@ def _tile_one(task: SlideTask, out_dir: Path, config: TileConfig, digest: str,
                             reason=f"{task.path}: output name {task.stem!r} is shared by "
                                    f"{others}; rename one or tile them into separate --out folders")
     try:
+        other = _store_of_another_slide(out_dir, task)
+        if other is not None:
+            store = store_path_for(out_dir, task.stem)
+            return SlideOutcome(**base, status="failed",
+                                reason=f"{task.path}: {store} already holds the tiles of another slide, {other}; "
+                                       f"rename one, tile into another --out, or delete {store.name} to replace it")
         if not overwrite and _already_done(out_dir, task, digest):
             return SlideOutcome(**base, status="skipped", reason="already done")
     except OSError:
@@ -144,13 +161,16 @@ def _tile_one(task: SlideTask, out_dir: Path, config: TileConfig, digest: str,
         log.info("%s", warning)
     outcome = SlideOutcome(**base, status="done", n_tiles=result.n_tiles, seconds=result.seconds,
                            warnings=result.warnings)
-    return _record(out_dir, outcome, digest, result.slide.fingerprint)
+    return _record(out_dir, outcome, digest, result.slide.fingerprint, task.mpp)
 
 
-def _record(out_dir: Path, outcome: SlideOutcome, digest: str, fingerprint: str | None) -> SlideOutcome:
-    """Write the slide's state file and return the outcome."""
+def _record(out_dir: Path, outcome: SlideOutcome, digest: str, fingerprint: str | None,
+            slide_mpp_override: float | None) -> SlideOutcome:
+    """Write the slide's state file and return the outcome. The mpp given for the slide is part of
+    what it was made with: a corrected mpp tiles it again."""
     _states(out_dir).write(outcome.stem, asdict(outcome) | {
         "path": str(Path(outcome.path).resolve()), "config_digest": digest, "fingerprint": fingerprint,
+        "slide_mpp_override": slide_mpp_override,
         "store": str(store_path_for(out_dir, outcome.stem)) if outcome.status == "done" else None,
     })
     return outcome
