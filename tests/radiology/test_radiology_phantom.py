@@ -119,3 +119,24 @@ def test_cli_errors_are_one_line(tmp_path):
     result = CliRunner().invoke(radiology, ["features", "--image", "nonsense", "--tumour", "x", "--out",
                                             str(tmp_path / "f")])
     assert result.exit_code == 2 and "PHASE=PATH" in result.output
+
+
+def test_an_image_away_from_the_tumour_is_refused_by_features_and_predict(tmp_path):
+    """A phase 5 km from the mask (another frame of reference) once gave a prediction and NaN features."""
+    from dataclasses import replace
+
+    from wsi_hcc.cli.radiology_models import predict
+    from wsi_hcc.radiology import save_nifti
+
+    phantom = write_phantom(make_phantom(shape=(28, 72, 72), spacing_mm=(2.5, 2.0, 2.0),
+                                         phases=("arterial", "portal"), mvi=True, seed=4), tmp_path / "ph")
+    portal = load_volume(phantom / "portal.nii.gz")
+    save_nifti(replace(portal, origin_mm=(5e6, 0.0, 0.0)), tmp_path / "far.nii.gz")
+    images = ["--image", f"arterial={phantom / 'arterial.nii.gz'}", "--image", f"portal={tmp_path / 'far.nii.gz'}"]
+    mask = ["--tumour", str(phantom / "labels.nii.gz"), "--tumour-label", "2"]
+    expected = (f"error: --image portal: the image does not contain the tumour's centre; the image and "
+                f"{phantom / 'labels.nii.gz'} must share a frame of reference (register or re-export them)\n")
+    result = CliRunner().invoke(radiology, ["features", *images, *mask, "--out", str(tmp_path / "f")])
+    assert result.exit_code == 2 and result.output == expected and not (tmp_path / "f").exists()
+    result = CliRunner().invoke(predict, ["--arch", "multiphase", *images, *mask, "--out", str(tmp_path / "p")])
+    assert result.exit_code == 2 and result.output == expected and not (tmp_path / "p").exists()

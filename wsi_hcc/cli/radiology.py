@@ -25,21 +25,17 @@ def radiology():
     and grade models with class-activation maps."""
 
 
-def _mask(path: str, label: int | None, reference=None):
+def _mask(path: str, label: int | None):
     """A bool mask from a label file (``label`` selects one value; default: any non-zero)."""
-    import numpy as np
-
     from wsi_hcc.errors import WsiHccError
-    from wsi_hcc.radiology import load_volume, resample_like
+    from wsi_hcc.radiology import load_volume
 
     volume = load_volume(path)
     mask = volume.with_array(volume.array == label if label is not None else volume.array != 0)
     if not mask.array.any():
         raise WsiHccError(f"{path}: the mask is empty{f' for label {label}' if label is not None else ''}; "
                           "check --*-label")
-    if reference is not None and not mask.same_grid(reference):
-        mask = resample_like(mask, reference, label=True)
-    return mask.with_array(np.asarray(mask.array, bool))
+    return mask
 
 
 def provenance(**inputs) -> dict:
@@ -182,6 +178,7 @@ def features(images, tumour_path, tumour_label, liver_path, liver_labels, ring_m
         peritumoral_ring,
         region_features,
         register_phases,
+        require_tumour_inside,
         resample_like,
         save_nifti,
     )
@@ -193,6 +190,8 @@ def features(images, tumour_path, tumour_label, liver_path, liver_labels, ring_m
         if not sep or not name or not path:
             raise WsiHccError(f"--image {item!r}: write PHASE=PATH, e.g. --image arterial=arterial.nii.gz")
         phases[name] = load_volume(path)
+    tumour_mask = _mask(tumour_path, tumour_label)
+    require_tumour_inside(phases, tumour_mask, tumour_path)
     reference_name = register_to or next(iter(phases))
     if reference_name not in phases:
         raise WsiHccError(f"--register-to {register_to!r}: not one of the phases {sorted(phases)}")
@@ -204,7 +203,7 @@ def features(images, tumour_path, tumour_label, liver_path, liver_labels, ring_m
             registration[name] = reg.summary()
     arrays = {name: (v.array if v.same_grid(reference) else resample_like(v, reference).array)
               for name, v in phases.items()}
-    tumour = _mask(tumour_path, tumour_label, reference).array
+    tumour = np.asarray(_as_grid(tumour_mask, reference).array, bool)
     regions = {"tumour": tumour}
     liver = None
     if liver_path:

@@ -54,19 +54,21 @@ def _crop(model, images, tumour_path, tumour_label, liver_path, liver_labels):
     from wsi_hcc.errors import WsiHccError
     from wsi_hcc.radiology import load_volume
     from wsi_hcc.radiology.crops import CropSpec, channel_name, make_crop, split_channel
+    from wsi_hcc.radiology.volume import require_tumour_inside
 
-    volumes = {}
+    volumes, given = {}, {}
     for name, path in _parse_pairs(images, "--image", "arterial=arterial.nii.gz").items():
         modality, phase = split_channel(name)
         if modality not in ("CT", "MR"):
             raise WsiHccError(f"--image {name}=...: modality {modality!r} is not CT or MR; write PHASE=PATH "
                               "(CT) or MR:PHASE=PATH")
-        volumes[channel_name(modality, phase)] = load_volume(path, modality=modality)
+        volumes[channel_name(modality, phase)] = given[name] = load_volume(path, modality=modality)
     tumour = load_volume(tumour_path)
     values = tumour.array == tumour_label if tumour_label is not None else tumour.array != 0
     if not values.any():
         raise WsiHccError(f"{tumour_path}: the tumour mask is empty"
                           f"{f' for label {tumour_label}' if tumour_label is not None else ''}; check --tumour-label")
+    require_tumour_inside(given, tumour.with_array(values), tumour_path)
     liver = None
     if liver_path:
         liver_volume = load_volume(liver_path)

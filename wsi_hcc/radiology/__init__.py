@@ -13,10 +13,10 @@ from wsi_hcc.radiology.region_features import first_order_features, glcm_feature
 from wsi_hcc.radiology.register import Registration, apply_registration, register_phases, register_volume
 from wsi_hcc.radiology.resample import reorient, resample_like, resample_to_spacing
 from wsi_hcc.radiology.ring import peritumoral_ring, ring_sweep, signed_distance_mm
-from wsi_hcc.radiology.volume import Volume, from_sitk, save_nifti, to_sitk
+from wsi_hcc.radiology.volume import Volume, from_sitk, require_tumour_inside, save_nifti, to_sitk
 
 __all__ = [
-    "Volume", "load_volume", "save_nifti", "to_sitk", "from_sitk",
+    "Volume", "load_volume", "save_nifti", "to_sitk", "from_sitk", "require_tumour_inside",
     "read_dicom_series", "read_dicom_file", "read_dicom_seg", "is_dicom_seg",
     "resample_to_spacing", "resample_like", "reorient",
     "CT_WINDOWS", "MRI_NORMALISATIONS", "ct_window", "mri_normalise", "normalise_volume",

@@ -308,11 +308,6 @@ def _mask(volume: Volume, label: int | None) -> np.ndarray:
     return array == label if label is not None else array != 0
 
 
-def _covers(image: Volume, point_lps: np.ndarray) -> bool:
-    index = np.linalg.solve(image.affine_lps, np.append(point_lps, 1.0))[:3]
-    return bool(np.all(index >= -0.5) and np.all(index <= np.asarray(image.shape) - 0.5))
-
-
 def load_case(table: CaseTable, row: CaseRow, channels: Sequence[str], spec: CropSpec = CropSpec()) -> CohortCase:
     """Load one row's channels and masks and crop them into a case (``cohort.volume_case``)."""
     where = table.where(row)
@@ -339,13 +334,12 @@ def load_case(table: CaseTable, row: CaseRow, channels: Sequence[str], spec: Cro
             raise WsiHccError(f"{where}: the liver mask {row.liver} is empty; fix the mask or liver_label, or leave "
                               "liver blank")
         liver = read(row.liver, None).with_array(liver_mask)
-    hits = np.argwhere(tumour)
-    centre_lps = (tumour_volume.affine_lps @ np.append((hits.min(axis=0) + hits.max(axis=0)) / 2.0, 1.0))[:3]
+    centre_lps = tumour_volume.with_array(tumour).mask_centre_lps()
     images = {}
     for channel in channels:
         modality, _ = split_channel(channel)
         image = read(row.images[channel], modality)
-        if not _covers(image, centre_lps):
+        if not image.contains_lps(centre_lps):
             raise WsiHccError(f"{where}: {IMAGE_PREFIX}{channel} ({row.images[channel]}) does not contain the "
                               "tumour's centre; the image and the mask must share a frame of reference "
                               "(register or re-export them)")

@@ -28,7 +28,7 @@ import numpy as np
 
 from wsi_hcc.errors import WsiHccError
 
-__all__ = ["Volume", "save_nifti", "to_sitk", "from_sitk", "is_nifti_path", "ITK_SUFFIXES"]
+__all__ = ["Volume", "save_nifti", "to_sitk", "from_sitk", "is_nifti_path", "ITK_SUFFIXES", "require_tumour_inside"]
 
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
 ITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
@@ -103,6 +103,16 @@ class Volume:
         """Whether ``other`` has the same shape and voxel positions (within ``atol_mm``)."""
         return self.shape == other.shape and np.allclose(self.affine_lps, other.affine_lps, atol=atol_mm)
 
+    def contains_lps(self, point_lps: np.ndarray) -> bool:
+        """Whether an LPS point (mm) lies inside the volume's voxels."""
+        index = np.linalg.solve(self.affine_lps, np.append(point_lps, 1.0))[:3]
+        return bool(np.all(index >= -0.5) and np.all(index <= np.asarray(self.shape) - 0.5))
+
+    def mask_centre_lps(self) -> np.ndarray:
+        """The LPS centre (mm) of the bounding box of this mask's non-zero voxels (the mask must not be empty)."""
+        hits = np.argwhere(self.array)
+        return (self.affine_lps @ np.append((hits.min(axis=0) + hits.max(axis=0)) / 2.0, 1.0))[:3]
+
 
 def to_sitk(volume: Volume):
     """A ``SimpleITK.Image`` with the volume's voxels and geometry (bool becomes uint8)."""
@@ -163,3 +173,13 @@ def save_nifti(volume: Volume, path: str | Path) -> Path:
         data = gzip.compress(data, compresslevel=6, mtime=0)
     atomic_write_bytes(path, data)
     return path
+
+
+def require_tumour_inside(images: Mapping[str, Volume], tumour: Volume, tumour_name: str | Path) -> None:
+    """Refuse, in one line, an image that does not contain the tumour's centre: a mask and an image from
+    different frames of reference would give a prediction, or NaN features, from the wrong place."""
+    centre_lps = tumour.mask_centre_lps()
+    for name, image in images.items():
+        if not image.contains_lps(centre_lps):
+            raise WsiHccError(f"--image {name}: the image does not contain the tumour's centre; the image and "
+                              f"{tumour_name} must share a frame of reference (register or re-export them)")
