@@ -229,13 +229,13 @@ def decode_only(store: Path, device, per_call: int, repeats: int) -> float:
     reader = TileReader(store)
     chunks = [reader.read_chunk(j) for j in range(len(reader))]
     calls = [chunks[s:s + per_call] for s in range(0, len(chunks) - per_call + 1, per_call)] or [chunks]
-    decode_on_device(calls[0], reader.shape[1:], device)
+    decode_on_device(calls[0], device)
     rates = []
     for _ in range(repeats):
         _sync(device)
         start = time.perf_counter()
         for call in calls:
-            decode_on_device(call, reader.shape[1:], device)
+            decode_on_device(call, device)
         _sync(device)
         rates.append(sum(map(len, calls)) / (time.perf_counter() - start))
     return statistics.median(rates)
@@ -267,7 +267,7 @@ def nvjpeg_agreement(store: Path, device) -> str:
     worst, means, p999, broken = 0, [], [], 0
     for s in range(0, len(reader), 64):
         indices = range(s, min(s + 64, len(reader)))
-        on_gpu = decode_on_device([reader.read_chunk(j) for j in indices], reader.shape[1:], device).cpu()
+        on_gpu = decode_on_device([reader.read_chunk(j) for j in indices], device).cpu()
         on_cpu = torch.from_numpy(np.stack([reader[j] for j in indices]))
         difference = (on_gpu.int() - on_cpu.int()).abs()
         worst = max(worst, int(difference.max()))

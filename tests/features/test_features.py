@@ -12,6 +12,7 @@ import torch
 from click.testing import CliRunner
 
 from wsi_hcc.cli.app import main
+from wsi_hcc.errors import WsiHccError
 from wsi_hcc.features.extract import FeatureExtractor, extract_features, extract_store_features
 from wsi_hcc.models import create_backbone, to_model_input
 from wsi_hcc.pipelines.features import run_features
@@ -344,7 +345,7 @@ def test_gpu_decoding_matches_cpu_decoding(store):
 
     reader = TileReader(store)
     indices = range(min(16, len(reader)))
-    on_gpu = decode_on_device([reader.read_chunk(i) for i in indices], reader.shape[1:], torch.device("cuda"))
+    on_gpu = decode_on_device([reader.read_chunk(i) for i in indices], torch.device("cuda"))
     on_cpu = torch.from_numpy(np.stack([reader[i] for i in indices]))
     difference = (on_gpu.cpu().int() - on_cpu.int()).abs()
     # nvJPEG upsamples chroma without libjpeg-turbo's smoothing, so single pixels at sharp colour
@@ -380,6 +381,17 @@ def test_a_corrupt_tile_fails_its_store_only(store, tmp_path):
     assert report.outcomes[1].reason.startswith(f"{stores[1]}: tiles 0-7 unreadable")
     assert not (stores[1] / "features").exists() and (stores[2] / "features").exists()
     np.testing.assert_array_equal(open_store(stores[0])["features"][:], open_store(stores[2])["features"][:])
+
+
+def test_a_missing_tile_fails_its_store_instead_of_embedding_a_black_tile(store, tmp_path):
+    (store / "tiles" / "5.0.0.0").unlink()  # zarr would read this tile as zeros
+    report = run_features([store], tmp_path / "out", "test_resnet", device="cpu", batch_size=8)
+    assert [o.status for o in report.outcomes] == ["failed"]
+    assert report.outcomes[0].reason == (f"{store}: tile 5 is missing (no chunk file tiles/5.0.0.0); the store is "
+                                         "damaged: tile the slide again with --overwrite")
+    assert not (store / "features").exists()
+    with pytest.raises(WsiHccError, match="tile 5 is missing"):
+        TileReader(store)[5]
 
 
 @pytest.mark.parametrize("codec, on_gpu", [(("jpeg", None), True), (("jpeg", "RGB"), False), (("zstd", None), False)])

@@ -96,17 +96,13 @@ class BatchFeatures:
         return self.features.numpy()
 
 
-def decode_on_device(chunks: list, tile_shape: tuple[int, int, int], device):
-    """Decode JPEG chunks (bytes or uint8 tensors) with nvJPEG on ``device``; unwritten tiles are black."""
+def decode_on_device(chunks: list, device):
+    """Decode JPEG chunks (bytes or uint8 tensors) with nvJPEG on ``device``: ``(N, H, W, 3)`` uint8."""
     import torch
     from torchvision.io import ImageReadMode, decode_jpeg
 
-    present = [c if isinstance(c, torch.Tensor) else torch.frombuffer(bytearray(c), dtype=torch.uint8)
-               for c in chunks if c is not None]
-    decoded = iter(decode_jpeg(present, mode=ImageReadMode.RGB, device=device)) if present else iter(())
-    tiles = [next(decoded) if c is not None else torch.zeros(tile_shape[2], *tile_shape[:2], dtype=torch.uint8,
-                                                               device=device) for c in chunks]
-    return torch.stack(tiles).permute(0, 2, 3, 1)
+    data = [c if isinstance(c, torch.Tensor) else torch.frombuffer(bytearray(c), dtype=torch.uint8) for c in chunks]
+    return torch.stack(decode_jpeg(data, mode=ImageReadMode.RGB, device=device)).permute(0, 2, 3, 1)
 
 
 @dataclass
@@ -122,7 +118,6 @@ class _StoreJob:
     chunk_rows: int
     encoded: bool
     done: set[int]  # chunks a previous run finished
-    tile_shape: tuple[int, int, int]
     units_left: int = 0
     error: BaseException | None = None
     pending: dict[int, dict[int, np.ndarray]] = field(default_factory=dict)
@@ -273,7 +268,7 @@ class _Run:
             return
         device = self.extractor.device
         if job.encoded:
-            tiles = decode_on_device(decoded.tiles, job.tile_shape, device)
+            tiles = decode_on_device(decoded.tiles, device)
         else:
             tiles = decoded.tiles.to(device, non_blocking=True)
         if job.normalizer is not None:
@@ -367,7 +362,7 @@ def _prepare(store: Path, extractor: FeatureExtractor, normalizer_for, dtype: st
     array, done = open_partial(store, n_tiles, card.feature_dim, chunk_rows, dtype, digest)
     reader = TileReader(store)
     encoded = gpu_decode and extractor.device.type == "cuda" and reader.jpeg
-    return _StoreJob(store, meta, n_tiles, digest, normalizer, array, chunk_rows, encoded, done, reader.shape[1:])
+    return _StoreJob(store, meta, n_tiles, digest, normalizer, array, chunk_rows, encoded, done)
 
 
 def _todo_chunks(job: _StoreJob) -> list[int]:

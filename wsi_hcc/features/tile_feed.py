@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from wsi_hcc.errors import WsiHccError
 from wsi_hcc.store.patch_store import TileReader
 
 __all__ = ["DECODE_UNIT", "Unit", "Decoded", "TileFeed"]
@@ -43,7 +44,7 @@ class Unit:
 @dataclass
 class Decoded:
     """One unit's tiles: ``tiles`` uint8 (n, H, W, 3) on the CPU, or, for ``encoded`` stores, a list of
-    JPEG byte tensors (None for an unwritten tile) for a GPU decoder; ``error`` instead when unreadable."""
+    JPEG byte tensors for a GPU decoder; ``error`` instead when unreadable."""
 
     unit: Unit
     tiles: object = None
@@ -76,6 +77,8 @@ class _Decoder:
             for k, j in enumerate(range(unit.start, unit.stop)):
                 reader.read_into(j, array[k])
             return index, slot, None, None
+        except WsiHccError as exc:  # says which tile and the fix already
+            return index, slot, None, str(exc)
         except Exception as exc:  # reported against this store; the run goes on
             return index, slot, None, (f"{self.stores[unit.store]}: tiles {unit.start}-{unit.stop - 1} unreadable "
                                        f"({exc}); re-tile the slide")

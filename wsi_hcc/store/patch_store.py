@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from wsi_hcc.errors import WsiHccError
+
 __all__ = ["SCHEMA_VERSION", "COMPRESSIONS", "make_codec", "codec_from_config", "create_store",
            "chunk_path", "write_attrs", "open_store", "TileReader"]
 
@@ -114,7 +116,6 @@ class TileReader:
             raise ValueError(f"{self.path}: not a one-tile-per-chunk patch store")
         self.shape = tuple(meta["shape"])
         self._codec = codec_from_config(meta["compressor"])
-        self._fill = meta.get("fill_value") or 0
 
     def __len__(self) -> int:
         return self.shape[0]
@@ -131,8 +132,12 @@ class TileReader:
         config = self._codec.get_config()
         return not config.get("tables") and config.get("colorspace_jpeg") in (None, "YCbCr", "YCBCR")
 
-    def read_chunk(self, index: int) -> bytes | None:
-        """The tile's encoded bytes, or None for a tile zarr left unwritten (all fill value)."""
+    def read_chunk(self, index: int) -> bytes:
+        """The tile's encoded bytes.
+
+        Our tiler writes every tile's chunk, black ones too, so a missing chunk is a damaged store,
+        never a tile of zeros (which is what zarr's fill value would quietly make of it).
+        """
         if not 0 <= index < self.shape[0]:
             raise IndexError(f"tile {index} out of range for {self.shape[0]} tiles in {self.path}")
         try:
@@ -140,8 +145,9 @@ class TileReader:
             # holding the GIL that decoding threads share
             with open(f"{self._tiles_dir}/{chunk_name(index)}", "rb", buffering=0) as file:
                 return file.readall()
-        except FileNotFoundError:  # zarr leaves chunks equal to the fill value unwritten
-            return None
+        except FileNotFoundError:
+            raise WsiHccError(f"{self.path}: tile {index} is missing (no chunk file tiles/{chunk_name(index)}); the "
+                              "store is damaged: tile the slide again with --overwrite") from None
 
     def __getitem__(self, index: int) -> np.ndarray:
         return self.read_into(index, np.empty(self.shape[1:], dtype=np.uint8))
@@ -150,9 +156,7 @@ class TileReader:
         """Decode tile ``index`` into ``out`` (uint8, the tile's shape, C-contiguous): a caller that
         recycles its buffers touches fresh memory once, not once a tile."""
         data = self.read_chunk(index)
-        if data is None:
-            out[...] = self._fill
-        elif self._codec is None:
+        if self._codec is None:
             out.reshape(-1)[:] = np.frombuffer(data, dtype=np.uint8)
         else:
             decoded = self._codec.decode(data, out=out)
