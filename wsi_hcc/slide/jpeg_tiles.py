@@ -145,8 +145,29 @@ class JpegTileLevel:
             data = tables[:-2] + data[2:]
         return data
 
+    def checked_raw(self, col: int, row: int) -> bytes:
+        """:meth:`raw`, refused in one line when the stream does not decode cleanly.
+
+        libjpeg repairs a damaged stream with a warning ("Corrupt JPEG data: premature end of data
+        segment") and imagecodecs hides the warning, so a damaged tile would be stored as if fine,
+        up to 255 grey levels wrong. simplejpeg's strict mode turns those warnings into errors; its
+        colours may be wrong for RGB-coded JPEG, which does not matter for a check.
+        """
+        data = self.raw(col, row)
+        self._strict_decode(data, col, row)
+        return data
+
+    def _strict_decode(self, data: bytes, col: int, row: int, out: np.ndarray | None = None) -> None:
+        import simplejpeg
+
+        try:
+            simplejpeg.decode_jpeg(data, strict=True, min_factor=1 if out is not None else 8, buffer=out)
+        except ValueError as exc:
+            raise SlideError(f"{self.path}: corrupt JPEG tile ({col}, {row}) ({exc}); the file is damaged: copy it "
+                             "again from the scanner's output") from None
+
     def decode(self, col: int, row: int) -> np.ndarray:
-        """Decode one source tile to ``(tile_height, tile_width, 3)`` uint8 RGB."""
+        """Decode one source tile to ``(tile_height, tile_width, 3)`` uint8 RGB (checked: see :meth:`checked_raw`)."""
         import imagecodecs
 
         key = (col, row)
@@ -155,11 +176,16 @@ class JpegTileLevel:
             return tile
         lay = self._layout
         tile = self.cache.spare.pop() if self.cache.spare else misaligned_empty((lay.tile_height, lay.tile_width, 3))
-        try:
-            imagecodecs.jpeg8_decode(self.raw(col, row), colorspace=lay.jpeg_colorspace, outcolorspace="RGB",
-                                     out=tile)
-        except imagecodecs.Jpeg8Error as exc:
-            raise SlideError(f"{self.path}: corrupt JPEG tile ({col}, {row}): {exc}; the file is damaged") from exc
+        data = self.raw(col, row)
+        if lay.jpeg_colorspace in (None, "YCbCr", "YCBCR"):
+            # simplejpeg gives libjpeg-turbo's pixels (identical to imagecodecs') and the check in one decode
+            self._strict_decode(data, col, row, out=tile)
+        else:  # RGB-coded (Aperio): only imagecodecs decodes the colours right; check separately
+            self._strict_decode(data, col, row)
+            try:
+                imagecodecs.jpeg8_decode(data, colorspace=lay.jpeg_colorspace, outcolorspace="RGB", out=tile)
+            except imagecodecs.Jpeg8Error as exc:
+                raise SlideError(f"{self.path}: corrupt JPEG tile ({col}, {row}): {exc}; the file is damaged") from exc
         self.cache.put(key, tile)
         return tile
 

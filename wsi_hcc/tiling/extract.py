@@ -96,7 +96,7 @@ def run_tile_job(job: TileJob) -> int:
         assert jpeg_level is not None, "pass-through planned for a level without JPEG tiles"
         # Nothing to overlap here: the bytes are only copied, so write them inline.
         for i, (col, row) in enumerate(zip(job.cols.tolist(), job.rows.tolist())):
-            _write(store, job.first_index + i, jpeg_level.raw(col, row))
+            _write(store, job.first_index + i, jpeg_level.checked_raw(col, row))
     else:
         encode = _encoder(job.codec_config, job.spec.tile_px, job.stain)
         if grid_matches_source_tiles(job.spec, jpeg_level):
