@@ -2,13 +2,33 @@
 
 from __future__ import annotations
 
+import errno
 import sys
 
 import click
 
-__all__ = ["OneLineErrors", "OneLineCommand"]
+__all__ = ["OneLineErrors", "OneLineCommand", "os_error_line"]
 
 RESUME_HINT = "interrupted; run the same command again to resume from the last checkpoint"
+
+
+# What the system says, and the fix, for the errors a lab meets on its own disks.
+_OS_FIXES = {
+    errno.ENOSPC: "free space and run the same command again (finished work is kept)",
+    errno.EDQUOT: "free space and run the same command again (finished work is kept)",
+    errno.EACCES: "choose a folder you may write to, or fix its permissions",
+    errno.EPERM: "choose a folder you may write to, or fix its permissions",
+    errno.EROFS: "the disk is read-only: choose another --out",
+    errno.ELOOP: "a symbolic link points to itself: fix the link or pass the file itself",
+    errno.EIO: "the disk or network share failed: check it and run again",
+}
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for an operating-system error: the file, what happened and the fix."""
+    where = f"{exc.filename}: " if exc.filename else ""
+    fix = _OS_FIXES.get(exc.errno, "check the path and run again")
+    return f"{where}{exc.strerror or exc}; {fix}"
 
 
 def _invoke(invoke, ctx, interrupt_hint: str | None):
@@ -18,6 +38,13 @@ def _invoke(invoke, ctx, interrupt_hint: str | None):
         return invoke(ctx)
     except WsiHccError as exc:
         click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except OSError as exc:  # a full disk, a read-only folder: never a traceback
+        click.echo(f"error: {os_error_line(exc)}", err=True)
+        sys.exit(2)
+    except MemoryError:
+        click.echo("error: out of memory; close other programs, use a machine with more memory, or process fewer "
+                   "slides at once (--workers 1)", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         if interrupt_hint is None:

@@ -89,10 +89,14 @@ def card_from_weights(path: str | Path) -> ModelCard | None:
     if path.suffix != ".safetensors":
         return None
     _check_exists(path)
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
-    with safe_open(str(path), framework="pt") as fh:
-        meta = fh.metadata() or {}
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+    except (SafetensorError, OSError) as exc:
+        raise WeightsError(f"{path}: not a readable safetensors file ({str(exc)[:80]}); save the weights "
+                           "again") from None
     return ModelCard.from_dict(json.loads(meta[_CARD_KEY])) if _CARD_KEY in meta else None
 
 

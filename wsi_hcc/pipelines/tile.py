@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Iterator
 from concurrent.futures import Executor
 from contextlib import contextmanager
@@ -90,7 +91,7 @@ def _states(out_dir: Path) -> StateFiles:
 
 
 def _already_done(out_dir: Path, task: SlideTask, digest: str) -> bool:
-    state = _states(out_dir).finished(task.stem, config_digest=digest, path=str(task.path.resolve()),
+    state = _states(out_dir).finished(task.stem, config_digest=digest, path=os.path.realpath(task.path),
                                       slide_mpp_override=task.mpp)
     return (state is not None and store_path_for(out_dir, task.stem).exists() and task.path.exists()
             and state.get("fingerprint") == slide_fingerprint(task.path))
@@ -101,7 +102,7 @@ def _store_of_another_slide(out_dir: Path, task: SlideTask) -> str | None:
     state = _states(out_dir).read(task.stem)
     if state is None or state.get("status") != "done" or not store_path_for(out_dir, task.stem).exists():
         return None
-    if state.get("path") == str(task.path.resolve()) or state.get("fingerprint") == slide_fingerprint(task.path):
+    if state.get("path") == os.path.realpath(task.path) or state.get("fingerprint") == slide_fingerprint(task.path):
         return None  # this slide (changed since, or moved): tiling it again is right
     return state.get("path")
 
@@ -169,7 +170,7 @@ def _record(out_dir: Path, outcome: SlideOutcome, digest: str, fingerprint: str 
     """Write the slide's state file and return the outcome. The mpp given for the slide is part of
     what it was made with: a corrected mpp tiles it again."""
     _states(out_dir).write(outcome.stem, asdict(outcome) | {
-        "path": str(Path(outcome.path).resolve()), "config_digest": digest, "fingerprint": fingerprint,
+        "path": os.path.realpath(outcome.path), "config_digest": digest, "fingerprint": fingerprint,
         "slide_mpp_override": slide_mpp_override,
         "store": str(store_path_for(out_dir, outcome.stem)) if outcome.status == "done" else None,
     })

@@ -81,7 +81,7 @@ def read_qupath_geojson(path: str | Path, origin_xy: tuple[float, float] = (0.0,
             document = json.load(fh)
     except FileNotFoundError:
         raise WsiHccError(f"{path}: annotation file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as exc:  # EOFError: a truncated .gz
         raise WsiHccError(f"{path}: not a readable GeoJSON file ({exc}); export it again from QuPath") from None
     features = _features(document)
     if features is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,5 +82,5 @@ def find_stem_collisions(tasks: list[SlideTask]) -> dict[str, list[Path]]:
     """Stems that more than one distinct slide maps to (their outputs would overwrite each other)."""
     by_stem: dict[str, set[Path]] = defaultdict(set)
     for task in tasks:
-        by_stem[task.stem].add(task.path.resolve())
+        by_stem[task.stem].add(Path(os.path.realpath(task.path)))  # realpath: a symlink loop is not an error here
     return {stem: sorted(paths) for stem, paths in by_stem.items() if len(paths) > 1}

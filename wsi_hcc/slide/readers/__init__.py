@@ -29,6 +29,9 @@ _OPENERS = {"openslide": OpenSlideReader, "tiffslide": _tiffslide_reader}
 def check_slide_file(path: Path) -> None:
     """Fail with one line for the file problems no backend explains well."""
     if not path.exists():
+        if path.is_symlink():
+            raise SlideError(f"{path}: a symbolic link that leads nowhere (or back to itself); fix the link or pass "
+                             "the slide file itself")
         raise SlideError(f"{path}: file not found; check the path or the manifest")
     if path.is_dir():
         raise SlideError(f"{path}: is a folder, not a slide; pass --recursive to tile the slides in it")

@@ -1,0 +1,62 @@
+"""Inputs and conditions that once gave a traceback (issue 18's sweep) give one line that names the
+file and the fix."""
+
+import errno
+import gzip
+import os
+
+import pytest
+from click.testing import CliRunner
+
+from wsi_hcc.cli import main
+from wsi_hcc.errors import WsiHccError
+
+
+def _one_line(result, *expected):
+    assert result.exit_code in (1, 2), result.output
+    assert not isinstance(result.exception, Exception) or isinstance(result.exception, SystemExit), result.exception
+    last = result.output.strip().splitlines()[-1]
+    for text in expected:
+        assert text in last, last
+    return last
+
+
+def test_a_full_disk_while_writing_is_one_line_with_the_fix(real_svs, tmp_path, monkeypatch):
+    import wsi_hcc.utils.runs as runs
+
+    def full(path, obj):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(runs, "atomic_write_json", full)
+    result = CliRunner().invoke(main, ["tile", str(real_svs), "--out", str(tmp_path / "out")])
+    _one_line(result, "No space left on device; free space and run the same command again")
+
+
+def test_a_symlink_loop_is_named(tmp_path):
+    os.symlink(tmp_path / "b.svs", tmp_path / "a.svs")
+    os.symlink(tmp_path / "a.svs", tmp_path / "b.svs")
+    result = CliRunner().invoke(main, ["tile", str(tmp_path / "a.svs"), "--out", str(tmp_path / "out")])
+    _one_line(result, f"{tmp_path / 'a.svs'}: a symbolic link that leads nowhere (or back to itself)")
+
+
+def test_a_binary_config_is_one_line(real_svs, tmp_path):
+    (tmp_path / "c.yaml").write_bytes(bytes(range(256)))
+    result = CliRunner().invoke(main, ["tile", str(real_svs), "--config", str(tmp_path / "c.yaml"),
+                                       "--out", str(tmp_path / "out")])
+    _one_line(result, f"{tmp_path / 'c.yaml'}: not a text file; pass a YAML config file")
+
+
+def test_corrupt_safetensors_for_a_model_card_is_one_line(real_svs, tmp_path):
+    (tmp_path / "bad.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage")
+    result = CliRunner().invoke(main, ["tile", str(real_svs), "--for-model", str(tmp_path / "bad.safetensors"),
+                                       "--out", str(tmp_path / "out")])
+    _one_line(result, "bad.safetensors: not a readable safetensors file")
+
+
+def test_a_truncated_geojson_gz_is_one_line_not_aborted(tmp_path):
+    from wsi_hcc.qupath.annotations import read_qupath_geojson
+
+    path = tmp_path / "a.geojson.gz"
+    path.write_bytes(gzip.compress(b'{"type": "FeatureCollection", "features": []}')[:-12])
+    with pytest.raises(WsiHccError, match="a.geojson.gz: not a readable GeoJSON file"):
+        read_qupath_geojson(path)
