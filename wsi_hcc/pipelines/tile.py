@@ -19,6 +19,7 @@ from wsi_hcc.slide.info import slide_fingerprint
 from wsi_hcc.tiling.config import TileConfig
 from wsi_hcc.tiling.inputs import SlideTask, collect_slides, find_stem_collisions
 from wsi_hcc.tiling.slide_tiler import store_path_for, tile_slide
+from wsi_hcc.utils.locks import LockHeld, output_lock
 from wsi_hcc.utils.progress import Progress, silent_progress
 from wsi_hcc.utils.runs import BatchReport, SlideOutcome, StateFiles, prepare_out_dir, run_items, write_manifest
 from wsi_hcc.utils.versions import utc_now
@@ -137,6 +138,16 @@ def run_tile(inputs: list[str | Path], out_dir: str | Path, config: TileConfig, 
 def _tile_one(task: SlideTask, out_dir: Path, config: TileConfig, digest: str,
               collisions: dict[str, list[Path]], overwrite: bool, executor: Executor | None,
               progress: Progress, stain: dict | None) -> SlideOutcome:
+    try:
+        with output_lock(store_path_for(out_dir, task.stem)):
+            return _tile_unlocked(task, out_dir, config, digest, collisions, overwrite, executor, progress, stain)
+    except LockHeld as held:  # two runs into one --out: the first keeps the slide, the second says so
+        return SlideOutcome(task.stem, str(task.path), "skipped", str(held))
+
+
+def _tile_unlocked(task: SlideTask, out_dir: Path, config: TileConfig, digest: str,
+                   collisions: dict[str, list[Path]], overwrite: bool, executor: Executor | None,
+                   progress: Progress, stain: dict | None) -> SlideOutcome:
     base = {"stem": task.stem, "path": str(task.path)}
     if task.stem in collisions:
         # No state file either: it would be shared by the colliding slides too.

@@ -14,6 +14,7 @@ _API = {
     "file_sha256": "checked_weights",
     "read_config_section": "config", "with_dotted_overrides": "config", "validate_section": "config",
     "resolve_device": "devices",
+    "LockHeld": "locks", "output_lock": "locks",
     "Progress": "progress", "silent_progress": "progress",
     "SlideOutcome": "runs", "BatchReport": "runs", "StateFiles": "runs", "run_items": "runs",
     "one_line_reason": "runs", "prepare_out_dir": "runs", "provenance": "runs", "write_manifest": "runs",
