@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,7 +82,7 @@ def read_qupath_geojson(path: str | Path, origin_xy: tuple[float, float] = (0.0,
             document = json.load(fh)
     except FileNotFoundError:
         raise WsiHccError(f"{path}: annotation file not found") from None
-    except (OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as exc:  # EOFError: a truncated .gz
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError, json.JSONDecodeError) as exc:  # a damaged .gz
         raise WsiHccError(f"{path}: not a readable GeoJSON file ({exc}); export it again from QuPath") from None
     features = _features(document)
     if features is None:

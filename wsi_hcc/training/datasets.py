@@ -47,6 +47,7 @@ def read_slide_labels(path: str | Path) -> list[SlideLabel]:
                           f"{', '.join(sorted(missing))})")
     labels, seen = [], set()
     for line, row in enumerate(rows, start=2):
+        row = {key: (value or "") for key, value in row.items()}  # a short row leaves cells None
         slide = row["slide"].strip()
         if not slide or not row["patient"].strip() or not row["label"].strip():
             raise WsiHccError(f"{path}:{line}: empty slide, patient or label; fill it in or remove the row")
