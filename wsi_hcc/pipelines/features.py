@@ -20,7 +20,7 @@ from wsi_hcc.models import create_backbone, file_sha256, save_weights, state_sha
 from wsi_hcc.store.feature_array import FeatureError, read_store_meta, stain_normalizer_for, store_records
 from wsi_hcc.store.finder import find_stores
 from wsi_hcc.store.patch_store import open_store
-from wsi_hcc.store.tool_layouts import feature_file_paths, write_feature_files
+from wsi_hcc.store.tool_layouts import H5_LAYOUTS, feature_file_paths, write_feature_files
 from wsi_hcc.tiling.inputs import SlideTask
 from wsi_hcc.utils.devices import resolve_device
 from wsi_hcc.utils.progress import Progress, silent_progress
@@ -78,6 +78,8 @@ def run_features(stores: list[str | Path], out_dir: str | Path | None, backbone:
     """
     if decode_threads and decode_processes:
         raise FeatureError("--threads and --workers: decode in threads or in worker processes, not both")
+    if h5_layout not in H5_LAYOUTS:
+        raise FeatureError(f"--h5-layout {h5_layout}: choose one of {', '.join(H5_LAYOUTS)}")
     progress = progress or silent_progress()
     store_paths = find_stores(stores, missing_ok=True)  # a missing store is its own failed row
     out_dir = Path(out_dir) if out_dir is not None else (store_paths[0].parent if store_paths else Path("."))

@@ -62,6 +62,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,8 +111,8 @@ def feature_file_paths(layout: str, out_dir: Path, stem: str, spec: TileSpec, en
     """Every file :func:`write_feature_files` writes for one slide."""
     out_dir = Path(out_dir)
     if layout == "trident":
-        return (coords_file_path(layout, out_dir, stem, spec),
-                trident_job_dir(out_dir, spec) / f"features_{encoder}" / f"{stem}.h5")
+        folder = "features_" + re.sub(r"[^\w.-]", "_", encoder)  # a timm hub name holds '/' and ':'
+        return coords_file_path(layout, out_dir, stem, spec), trident_job_dir(out_dir, spec) / folder / f"{stem}.h5"
     if layout == "clam":
         return (coords_file_path(layout, out_dir, stem, spec), out_dir / "h5_files" / f"{stem}.h5",
                 out_dir / "pt_files" / f"{stem}.pt")
@@ -195,8 +196,8 @@ def layout_warnings(layout: str, stem: str, spec: TileSpec, slide: SlideInfo,
                             f"({read.extent_level0 * slide.slide_mpp:.4g} um) where tiles span {tile_um:.4g} um; "
                             f"use --h5-layout clam or trident for their files")
     else:
-        tools = {"clam": ("CLAM", clam_reads, clam_coords_attrs(spec, slide, stem, Path("."))),
-                 "trident": ("TRIDENT", trident_reads, trident_coords_attrs(spec, slide, stem, Path(".")))}
+        tools = {"clam": ("CLAM", clam_reads, clam_coords_attrs(spec, slide, stem, Path())),
+                 "trident": ("TRIDENT", trident_reads, trident_coords_attrs(spec, slide, stem, Path()))}
         tool, reads, attrs = tools[layout]
         read = reads(attrs, downsamples)
         if _misread_px(read, spec) > MISREAD_TOLERANCE_PX:
