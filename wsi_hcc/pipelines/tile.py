@@ -137,11 +137,12 @@ def _tile_one(task: SlideTask, out_dir: Path, config: TileConfig, digest: str,
                             reason=f"{task.path}: output name {task.stem!r} is shared by "
                                    f"{others}; rename one or tile them into separate --out folders")
     try:
-        if not overwrite and _already_done(out_dir, task, digest):
-            warnings = _add_h5_files(out_dir, task.stem, config) if config.h5 else ()
-            return SlideOutcome(**base, status="skipped", reason="already done", warnings=warnings)
+        done = not overwrite and _already_done(out_dir, task, digest)
     except OSError:
-        pass  # unreadable slide: let tiling report it
+        done = False  # unreadable slide: let tiling report it
+    if done:
+        warnings = _add_h5_files(out_dir, task.stem, config) if config.h5 else ()
+        return SlideOutcome(**base, status="skipped", reason="already done", warnings=warnings)
     result = tile_slide(task.path, out_dir, config, stem=task.stem, mpp_override=task.mpp,
                         mpp_source=task.mpp_source, stain=stain, executor=executor,
                         on_start=progress.steps_planned, on_tiles=progress.steps_done)
