@@ -217,6 +217,7 @@ def test_batch_writes_h5_reports_bad_stores_and_a_manifest(store, tmp_path):
     assert report.failed[0].reason.startswith(f"{bad}: not a patch store")
     with h5py.File(out / "synthetic.h5") as h5:
         assert h5["features"].shape == (report.outcomes[0].n_tiles, 512)
+        assert h5["features"].dtype == np.float32  # the store's are float16: CLAM trains in float32
         np.testing.assert_array_equal(h5["coords"][:], open_store(store)["coords"][:])
         assert h5["coords"].attrs["patch_size"] == 224 and h5["coords"].attrs["target_mpp"] == 0.5
     manifest = json.loads((out / "features-manifest.json").read_text())

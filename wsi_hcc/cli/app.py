@@ -52,6 +52,17 @@ def main(verbose: int) -> None:
     logging.getLogger("tifffile").setLevel(logging.CRITICAL if verbose < 2 else logging.DEBUG)
 
 
+def _h5_layout_option(command: str):
+    files = {"tile": ("<stem>.h5", "<mag>x_<px>px_<ov>px_overlap/patches/<stem>_patches.h5", "patches/<stem>.h5"),
+             "features": ("<stem>.h5", "<mag>x_<px>px_<ov>px_overlap/{patches,features_<arch>}/",
+                          "patches/, h5_files/ and pt_files/")}[command]
+    return click.option(
+        "--h5-layout", type=click.Choice(["flat", "trident", "clam"]), default=None,
+        help=f"Layout of the .h5 files in --out (implies --h5). trident: {files[1]}; clam: {files[2]}; each as that "
+             f"tool's own code reads it. flat: {files[0]}, as before; CLAM and TRIDENT read the right area from it "
+             f"only where tiles are not resampled [flat].")
+
+
 # Options that mean the same in every command that takes them.
 def _tile_options(func):
     options = [
@@ -76,7 +87,9 @@ def _tile_options(func):
         click.option("--normalize", type=click.Choice(["none", "macenko", "reinhard"]),
                      help="Stain-normalise tiles as they are written [none]."),
         click.option("--reference", type=click.Path(dir_okay=False), help="RGB image to fit --normalize to."),
-        click.option("--h5", is_flag=True, default=None, help="Also write CLAM/TRIDENT coords <stem>.h5."),
+        click.option("--h5", is_flag=True, default=None, help="Also write tile coordinates for CLAM/TRIDENT, "
+                     "in --h5-layout."),
+        _h5_layout_option("tile"),
         click.option("--qc/--no-qc", default=None, help="Write the <stem>.qc.png picture [on]."),
         click.option("--recursive", is_flag=True, help="Look for slides in sub-folders too."),
         click.option("--overwrite", is_flag=True, help="Redo slides that are already done."),
@@ -94,13 +107,14 @@ Examples:
   wsi-hcc tile slides/ --out stores/
   wsi-hcc tile manifest.csv --out stores/ --mpp 0.5 --tile-px 224 --workers 2
   wsi-hcc tile a.svs --out stores/ --slide-mpp 0.25 --h5
+  wsi-hcc tile slides/ --out job/ --h5-layout trident     # job/20x_256px_0px_overlap/patches/<stem>_patches.h5
   wsi-hcc tile slides/ --out stores/ --for-model livernet
   wsi-hcc tile slides/ --out stores/ --normalize macenko --reference ref.png
   wsi-hcc tile slides/ --out stores/ --scheduler tcp://10.0.0.5:8786""")
 @click.argument("paths", nargs=-1, required=True)
 @_tile_options
 def tile(paths, out_dir, config_path, target_mpp, tile_px, for_model, overlap_px, min_tissue, backend, slide_mpp,
-         compression, jpeg_quality, direct_jpeg, pass_through, normalize, reference, h5, qc, recursive,
+         compression, jpeg_quality, direct_jpeg, pass_through, normalize, reference, h5, h5_layout, qc, recursive,
          overwrite, workers, scheduler):
     """Cut slides into tiles at an exact physical resolution and write Zarr patch stores.
 
@@ -118,7 +132,7 @@ def tile(paths, out_dir, config_path, target_mpp, tile_px, for_model, overlap_px
     config = load_config(config_path).with_overrides(
         target_mpp=target_mpp, tile_px=tile_px, overlap_px=overlap_px, min_tissue=min_tissue, backend=backend,
         compression=compression, jpeg_quality=jpeg_quality, direct_jpeg=direct_jpeg, pass_through=pass_through,
-        normalize=normalize, reference=reference, h5=h5, qc=qc)
+        normalize=normalize, reference=reference, h5=True if h5_layout else h5, h5_layout=h5_layout, qc=qc)
     with RichProgress() as progress:
         report = run_tile(list(paths), out_dir, config, recursive=recursive, slide_mpp=slide_mpp,
                           overwrite=overwrite, workers=workers, scheduler=scheduler, progress=progress)
@@ -189,7 +203,8 @@ def augment_preview(image, config_path, out_path, n_samples, tile_px, seed):
 Examples:
   wsi-hcc features stores/ --arch resnet34 --weights resnet34_hcc.safetensors
   wsi-hcc features stores/a.zarr stores/b.zarr --arch livernet --weights KMC/LiverNet_test_fold1_weights.h5
-  wsi-hcc features stores/ --arch resnet34 --out h5_files/ --h5 --device cuda --workers 8""")
+  wsi-hcc features stores/ --arch resnet34 --out h5_files/ --h5 --device cuda --workers 8
+  wsi-hcc features job/ --arch resnet34 --h5-layout clam   # job/pt_files/<stem>.pt for CLAM's main.py""")
 @click.argument("stores", nargs=-1, required=True)
 @click.option("--arch", "backbone", help="Backbone to build: resnet34, livernet, or any timm model name.  [required]")
 @renamed_option("--backbone", "--arch", "backbone")
@@ -198,7 +213,8 @@ Examples:
                    "Keras .h5). Random weights without.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Folder for the run manifest and .h5 files [default: the first store's folder].")
-@click.option("--h5", is_flag=True, help="Also write CLAM/TRIDENT-style <stem>.h5 (features, coords).")
+@click.option("--h5", is_flag=True, help="Also write coords and float32 features for CLAM/TRIDENT, in --h5-layout.")
+@_h5_layout_option("features")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=None,
               help="Tiles per model batch [default: 256 on a GPU, 64 on the CPU].")
@@ -213,8 +229,8 @@ Examples:
               "on an H200; see benchmarks/RESULTS.md).")
 @click.option("--cpu-decode", is_flag=True, hidden=True, help="Kept for old scripts: CPU decoding is the default.")
 @click.option("--overwrite", is_flag=True, help="Recompute stores that already have features.")
-def features(stores, backbone, weights, out_dir, h5, device, batch_size, decode_threads, decode_processes, dtype,
-             gpu_decode, cpu_decode, overwrite):
+def features(stores, backbone, weights, out_dir, h5, h5_layout, device, batch_size, decode_threads, decode_processes,
+             dtype, gpu_decode, cpu_decode, overwrite):
     """Embed every tile of patch STORES (or folders of them) with a backbone.
 
     Features go into each store as `features` (N, D), row i for coords[i]; finished stores are
@@ -228,7 +244,8 @@ def features(stores, backbone, weights, out_dir, h5, device, batch_size, decode_
     with RichProgress() as progress:
         report = run_features(list(stores), out_dir, backbone, weights=weights, device=device,
                               batch_size=batch_size, decode_threads=decode_threads,
-                              decode_processes=decode_processes, dtype=dtype, h5=h5,
+                              decode_processes=decode_processes, dtype=dtype, h5=h5 or h5_layout is not None,
+                              h5_layout=h5_layout or "flat",
                               overwrite=overwrite, gpu_decode=gpu_decode and not cpu_decode, progress=progress)
     progress.print_summary(report)
     sys.exit(1 if report.failed or not report.outcomes else 0)

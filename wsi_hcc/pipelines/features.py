@@ -19,10 +19,9 @@ from wsi_hcc.features.extract import FeatureEvents, FeatureExtractor, extract_fe
 from wsi_hcc.models import create_backbone, file_sha256, save_weights, state_sha256
 from wsi_hcc.store.feature_array import FeatureError, read_store_meta, stain_normalizer_for, store_records
 from wsi_hcc.store.finder import find_stores
-from wsi_hcc.store.h5export import write_coords_h5
 from wsi_hcc.store.patch_store import open_store
+from wsi_hcc.store.tool_layouts import H5_LAYOUTS, feature_file_paths, write_feature_files
 from wsi_hcc.tiling.inputs import SlideTask
-from wsi_hcc.utils.atomic import partial_path
 from wsi_hcc.utils.devices import resolve_device
 from wsi_hcc.utils.progress import Progress, silent_progress
 from wsi_hcc.utils.runs import BatchReport, SlideOutcome, one_line_reason, prepare_out_dir, write_manifest
@@ -63,7 +62,8 @@ def default_batch_size(device) -> int:
 def run_features(stores: list[str | Path], out_dir: str | Path | None, backbone: str, *,
                  weights: str | Path | None = None, device: str = "auto", batch_size: int | None = None,
                  decode_threads: int | None = None, decode_processes: int | None = None, dtype: str = "float16",
-                 h5: bool = False, overwrite: bool = False, replace_other: bool = False, gpu_decode: bool = False,
+                 h5: bool = False, h5_layout: str = "flat", overwrite: bool = False, replace_other: bool = False,
+                 gpu_decode: bool = False,
                  model: torch.nn.Module | None = None, progress: Progress | None = None) -> BatchReport:
     """Embed every tile of every store with ``backbone``; features go into each store.
 
@@ -72,10 +72,14 @@ def run_features(stores: list[str | Path], out_dir: str | Path | None, backbone:
     decodes plain JPEG stores with nvJPEG instead (measured slower on an H200). ``batch_size``
     defaults to 256 on CUDA and 64 on the CPU. Stores that already hold this model's features are skipped;
     ``replace_other`` replaces another model's. ``model`` is the backbone already built from
-    ``weights`` (a caller that checked it first need not build it twice).
+    ``weights`` (a caller that checked it first need not build it twice). ``h5`` also writes each
+    store's coords and float32 features in ``h5_layout`` (``flat``: ``<stem>.h5``; ``trident`` or
+    ``clam``: that tool's files, see ``wsi_hcc.store.tool_layouts``) into ``out_dir``.
     """
     if decode_threads and decode_processes:
         raise FeatureError("--threads and --workers: decode in threads or in worker processes, not both")
+    if h5_layout not in H5_LAYOUTS:
+        raise FeatureError(f"--h5-layout {h5_layout}: choose one of {', '.join(H5_LAYOUTS)}")
     progress = progress or silent_progress()
     store_paths = find_stores(stores, missing_ok=True)  # a missing store is its own failed row
     out_dir = Path(out_dir) if out_dir is not None else (store_paths[0].parent if store_paths else Path("."))
@@ -94,7 +98,7 @@ def run_features(stores: list[str | Path], out_dir: str | Path | None, backbone:
     batch_size = batch_size or default_batch_size(torch_device)
     started = utc_now()
     tasks = [SlideTask(path=store, stem=store.name.removesuffix(".zarr")) for store in store_paths]
-    events = _Events(tasks, out_dir, h5, overwrite, progress)
+    events = _Events(tasks, out_dir, h5_layout if h5 else None, backbone, overwrite, progress)
     card = extractor.card
     extract_features(store_paths, extractor, normalizer_for=lambda meta: stain_normalizer_for(meta, card),
                      batch_size=batch_size, decode_threads=threads, decode_processes=processes,
@@ -124,8 +128,10 @@ def _keep_random_weights(model, backbone: str, out_dir: Path) -> Path:
 class _Events(FeatureEvents):
     """Turns the feature stage's events into batch outcomes, .h5 files and progress."""
 
-    def __init__(self, tasks: list[SlideTask], out_dir: Path, h5: bool, overwrite: bool, progress: Progress):
-        self.tasks, self.out_dir, self.h5, self.overwrite, self.progress = tasks, out_dir, h5, overwrite, progress
+    def __init__(self, tasks: list[SlideTask], out_dir: Path, h5_layout: str | None, encoder: str, overwrite: bool,
+                 progress: Progress):
+        self.tasks, self.out_dir, self.overwrite, self.progress = tasks, out_dir, overwrite, progress
+        self.h5_layout, self.encoder = h5_layout, encoder
         self.outcomes: dict[int, SlideOutcome] = {}
         self._started: dict[int, float] = {}
 
@@ -139,29 +145,33 @@ class _Events(FeatureEvents):
 
     def store_finished(self, index: int, outcome) -> None:
         task = self.tasks[index]
-        if not isinstance(outcome, BaseException):
-            h5_path = self.out_dir / f"{task.stem}.h5"
-            if self.h5 and (not outcome.skipped or self.overwrite or not h5_path.exists()):
-                try:
-                    _write_h5(task.path, h5_path)
-                except Exception as exc:
-                    outcome = exc
+        warnings: tuple[str, ...] = ()
+        if not isinstance(outcome, BaseException) and self.h5_layout is not None:
+            try:
+                warnings = self._write_h5(task, rewrite=not outcome.skipped or self.overwrite)
+            except Exception as exc:
+                outcome = exc
         base = {"stem": task.stem, "path": str(task.path),
                 "seconds": {"total": time.perf_counter() - self._started.get(index, time.perf_counter())}}
         if isinstance(outcome, BaseException):
             log.debug("%s failed", task.path, exc_info=outcome)
             result = SlideOutcome(**base, status="failed", reason=one_line_reason(task.path, outcome))
         elif outcome.skipped:
-            result = SlideOutcome(**base, status="skipped", reason="already done")
+            result = SlideOutcome(**base, status="skipped", reason="already done", warnings=warnings)
         else:
-            result = SlideOutcome(**base, status="done", n_tiles=outcome.n_tiles)
+            result = SlideOutcome(**base, status="done", n_tiles=outcome.n_tiles, warnings=warnings)
         self.outcomes[index] = result
         self.progress.item_finished(result.warnings)
 
-
-def _write_h5(store: Path, h5_path: Path) -> None:
-    group = open_store(store)
-    slide, spec = store_records(read_store_meta(store))
-    tmp = partial_path(h5_path)
-    write_coords_h5(tmp, np.asarray(group["coords"][:]), spec, slide, features=np.asarray(group["features"][:]))
-    os.replace(tmp, h5_path)
+    def _write_h5(self, task: SlideTask, rewrite: bool) -> tuple[str, ...]:
+        """Write the store's h5 files (a skipped store only when one is missing); their warnings."""
+        meta = read_store_meta(task.path)
+        slide, spec = store_records(meta)
+        paths = feature_file_paths(self.h5_layout, self.out_dir, task.stem, spec, self.encoder)
+        if not rewrite and all(path.exists() for path in paths):
+            return ()
+        group = open_store(task.path)
+        _, warnings = write_feature_files(self.h5_layout, self.out_dir, task.stem, np.asarray(group["coords"][:]),
+                                          np.asarray(group["features"][:]), spec, slide, self.encoder,
+                                          meta.get("stain_reference"))
+        return warnings

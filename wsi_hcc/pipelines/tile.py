@@ -16,6 +16,9 @@ import numpy as np
 
 from wsi_hcc.errors import WsiHccError
 from wsi_hcc.slide.info import slide_fingerprint
+from wsi_hcc.store.feature_array import read_store_meta, store_records
+from wsi_hcc.store.patch_store import open_store
+from wsi_hcc.store.tool_layouts import coords_file_path, write_coords_files
 from wsi_hcc.tiling.config import TileConfig
 from wsi_hcc.tiling.inputs import SlideTask, collect_slides, find_stem_collisions
 from wsi_hcc.tiling.slide_tiler import store_path_for, tile_slide
@@ -82,8 +85,9 @@ def fit_stain_reference(config: TileConfig) -> dict | None:
 
 
 def _config_digest(config: TileConfig, stain: dict | None) -> str:
-    """Identifies what a finished slide was made with; the stain reference's content counts too."""
-    payload = json.dumps([config.model_dump(mode="json"), stain], sort_keys=True)
+    """Identifies what a finished slide was made with; the stain reference's content counts too. The
+    .h5 files do not: asking for them later writes them from the finished store (``_add_h5_files``)."""
+    payload = json.dumps([config.model_dump(mode="json", exclude={"h5", "h5_layout"}), stain], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -162,10 +166,12 @@ def _tile_unlocked(task: SlideTask, out_dir: Path, config: TileConfig, digest: s
             return SlideOutcome(**base, status="failed",
                                 reason=f"{task.path}: {store} already holds the tiles of another slide, {other}; "
                                        f"rename one, tile into another --out, or delete {store.name} to replace it")
-        if not overwrite and _already_done(out_dir, task, digest):
-            return SlideOutcome(**base, status="skipped", reason="already done")
+        done = not overwrite and _already_done(out_dir, task, digest)
     except OSError:
-        pass  # unreadable slide: let tiling report it
+        done = False  # unreadable slide: let tiling report it
+    if done:
+        warnings = _add_h5_files(out_dir, task.stem, config) if config.h5 else ()
+        return SlideOutcome(**base, status="skipped", reason="already done", warnings=warnings)
     result = tile_slide(task.path, out_dir, config, stem=task.stem, mpp_override=task.mpp,
                         mpp_source=task.mpp_source, stain=stain, executor=executor,
                         on_start=progress.steps_planned, on_tiles=progress.steps_done)
@@ -174,6 +180,17 @@ def _tile_unlocked(task: SlideTask, out_dir: Path, config: TileConfig, digest: s
     outcome = SlideOutcome(**base, status="done", n_tiles=result.n_tiles, seconds=result.seconds,
                            warnings=result.warnings)
     return _record(out_dir, outcome, digest, result.slide.fingerprint, task.mpp)
+
+
+def _add_h5_files(out_dir: Path, stem: str, config: TileConfig) -> tuple[str, ...]:
+    """Write a finished slide's coordinate file in ``config.h5_layout`` if it is missing; its warnings."""
+    store = store_path_for(out_dir, stem)
+    meta = read_store_meta(store)
+    slide, spec = store_records(meta)
+    if coords_file_path(config.h5_layout, out_dir, stem, spec).exists():
+        return ()
+    coords = np.asarray(open_store(store)["coords"][:])
+    return write_coords_files(config.h5_layout, out_dir, stem, coords, spec, slide, meta.get("stain_reference"))[1]
 
 
 def _record(out_dir: Path, outcome: SlideOutcome, digest: str, fingerprint: str | None,

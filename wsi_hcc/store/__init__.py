@@ -1,5 +1,5 @@
-"""Patch stores on disk: the Zarr tile store, the features array inside it, and CLAM/TRIDENT-style .h5
-files.
+"""Patch stores on disk: the Zarr tile store, the features array inside it, and .h5 files for CLAM and
+TRIDENT (their own layouts, or our flat ``<stem>.h5``).
 """
 
 from wsi_hcc.utils.lazy import lazy_exports
@@ -12,6 +12,7 @@ _API = {
     "store_records": "feature_array", "stain_normalizer_for": "feature_array",
     "find_stores": "finder", "shared_features": "finder",
     "write_coords_h5": "h5export",
+    "H5_LAYOUTS": "tool_layouts", "write_coords_files": "tool_layouts", "write_feature_files": "tool_layouts",
     "SCHEMA_VERSION": "patch_store", "COMPRESSIONS": "patch_store", "make_codec": "patch_store",
     "codec_from_config": "patch_store", "create_store": "patch_store", "chunk_path": "patch_store",
     "write_attrs": "patch_store", "open_store": "patch_store", "TileReader": "patch_store",

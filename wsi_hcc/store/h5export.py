@@ -1,4 +1,6 @@
-"""CLAM/TRIDENT-style coordinate files, so users can mix our stores with those tools."""
+"""The ``flat`` coordinate file, ``<stem>.h5`` (``--h5``): CLAM-style, as written before the tools'
+own layouts (``wsi_hcc.store.tool_layouts``). CLAM and TRIDENT read the right area from it only for
+tiles read natively, since its ``patch_size`` is in output pixels."""
 
 from __future__ import annotations
 

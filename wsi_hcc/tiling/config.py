@@ -39,7 +39,10 @@ class TileConfig(BaseModel):
     job_tiles : int
         Tiles per unit of work; fixed so outputs do not depend on the number of workers.
     h5, qc : bool
-        Also write the CLAM/TRIDENT coordinate file; write the QC picture.
+        Also write a coordinate file for CLAM/TRIDENT; write the QC picture.
+    h5_layout : str
+        The coordinate file's layout: ``flat`` (``<stem>.h5`` beside the store), ``trident`` or
+        ``clam`` (drop-in files for that tool; see ``wsi_hcc.store.tool_layouts``).
     tissue : TissueParams
         Tissue detection settings.
     """
@@ -59,6 +62,7 @@ class TileConfig(BaseModel):
     reference: str | None = None
     job_tiles: int = Field(512, ge=1)
     h5: bool = False
+    h5_layout: Literal["flat", "trident", "clam"] = "flat"
     qc: bool = True
     tissue: TissueParams = TissueParams()
 

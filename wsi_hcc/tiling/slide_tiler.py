@@ -13,7 +13,6 @@ import io
 import json
 import logging
 import math
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -26,8 +25,8 @@ import numpy as np
 from wsi_hcc.records import SlideInfo, TileSpec
 from wsi_hcc.slide.info import describe_slide
 from wsi_hcc.slide.thumbnail import read_thumbnail
-from wsi_hcc.store.h5export import write_coords_h5
 from wsi_hcc.store.patch_store import SCHEMA_VERSION, create_store, make_codec, write_attrs
+from wsi_hcc.store.tool_layouts import write_coords_files
 from wsi_hcc.tiling.config import TileConfig
 from wsi_hcc.tiling.extract import TileJob, can_pass_through, open_cached, run_tile_job
 from wsi_hcc.tiling.grid import TileGrid, make_grid, plan_tile_spec, tissue_fractions
@@ -66,7 +65,7 @@ def tile_slide(path: str | Path, out_dir: str | Path, config: TileConfig, *, ste
                mpp_override: float | None = None, mpp_source: str = "override",
                stain: dict | None = None, executor: Executor | None = None,
                on_start: Callable[[int], None] | None = None, on_tiles: ProgressCallback | None = None) -> TileResult:
-    """Tile one slide into ``out_dir/<stem>.zarr`` (plus QC picture and optional .h5).
+    """Tile one slide into ``out_dir/<stem>.zarr`` (plus QC picture and optional CLAM/TRIDENT coords).
 
     Parameters
     ----------
@@ -115,16 +114,15 @@ def tile_slide(path: str | Path, out_dir: str | Path, config: TileConfig, *, ste
     shutil.rmtree(tmp / _PROGRESS_DIR)
     if config.qc:
         _write_qc(out_dir / f"{stem}.qc.png", reader, slide, selection.mask, tiles.coords, spec)
+    warnings = selection.warnings
     if config.h5:
-        h5_final = out_dir / f"{stem}.h5"
-        h5_tmp = partial_path(h5_final)
-        write_coords_h5(h5_tmp, tiles.coords, spec, slide)
-        os.replace(h5_tmp, h5_final)
+        _, h5_warnings = write_coords_files(config.h5_layout, out_dir, stem, tiles.coords, spec, slide, stain)
+        warnings += h5_warnings
     publish_dir(tmp, final)
     t_end = time.perf_counter()
     seconds = {"open": t_open - t_start, "tissue": t_tissue - t_open, "tiles": t_tiles - t_tissue,
                "finish": t_end - t_tiles, "total": t_end - t_start}
-    return TileResult(slide, spec, final, len(tiles), selection.n_grid, pass_through, seconds, selection.warnings)
+    return TileResult(slide, spec, final, len(tiles), selection.n_grid, pass_through, seconds, warnings)
 
 
 @dataclass(frozen=True)
