@@ -128,6 +128,16 @@ def test_jpeg_jfif_density_is_the_mpp_and_pixels_are_pillows(tmp_path, region_rg
     np.testing.assert_array_equal(reader.read_region((0, 0), 0, (800, 600)), np.asarray(Image.open(path)))
 
 
+@pytest.mark.parametrize(("unit", "expected"), [(3, (0.5, 0.5)), (2, (1.27, 1.27)), (1, None)])
+def test_jpeg_exif_resolution_counts_only_in_inches_or_centimetres(tmp_path, region_rgb, unit, expected):
+    exif = Image.Exif()
+    exif[0x0128], exif[0x011A], exif[0x011B] = unit, 20000.0, 20000.0  # ResolutionUnit, X/YResolution
+    path = tmp_path / "exif.jpg"
+    Image.fromarray(region_rgb).save(path, exif=exif)  # its JFIF header is 1:1, an aspect ratio only
+    mpp = open_slide(path).property_mpp()
+    assert mpp == (pytest.approx(expected) if expected else None)
+
+
 def test_jpeg_without_an_absolute_density_has_no_mpp(tmp_path, region_rgb):
     path = tmp_path / "camera.jpg"
     Image.fromarray(region_rgb).save(path)  # JFIF 1:1, an aspect ratio only

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from wsi_hcc.errors import SlideError
 
-__all__ = ["WSI_SOP_CLASS", "is_dicom_file", "is_dicom_folder", "series_file"]
+__all__ = ["WSI_SOP_CLASS", "is_dicom_file", "is_dicom_folder", "series_file", "folder_files"]
 
 WSI_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.77.1.6"  # VL Whole Slide Microscopy Image Storage
 _PREAMBLE = 128

@@ -12,8 +12,8 @@ from wsi_hcc.errors import SlideError
 
 __all__ = ["PillowReader", "is_region_image"]
 
-_MAGICS = {b"\x89PNG\r\n\x1a\n": "png", b"\xff\xd8\xff": "jpeg"}
-_MICRONS_PER_UNIT = {"inch": 25400.0, "cm": 10000.0, "m": 1e6}
+_MAGICS = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")  # PNG, JPEG
+_MICRONS_PER_UNIT = {"inch": 25400.0, "cm": 10000.0}
 _JFIF_UNITS = {1: "inch", 2: "cm"}  # 0: an aspect ratio only
 _EXIF_UNITS = {2: "inch", 3: "cm"}  # 1: no absolute unit
 _EXIF_RESOLUTION_UNIT, _EXIF_X_RESOLUTION, _EXIF_Y_RESOLUTION = 0x0128, 0x011A, 0x011B
@@ -23,7 +23,7 @@ def is_region_image(path: Path) -> bool:
     """True for a PNG or JPEG file (by its first bytes, whatever its name)."""
     with open(path, "rb") as fh:
         head = fh.read(8)
-    return any(head.startswith(magic) for magic in _MAGICS)
+    return head.startswith(_MAGICS)
 
 
 class PillowReader:
