@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -80,3 +81,32 @@ class RecordingProgress:
 @pytest.fixture
 def recording_progress():
     return RecordingProgress()
+
+
+@pytest.fixture(scope="session")
+def region_rgb() -> np.ndarray:
+    """Noise RGB pixels (600 x 800): a tile that is not an exact crop of them cannot pass for one."""
+    return np.random.default_rng(17).integers(0, 256, (600, 800, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="session")
+def dicomize():
+    """``dicomize(tiff, folder)``: write the TIFF as a DICOM WSI series with wsidicomizer (the test
+    extra), uncompressed so the pixels stay exact, with the pyramid levels it adds."""
+
+    def convert(tiff: Path, folder: Path) -> list[Path]:
+        with warnings.catch_warnings():  # wsidicom imports a pydicom function deprecated for pydicom 4
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from pydicom.uid import ExplicitVRLittleEndian
+            from wsidicom.codec import Settings
+            from wsidicomizer import WsiDicomizer
+            from wsidicomizer.wsidicomizer import SourceIdentifier
+
+            # tiffslide source: wsidicomizer's default (opentile) needs the system libturbojpeg
+            folder.parent.mkdir(parents=True, exist_ok=True)  # it makes the folder, not its parents
+            files = WsiDicomizer.convert(tiff, folder, preferred_source=SourceIdentifier.TIFFSLIDE, tile_size=256,
+                                         encoding=Settings.create(ExplicitVRLittleEndian, 8, "RGB"),
+                                         add_missing_levels=True)
+        return [Path(f) for f in files]
+
+    return convert

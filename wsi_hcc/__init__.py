@@ -14,18 +14,11 @@ try:
     __version__ = _version("wsi-hcc")
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0+unknown"
+    # An installed wsi-hcc registers imagecodecs' JPEG codec through the "numcodecs.codecs" entry
+    # point (pyproject.toml), so any process finds it; a source tree that was not installed has none.
+    from imagecodecs.numcodecs import Jpeg as _Jpeg
+    from numcodecs import register_codec as _register_codec
 
-
-def _register_codecs() -> None:
-    # Stores keep tiles as JPEG through imagecodecs' numcodecs codec; registering it here means
-    # `import wsi_hcc; zarr.open_group(...)` can read any store we wrote.
-    try:
-        from imagecodecs.numcodecs import register_codecs
-    except ImportError:  # imagecodecs is a core dependency; tolerate partial installs at import
-        return
-    register_codecs(verbose=False)
-
-
-_register_codecs()
+    _register_codec(_Jpeg)
 
 __all__ = ["__version__"]

@@ -19,9 +19,10 @@ class SlideInfo:
     Attributes
     ----------
     path : str
-        Absolute path of the slide file.
+        Absolute path of the slide file, or of the folder holding a DICOM WSI series.
     fingerprint : str
-        ``sha256:<hex>`` of the file's size and sampled bytes; changes whenever the file does.
+        ``sha256:<hex>`` of the file's size and sampled bytes (of every file, for a DICOM folder);
+        changes whenever the file does.
     dimensions : tuple[int, int]
         Level-0 ``(width, height)`` in pixels.
     level_dimensions, level_downsamples
@@ -29,12 +30,13 @@ class SlideInfo:
     slide_mpp : float
         Level-0 microns per pixel (x and y are required to agree within 1%).
     mpp_source : str
-        Where ``slide_mpp`` came from: ``"properties"``, ``"tiff-resolution"``, ``"override"`` or
-        ``"manifest"``.
+        Where ``slide_mpp`` came from: ``"properties"`` (the backend's metadata; for PNG/JPEG the
+        ``pHYs`` chunk or JFIF/EXIF density), ``"ome-xml"`` (OME-TIFF ``PhysicalSizeX/Y``),
+        ``"tiff-resolution"``, ``"override"`` or ``"manifest"``.
     vendor : str or None
-        Vendor named by the backend (``"aperio"``, ``"generic-tiff"``, ...).
+        Vendor named by the backend (``"aperio"``, ``"generic-tiff"``, ``"dicom"``, ``"png"``, ...).
     backend : str
-        ``"openslide"`` or ``"tiffslide"``.
+        ``"openslide"``, ``"tiffslide"`` or ``"pillow"`` (PNG/JPEG region images).
     """
 
     path: str

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import zarr
 
-import wsi_hcc  # noqa: F401 - registers the JPEG codec for zarr
+import wsi_hcc
 from wsi_hcc.slide.readers.openslide_reader import OpenSlideReader
 from wsi_hcc.store.patch_store import open_store
 from wsi_hcc.tiling.config import TileConfig

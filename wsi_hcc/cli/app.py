@@ -119,7 +119,9 @@ def tile(paths, out_dir, config_path, target_mpp, tile_px, for_model, overlap_px
     """Cut slides into tiles at an exact physical resolution and write Zarr patch stores.
 
     PATHS are slides, folders of slides, or CSV manifests with a 'path' column and an optional
-    'mpp' column. A failed slide does not stop the batch; rerunning skips finished slides.
+    'mpp' column. A folder holding one DICOM WSI series is one slide; PNG and JPEG region images
+    are one-level slides (named, not found in folders). A failed slide does not stop the batch;
+    rerunning skips finished slides.
     """
     from wsi_hcc.cli.progress import RichProgress
     from wsi_hcc.pipelines.tile import run_tile

@@ -9,6 +9,7 @@ from pathlib import Path
 from wsi_hcc.records import SlideInfo
 from wsi_hcc.slide.mpp import resolve_mpp
 from wsi_hcc.slide.readers.base import SlideReader
+from wsi_hcc.slide.readers.dicom_folder import folder_files
 
 __all__ = ["slide_fingerprint", "describe_slide"]
 
@@ -16,18 +17,29 @@ _SAMPLE_BYTES = 1 << 20
 
 
 def slide_fingerprint(path: str | Path) -> str:
-    """``sha256:<hex>`` of the file size and its first, middle and last MiB.
+    """``sha256:<hex>`` of the file size and its first, middle and last MiB; for a DICOM WSI folder,
+    of every file in it (name, size and samples).
 
     Hashing whole slides (GBs) would cost more than tiling them; size plus three samples catches
     a re-scan, a re-export or a truncated copy.
     """
     path = Path(path)
+    if not path.is_dir():
+        return f"sha256:{_add_samples(hashlib.sha256(), path).hexdigest()}"
+    digest = hashlib.sha256(b"folder")
+    for file in folder_files(path):
+        digest.update(file.name.encode() + b"\0")
+        _add_samples(digest, file)
+    return f"sha256:{digest.hexdigest()}"
+
+
+def _add_samples(digest, path: Path):
     size = path.stat().st_size
-    digest = hashlib.sha256(str(size).encode())
+    digest.update(str(size).encode())
     with open(path, "rb") as fh:
         for offset in sorted({0, max(0, size // 2 - _SAMPLE_BYTES // 2), max(0, size - _SAMPLE_BYTES)}):
             digest.update(os.pread(fh.fileno(), _SAMPLE_BYTES, offset))
-    return f"sha256:{digest.hexdigest()}"
+    return digest
 
 
 def describe_slide(reader: SlideReader, mpp_override: float | None = None,

@@ -36,12 +36,13 @@ def resolve_mpp(reader: SlideReader, override: float | None = None,
     """Level-0 microns per pixel of a slide and where it came from.
 
     Order: an explicit override (``--slide-mpp`` or a manifest's ``mpp`` column), the backend's
-    metadata, then the TIFF resolution tags. Nothing else: a slide without any of them fails.
+    metadata, an OME-TIFF's OME-XML ``PhysicalSizeX/Y`` (with their units), then the TIFF resolution
+    tags. Nothing else: a slide without any of them fails.
 
     Returns
     -------
     (slide_mpp, mpp_source)
-        ``mpp_source`` is ``override_source``, ``"properties"`` or ``"tiff-resolution"``.
+        ``mpp_source`` is ``override_source``, ``"properties"``, ``"ome-xml"`` or ``"tiff-resolution"``.
 
     Raises
     ------
@@ -54,6 +55,10 @@ def resolve_mpp(reader: SlideReader, override: float | None = None,
     if from_props is not None:
         return _isotropic(from_props, f"{reader.backend} properties"), "properties"
     facts = probe_tiff(reader.path)
+    # OME-XML before the TIFF tags: it names its unit, while OME writers often leave the tags as
+    # unit-less placeholders
+    if facts is not None and facts.ome_mpp is not None:
+        return _isotropic(facts.ome_mpp, "OME-XML PhysicalSizeX/Y"), "ome-xml"
     if facts is not None and facts.resolution_mpp is not None:
         return _isotropic(facts.resolution_mpp, "TIFF resolution tags"), "tiff-resolution"
-    raise MppError(f"no mpp in the slide's metadata or TIFF resolution tags; {_OVERRIDE_HINT}")
+    raise MppError(f"no mpp in the slide's metadata, OME-XML or TIFF resolution tags; {_OVERRIDE_HINT}")

@@ -9,7 +9,8 @@ One Zarr (format 2) group per slide::
         .zattrs          schema, tile spec, slide, config, versions
 
 Zarr format 2 because zarr's format-3 JPEG codec needs Python >= 3.12; imagecodecs' numcodecs JPEG
-codec is registered by ``import wsi_hcc``. Tiles are unsharded, one file per chunk, so concurrent
+codec is registered through the ``numcodecs.codecs`` entry point (pyproject.toml), so plain zarr
+reads a store without importing wsi_hcc. Tiles are unsharded, one file per chunk, so concurrent
 writers never share a file.
 """
 

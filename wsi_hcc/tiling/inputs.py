@@ -9,9 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wsi_hcc.errors import WsiHccError
+from wsi_hcc.slide.readers.dicom_folder import is_dicom_folder
 
 __all__ = ["SlideTask", "SLIDE_SUFFIXES", "collect_slides", "find_stem_collisions"]
 
+# PNG/JPEG region images are slides too, but only when named (or listed in a manifest): in a folder
+# they are more often thumbnails, labels or QC pictures.
 SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide", ".qptiff")
 
 
@@ -59,6 +62,8 @@ def collect_slides(inputs: list[str | Path], recursive: bool = False,
                    slide_mpp: float | None = None) -> list[SlideTask]:
     """Expand slides, folders (``recursive`` walks sub-folders) and ``.csv`` manifests.
 
+    A folder that directly holds DICOM files is one DICOM WSI slide named after the folder.
+
     A missing path is kept as a task so that the batch reports it with the other failures.
     ``slide_mpp`` overrides every slide's mpp, manifest values included.
     """
@@ -67,14 +72,30 @@ def collect_slides(inputs: list[str | Path], recursive: bool = False,
         path = Path(item)
         if path.suffix.lower() == ".csv" and path.is_file():
             tasks.extend(_read_manifest(path))
+        elif is_dicom_folder(path):
+            tasks.append(SlideTask(path, path.name))
         elif path.is_dir():
-            pattern = "**/*" if recursive else "*"
-            tasks.extend(SlideTask(p, _stem(p)) for p in sorted(path.glob(pattern))
-                         if p.is_file() and p.suffix.lower() in SLIDE_SUFFIXES and not p.name.startswith("."))
+            tasks.extend(_slides_in(path, recursive))
         else:
             tasks.append(SlideTask(path, _stem(path)))
     if slide_mpp is not None:
         tasks = [SlideTask(t.path, t.stem, slide_mpp, "override") for t in tasks]
+    return tasks
+
+
+def _slides_in(folder: Path, recursive: bool) -> list[SlideTask]:
+    """Slide files in ``folder`` and its DICOM WSI sub-folders (one slide each, named after the
+    folder), in path order; ``recursive`` also looks inside the other sub-folders. Hidden names are skipped."""
+    tasks = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith("."):
+            continue
+        if path.is_file() and path.suffix.lower() in SLIDE_SUFFIXES:
+            tasks.append(SlideTask(path, _stem(path)))
+        elif path.is_dir() and is_dicom_folder(path):
+            tasks.append(SlideTask(path, path.name))
+        elif path.is_dir() and recursive:
+            tasks.extend(_slides_in(path, recursive))
     return tasks
 
 
