@@ -60,3 +60,15 @@ def test_a_truncated_geojson_gz_is_one_line_not_aborted(tmp_path):
     path.write_bytes(gzip.compress(b'{"type": "FeatureCollection", "features": []}')[:-12])
     with pytest.raises(WsiHccError, match="a.geojson.gz: not a readable GeoJSON file"):
         read_qupath_geojson(path)
+
+
+def test_a_manifest_row_without_a_path_names_its_line(tmp_path):
+    (tmp_path / "m.csv").write_text("path,mpp\na.svs,0.5\n,0.5\n")
+    result = CliRunner().invoke(main, ["tile", str(tmp_path / "m.csv"), "--out", str(tmp_path / "out")])
+    _one_line(result, f"{tmp_path / 'm.csv'}:3: empty path; fill in the slide's path or remove the row")
+
+
+def test_a_folder_named_like_a_slide_is_named(tmp_path):
+    (tmp_path / "x.svs").mkdir()
+    result = CliRunner().invoke(main, ["tile", str(tmp_path / "x.svs"), "--out", str(tmp_path / "out")])
+    _one_line(result, f"{tmp_path / 'x.svs'}: is a folder, not a slide file; pass the slide file itself")

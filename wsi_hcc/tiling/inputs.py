@@ -46,6 +46,8 @@ def _read_manifest(path: Path) -> list[SlideTask]:
         raise WsiHccError(f"{path}: a manifest needs a 'path' column (and optionally 'mpp')")
     tasks = []
     for line, row in enumerate(rows, start=2):
+        if not (row.get("path") or "").strip():
+            raise WsiHccError(f"{path}:{line}: empty path; fill in the slide's path or remove the row")
         slide = Path(row["path"].strip())
         if not slide.is_absolute():
             slide = path.parent / slide
@@ -74,7 +76,7 @@ def collect_slides(inputs: list[str | Path], recursive: bool = False,
             tasks.extend(_read_manifest(path))
         elif is_dicom_folder(path):
             tasks.append(SlideTask(path, path.name))
-        elif path.is_dir():
+        elif path.is_dir() and path.suffix.lower() not in SLIDE_SUFFIXES:
             tasks.extend(_slides_in(path, recursive))
         else:
             tasks.append(SlideTask(path, _stem(path)))

@@ -39,7 +39,8 @@ def check_slide_file(path: Path) -> None:
                              "the slide file itself")
         raise SlideError(f"{path}: file not found; check the path or the manifest")
     if path.is_dir():
-        raise SlideError(f"{path}: is a folder, not a slide; pass --recursive to tile the slides in it")
+        raise SlideError(f"{path}: is a folder, not a slide file; pass the slide file itself (a DICOM WSI folder "
+                         "holds its .dcm files), or --recursive to tile the slides inside")
     if path.stat().st_size == 0:
         raise SlideError(f"{path}: file is empty (0 bytes); copy the slide again from the scanner")
 
