@@ -1,6 +1,6 @@
 """Store codec on the real Aperio slide: how far the stored tiles are from the slide, and what it costs.
 
-    python benchmarks/bench_store_colour.py [--repeats 5] [--results]
+    python benchmarks/bench_store_colour.py [--repeats 9] [--results]
 
 Tiles ../shared/data/wsi/CMU-1-Small-Region.svs (0.499 um/px, its own JPEG tiles 4:4:4) at native
 resolution with the default tiling (256 px at 0.5 um/px, min_tissue 0.5) and one codec setting per
@@ -98,7 +98,7 @@ def _measure(repeats: int) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--results", action="store_true", help="update benchmarks/RESULTS.md")
     opts = parser.parse_args()
     if not SVS.exists():

@@ -112,8 +112,8 @@ class TileSpec:
         ``tile_size_level0`` (64.13 px for 32 px at 1 um/px on a 0.499 um/px slide): squares drawn
         from the rounded corners leave sub-pixel gaps and overlaps between neighbours, which break
         the union of a class's tiles into pieces. Here every edge is the exact grid line rounded to
-        a whole pixel, computed from the line's index alone, so neighbours share their edge, a box
-        starts at its stored coordinate and ends where the next tile starts (no overlap), and no
+        a whole pixel, computed from the line's index alone: a box starts at its stored coordinate,
+        without overlap it ends exactly where the next tile starts (shared edge, no gap), and no
         edge is more than half a pixel from the exact one. Coords that are not on this grid (read
         from another tool's file) keep squares of ``tile_size_level0`` at their corners.
         """

@@ -76,8 +76,8 @@ def tile_features(coords: np.ndarray, tile_size_level0: float | None, measuremen
     offset_xy
         QuPath's origin in slide pixels (``slide_bounds_offset``), subtracted from every position.
     """
-    coords = as_boxes(coords, tile_size_level0)
-    n = len(coords)
+    boxes = as_boxes(coords, tile_size_level0)
+    n = len(boxes)
     names = list(measurements)
     _check_measurement_names(names)
     columns = []
@@ -91,7 +91,7 @@ def tile_features(coords: np.ndarray, tile_size_level0: float | None, measuremen
                                     f"{int(np.flatnonzero(bad)[0])}); QuPath rejects NaN/inf, fix the values first")
         columns.append(_round_significant(values))
     classifications = _classifications(class_names, class_index, class_colors, n)
-    boxes = coords - np.tile(np.asarray(offset_xy, dtype=np.float64), 2)
+    boxes = boxes - np.tile(np.asarray(offset_xy, dtype=np.float64), 2)
     x0, y0 = _positions(boxes[:, :2])
     x1, y1 = _positions(boxes[:, 2:])
     features = []
