@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["SlideInfo", "TileSpec"]
+import numpy as np
+
+__all__ = ["SlideInfo", "TileSpec", "as_boxes"]
 
 
 @dataclass(frozen=True)
@@ -105,9 +107,42 @@ class TileSpec:
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(asdict(self)) | {"native": self.native}
 
+    def tile_boxes(self, coords: np.ndarray) -> np.ndarray:
+        """``(N, 4)`` float64 level-0 ``(x0, y0, x1, y1)`` of the area each tile of this grid covers.
+
+        Stored coords are the grid's exact origins rounded to whole pixels, while a tile spans
+        ``tile_size_level0`` (64.13 px for 32 px at 1 um/px on a 0.499 um/px slide): squares drawn
+        from the rounded corners leave sub-pixel gaps and overlaps between neighbours, which break
+        the union of a class's tiles into pieces. Here every edge is the exact grid line rounded to
+        a whole pixel, computed from the line's index alone: a box starts at its stored coordinate,
+        without overlap it ends exactly where the next tile starts (shared edge, no gap), and no
+        edge is more than half a pixel from the exact one. Coords that are not on this grid (read
+        from another tool's file) keep squares of ``tile_size_level0`` at their corners.
+        """
+        coords = np.asarray(coords, dtype=np.float64).reshape(-1, 2)
+        lines = np.rint(coords / self.stride_level0)
+        if not np.all(np.abs(lines * self.stride_level0 - coords) <= 0.5 + 1e-6):
+            return as_boxes(coords, self.tile_size_level0)
+        start_px = lines * self.stride_px  # whole output pixels from the slide's origin
+        level0_per_px = self.tile_size_level0 / self.tile_px
+        return np.rint(np.concatenate([start_px, start_px + self.tile_px], axis=1) * level0_per_px)
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TileSpec:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+def as_boxes(coords: np.ndarray, tile_size_level0: float | None = None) -> np.ndarray:
+    """Tiles as ``(N, 4)`` float64 ``(x0, y0, x1, y1)`` boxes: ``coords`` is either ``(N, 2)``
+    top-left corners of squares of ``tile_size_level0``, or already ``(N, 4)`` boxes (then the
+    size is not needed), e.g. from ``TileSpec.tile_boxes``."""
+    coords = np.asarray(coords, dtype=np.float64)
+    if coords.ndim == 2 and coords.shape[1] == 4:
+        return coords
+    coords = coords.reshape(-1, 2)
+    if tile_size_level0 is None:
+        raise ValueError("tile corners need tile_size_level0; or pass (N, 4) boxes")
+    return np.concatenate([coords, coords + float(tile_size_level0)], axis=1)
 
 
 def _jsonable(value: Any) -> Any:

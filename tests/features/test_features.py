@@ -341,16 +341,20 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA d
 
 
 @needs_cuda
-def test_gpu_decoding_matches_cpu_decoding(store):
+@pytest.mark.parametrize("subsampling", ["444", "420"])
+def test_gpu_decoding_matches_cpu_decoding(store, subsampling):
+    """Both chroma layouts go to nvJPEG (``TileReader.jpeg``): 4:4:4, the default, and 4:2:0."""
     from wsi_hcc.features.extract import decode_on_device
+    from wsi_hcc.store.patch_store import make_codec
 
     reader = TileReader(store)
-    indices = range(min(16, len(reader)))
-    on_gpu = decode_on_device([reader.read_chunk(i) for i in indices], torch.device("cuda"))
-    on_cpu = torch.from_numpy(np.stack([reader[i] for i in indices]))
+    codec = make_codec("jpeg", 90, jpeg_subsampling=subsampling)
+    chunks = [codec.encode(reader[i]) for i in range(min(16, len(reader)))]
+    on_gpu = decode_on_device(chunks, torch.device("cuda"))
+    on_cpu = torch.from_numpy(np.stack([codec.decode(c) for c in chunks]))
     difference = (on_gpu.cpu().int() - on_cpu.int()).abs()
-    # nvJPEG upsamples chroma without libjpeg-turbo's smoothing, so single pixels at sharp colour
-    # edges differ (21 grey levels at most on an H200, mean 0.65); a colour shift would move the mean
+    # nvJPEG upsamples 4:2:0 chroma without libjpeg-turbo's smoothing, so single pixels at sharp
+    # colour edges differ (21 grey levels at most on an H200, mean 0.65); a colour shift would move the mean
     assert on_gpu.shape == on_cpu.shape and difference.float().mean() < 1.0
     assert (difference > 8).float().mean() < 0.01 and difference.max() <= 32
 
@@ -395,16 +399,17 @@ def test_a_missing_tile_fails_its_store_instead_of_embedding_a_black_tile(store,
         TileReader(store)[5]
 
 
-@pytest.mark.parametrize("codec, on_gpu", [(("jpeg", None), True), (("jpeg", "RGB"), False), (("zstd", None), False)])
+@pytest.mark.parametrize("codec, on_gpu", [(("jpeg", None, "444"), True), (("jpeg", None, "420"), True),
+                                           (("jpeg", "RGB", "444"), False), (("zstd", None, "444"), False)])
 def test_only_plain_jpeg_stores_are_decoded_on_the_gpu(tmp_path, codec, on_gpu):
-    """Pass-through stores hold a scanner's RGB-coded JPEG; a GPU decoder would take it for YCbCr."""
+    """Pass-through stores hold a scanner's RGB-coded JPEG; a GPU decoder would take it for YCbCr.
+    YCbCr JPEG goes to nvJPEG whatever its chroma subsampling."""
     from wsi_hcc.store.patch_store import create_store, make_codec
 
-    compression, colorspace = codec
+    compression, colorspace, subsampling = codec
     path = tmp_path / "s.zarr"
     create_store(path, 16, np.zeros((1, 2), np.int64), np.ones(1, np.float32),
-                 make_codec(compression, jpeg_colorspace=colorspace) if compression == "jpeg"
-                 else make_codec(compression))
+                 make_codec(compression, jpeg_colorspace=colorspace, jpeg_subsampling=subsampling))
     assert TileReader(path).jpeg is on_gpu
 
 

@@ -297,6 +297,12 @@ def test_train_mil_writes_metrics_pictures_and_a_bundle_and_skips_finished_folds
     monkeypatch.setattr(pickle, "load", no_pickle)
     monkeypatch.setattr(torch, "load", no_pickle)
     bundle = load_mil_bundle(out / "model")
+    assert bundle.tile_config()["jpeg_subsampling"] == card["backbone"]["tiling"]["jpeg_subsampling"] == "444"
+    # a bundle trained before the tiling recorded its chroma subsampling was trained on 4:2:0 tiles
+    older = {k: v for k, v in card["backbone"]["tiling"].items() if k != "jpeg_subsampling"}
+    older_bundle = dataclasses.replace(bundle, card=dataclasses.replace(
+        bundle.card, backbone=bundle.card.backbone | {"tiling": older}))
+    assert older_bundle.tile_config()["jpeg_subsampling"] == "420"
     features = np.asarray(zarr.open_array(str(root / "stores" / "t00.zarr" / "features"), mode="r")[:])
     prediction = bundle.predict(features)
     assert prediction.label in ("non-HCC", "HCC") and prediction.attention.shape == (len(features),)

@@ -242,3 +242,43 @@ def test_a_fresh_process_trains_a_bundle_on_descriptor_features_and_classifies_w
         done = subprocess.run([sys.executable, "-m", "wsi_hcc", *args], capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr
     assert _rows(tmp_path / "classify" / "predictions.csv")[0]["status"] == "done"
+
+
+def test_real_slide_regions_are_one_polygon_per_connected_group_of_tumour_tiles(demo, real_svs, tmp_path):
+    """classify of the real Aperio slide (0.499 um/px; the bundle's 32 px tiles at 1 um/px span 64.13
+    level-0 px): every edge-connected group of tiles at or above the region threshold is one region."""
+    from scipy import ndimage
+
+    from wsi_hcc.store.patch_store import open_store
+
+    out, _ = demo
+    first = CliRunner().invoke(main, ["classify", str(real_svs), "--model", str(out / "model"),
+                                      "--out", str(tmp_path / "first")])
+    assert first.exit_code == 0, first.output
+
+    def features(folder):
+        return json.loads(gzip.decompress((folder / "CMU-1-Small-Region.geojson.gz").read_bytes()))["features"]
+
+    p = np.array([f["properties"]["measurements"]["p_HCC"] for f in features(tmp_path / "first")
+                  if f["properties"]["objectType"] == "tile"])
+    threshold = float(np.median(p))  # half the tiles in: many groups, whatever this model makes of skin
+    result = CliRunner().invoke(main, ["classify", str(real_svs), "--model", str(out / "model"), "--out",
+                                       str(tmp_path / "median"), "--stores", str(tmp_path / "first" / "stores"),
+                                       "--region-threshold", f"{threshold:.7g}"])
+    assert result.exit_code == 0, result.output
+    path = tmp_path / "median" / "CMU-1-Small-Region.geojson.gz"
+    report = validate_qupath_file(path, image_size=(2220, 2967))
+    assert report.ok, report.summary()  # no ERROR, no LOSS
+
+    store = open_store(tmp_path / "first" / "stores" / "CMU-1-Small-Region.zarr")
+    stride = store.attrs["wsi_hcc"]["tile_spec"]["stride_level0"]
+    assert stride % 1 != 0  # the case that split regions before
+    cols, rows = np.rint(store["coords"][:] / stride).astype(int).T
+    exported = features(tmp_path / "median")
+    tiles = [f for f in exported if f["properties"]["objectType"] == "tile"]
+    tumour = np.array([t["properties"]["classification"]["name"] == "tumour" for t in tiles])
+    grid = np.zeros((rows.max() + 1, cols.max() + 1), dtype=bool)
+    grid[rows[tumour], cols[tumour]] = True
+    n_groups = ndimage.label(grid, structure=[[0, 1, 0], [1, 1, 1], [0, 1, 0]])[1]
+    regions = [f for f in exported if f["properties"]["objectType"] == "annotation"]
+    assert n_groups >= 3 and len(regions) == n_groups

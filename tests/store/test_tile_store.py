@@ -62,6 +62,48 @@ def test_jpeg_store_is_close_and_much_smaller(real_svs, tmp_path):
     assert size(jpeg.store_path) * 4 < size(raw.store_path)
 
 
+def _worst_tile_difference(store_path, slide_path) -> float:
+    """Mean absolute difference of each stored tile to openslide's read_region there; the worst tile's."""
+    from wsi_hcc.store.patch_store import TileReader
+
+    reader, slide = TileReader(store_path), OpenSlideReader(slide_path)
+    coords = open_store(store_path)["coords"][:]
+    assert len(coords) == len(reader) > 0
+    return max(np.abs(reader[i].astype(np.int16) - slide.read_region((int(x), int(y)), 0, reader.shape[2:0:-1])).mean()
+               for i, (x, y) in enumerate(coords.tolist()))
+
+
+def test_default_store_keeps_the_real_slides_colour(real_svs, tmp_path):
+    """The slide's own JPEG tiles are 4:4:4; the default store (JPEG 4:4:4 q90) stays within 2.5
+    grey levels of openslide's pixels on every stored tile (the whole slide: 32 tiles, under a second)."""
+    result = tile_slide(real_svs, tmp_path, TileConfig())
+    assert not result.pass_through and result.n_tiles > 20
+    assert _worst_tile_difference(result.store_path, real_svs) <= 2.5
+    zarray = json.loads((result.store_path / "tiles" / ".zarray").read_text())
+    attrs = open_store(result.store_path).attrs["wsi_hcc"]
+    assert zarray["compressor"]["subsampling"] == attrs["tiles_codec"]["subsampling"] == "444"
+    assert attrs["tiles_codec"]["level"] == 90 and attrs["config"]["jpeg_subsampling"] == "444"
+
+
+def test_chroma_subsampling_stays_a_choice_and_is_recorded(real_svs, tmp_path):
+    result = tile_slide(real_svs, tmp_path, TileConfig(jpeg_subsampling="420"))
+    assert open_store(result.store_path).attrs["wsi_hcc"]["tiles_codec"]["subsampling"] == "420"
+    assert _worst_tile_difference(result.store_path, real_svs) > 5  # why 4:2:0 is no longer the default
+
+
+def test_subsampling_reads_from_yaml_quoted_or_not(tmp_path):
+    from wsi_hcc.errors import ConfigError
+    from wsi_hcc.tiling.config import load_config
+
+    cases = (("jpeg_subsampling: 420", "420"), ('jpeg_subsampling: "422"', "422"), ("min_tissue: 0", "444"))
+    for text, expected in cases:
+        (tmp_path / "c.yaml").write_text(f"tile:\n  {text}\n")
+        assert load_config(tmp_path / "c.yaml").jpeg_subsampling == expected
+    (tmp_path / "c.yaml").write_text("jpeg_subsampling: 411\n")
+    with pytest.raises(ConfigError, match="jpeg_subsampling"):
+        load_config(tmp_path / "c.yaml")
+
+
 def test_store_attributes_record_provenance(real_svs, tmp_path):
     result = tile_slide(real_svs, tmp_path, TileConfig())
     attrs = zarr.open_group(str(result.store_path), mode="r").attrs["wsi_hcc"]

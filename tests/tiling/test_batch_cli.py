@@ -37,6 +37,17 @@ def test_help_has_an_example_and_does_not_import_torch():
     assert "Examples:" in result.stdout and "wsi-hcc tile slides/ --out stores/" in result.stdout
 
 
+def test_jpeg_subsampling_and_compression_flags_reach_the_store(real_svs, tmp_path):
+    for flags, codec in ((["--jpeg-subsampling", "420", "--jpeg-quality", "80"], {"subsampling": "420", "level": 80}),
+                         ([], {"subsampling": "444", "level": 90}), (["--compression", "zstd"], {"id": "zstd"})):
+        out = tmp_path / "-".join(flags or ["default"])
+        result = _cli("tile", real_svs, "--out", out, "--no-qc", *flags)
+        assert result.exit_code == 0, result.output
+        zarray = json.loads((out / "CMU-1-Small-Region.zarr" / "tiles" / ".zarray").read_text())
+        assert codec.items() <= zarray["compressor"].items()
+    assert "--jpeg-subsampling [444|422|420]" in _cli("tile", "--help").output
+
+
 def test_the_command_line_adds_one_log_handler_however_often_it_runs(tmp_path):
     import logging
 

@@ -88,3 +88,36 @@ def test_reduce_by_is_pillows_reduce(factor, shape):
 
     image = np.random.default_rng(factor).integers(0, 256, (*shape, 3), dtype=np.uint8)
     np.testing.assert_array_equal(reduce_by(image, factor), np.asarray(Image.fromarray(image).reduce(factor)))
+
+
+# Real scanners' mpp against common targets: 32 px at 1 um/px on the 0.499 um/px Aperio slide spans
+# 64.13 level-0 px; 224 px at 0.5 um/px on a 0.2527 um/px slide 443.2 px; with overlap 32 px.
+NON_ROUND = [(0.499, 1.0, 32, 0), (0.2527, 0.5, 224, 0), (0.2428, 0.5, 256, 0), (0.2527, 0.5, 224, 32)]
+
+
+@pytest.mark.parametrize("slide_mpp,target_mpp,tile_px,overlap_px", NON_ROUND)
+def test_tile_boxes_are_the_exact_extent_snapped_so_neighbours_share_edges(slide_mpp, target_mpp, tile_px,
+                                                                           overlap_px):
+    spec = plan_tile_spec((1.0,), slide_mpp, target_mpp, tile_px, overlap_px)
+    grid = make_grid((30_000, 20_000), spec)
+    boxes = spec.tile_boxes(grid.coords)
+    assert boxes.shape == (len(grid), 4) and spec.tile_size_level0 % 1 != 0
+    np.testing.assert_array_equal(boxes[:, :2], grid.coords)  # a box starts at its stored corner
+    exact = np.c_[grid.cols, grid.rows] * spec.stride_level0
+    assert np.abs(boxes - np.c_[exact, exact + spec.tile_size_level0]).max() <= 0.5
+    n_cols, _ = grid.shape
+    right = grid.cols < n_cols - 1  # every tile with a right neighbour, which is the next tile
+    below = grid.rows < grid.rows.max()
+    if overlap_px == 0:
+        np.testing.assert_array_equal(boxes[right, 2], boxes[np.flatnonzero(right) + 1, 0])
+        np.testing.assert_array_equal(boxes[below, 3], boxes[np.flatnonzero(below) + n_cols, 1])
+    else:  # neighbours overlap by the overlap, within the half-pixel rounding of each edge
+        overlap_level0 = overlap_px * spec.scale
+        assert np.abs(boxes[right, 2] - boxes[np.flatnonzero(right) + 1, 0] - overlap_level0).max() <= 1.0
+
+
+def test_coords_off_the_grid_keep_squares_of_the_tile_size():
+    spec = plan_tile_spec((1.0,), 0.2527, 0.5, 224)
+    coords = np.array([[100, 37], [543, 37]])  # from another tool's coords file: not on our grid
+    np.testing.assert_allclose(spec.tile_boxes(coords), np.c_[coords, coords + spec.tile_size_level0])
+    assert spec.tile_boxes(np.zeros((0, 2))).shape == (0, 4)

@@ -80,6 +80,8 @@ def _tile_options(func):
         click.option("--slide-mpp", type=float, help="Override every slide's own mpp (um/px at level 0)."),
         click.option("--compression", type=click.Choice(["jpeg", "zstd", "none"]), help="Tile codec [jpeg]."),
         click.option("--jpeg-quality", type=int, help="JPEG quality [90]."),
+        click.option("--jpeg-subsampling", type=click.Choice(["444", "422", "420"]),
+                     help="JPEG chroma subsampling; 444 keeps full colour [444]."),
         click.option("--direct-jpeg/--no-direct-jpeg", default=None,
                      help="Decode JPEG-tiled TIFF levels directly (same pixels, faster) [on]."),
         click.option("--pass-through/--no-pass-through", default=None,
@@ -114,8 +116,8 @@ Examples:
 @click.argument("paths", nargs=-1, required=True)
 @_tile_options
 def tile(paths, out_dir, config_path, target_mpp, tile_px, for_model, overlap_px, min_tissue, backend, slide_mpp,
-         compression, jpeg_quality, direct_jpeg, pass_through, normalize, reference, h5, h5_layout, qc, recursive,
-         overwrite, workers, scheduler):
+         compression, jpeg_quality, jpeg_subsampling, direct_jpeg, pass_through, normalize, reference, h5, h5_layout,
+         qc, recursive, overwrite, workers, scheduler):
     """Cut slides into tiles at an exact physical resolution and write Zarr patch stores.
 
     PATHS are slides, folders of slides, or CSV manifests with a 'path' column and an optional
@@ -133,8 +135,9 @@ def tile(paths, out_dir, config_path, target_mpp, tile_px, for_model, overlap_px
         target_mpp, tile_px = tiling_from_card(card_for(for_model), target_mpp, tile_px)
     config = load_config(config_path).with_overrides(
         target_mpp=target_mpp, tile_px=tile_px, overlap_px=overlap_px, min_tissue=min_tissue, backend=backend,
-        compression=compression, jpeg_quality=jpeg_quality, direct_jpeg=direct_jpeg, pass_through=pass_through,
-        normalize=normalize, reference=reference, h5=True if h5_layout else h5, h5_layout=h5_layout, qc=qc)
+        compression=compression, jpeg_quality=jpeg_quality, jpeg_subsampling=jpeg_subsampling,
+        direct_jpeg=direct_jpeg, pass_through=pass_through, normalize=normalize, reference=reference,
+        h5=True if h5_layout else h5, h5_layout=h5_layout, qc=qc)
     with RichProgress() as progress:
         report = run_tile(list(paths), out_dir, config, recursive=recursive, slide_mpp=slide_mpp,
                           overwrite=overwrite, workers=workers, scheduler=scheduler, progress=progress)

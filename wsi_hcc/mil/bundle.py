@@ -202,8 +202,13 @@ class MilBundle:
         return self.path / self._need_backbone()["file"]
 
     def tile_config(self) -> dict[str, Any]:
-        """The tiling of the training stores (a ``TileConfig`` dump): slides are tiled the same way."""
-        return dict(self._need_backbone()["tiling"])
+        """The tiling of the training stores (a ``TileConfig`` dump): slides are tiled the same way.
+
+        A dump without ``jpeg_subsampling`` was written when JPEG tiles were 4:2:0; it keeps that.
+        """
+        tiling = dict(self._need_backbone()["tiling"])
+        tiling.setdefault("jpeg_subsampling", "420")
+        return tiling
 
     def create_backbone(self):
         """The feature backbone with the bundle's weights (a feature extractor: no classifier)."""

@@ -31,6 +31,7 @@ from wsi_hcc.models import file_sha256
 from wsi_hcc.pipelines.features import run_features
 from wsi_hcc.pipelines.tile import run_tile
 from wsi_hcc.qupath.export import slide_bounds_offset, write_qupath_geojson
+from wsi_hcc.records import TileSpec
 from wsi_hcc.store.feature_array import read_store_meta, store_records
 from wsi_hcc.tiling.config import TileConfig
 from wsi_hcc.training.datasets import read_slide_labels
@@ -160,7 +161,7 @@ def _classify_one(tiled: SlideOutcome, featured: SlideOutcome | None, stores_dir
             raise WsiHccError(f"{tiled.path}: no tissue tiles to classify; check the slide (see its QC picture "
                               "with wsi-hcc tile) or lower min_tissue")
         started = time.perf_counter()
-        tiles, prediction = _predict(store, spec.tile_size_level0, bundle)
+        tiles, prediction = _predict(store, spec, bundle)
         row["seconds_mil"] = round(time.perf_counter() - started, 3)
         started = time.perf_counter()
         _export(Path(slide.path), slide.slide_mpp, tiled.stem, tiles, bundle, out_dir, region_threshold)
@@ -184,13 +185,13 @@ def _seconds(outcome: SlideOutcome | None) -> float:
     return round(float(outcome.seconds.get("total", 0.0)), 3)
 
 
-def _predict(store: Path, tile_size_level0: float, bundle: MilBundle) -> tuple[TilePredictions, SlidePrediction]:
+def _predict(store: Path, spec: TileSpec, bundle: MilBundle) -> tuple[TilePredictions, SlidePrediction]:
     from wsi_hcc.store.patch_store import open_store
 
     group = open_store(store)
     coords = np.asarray(group["coords"][:], dtype=np.int64)
     prediction = bundle.predict(np.asarray(group["features"][:], dtype=np.float32))
-    tiles = TilePredictions(coords, float(tile_size_level0), prediction.tile_label_probs[:, 1],
+    tiles = TilePredictions(spec.tile_boxes(coords), prediction.tile_label_probs[:, 1],
                             prediction.attention, prediction.tile_grade_probs)
     return tiles, prediction
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from wsi_hcc.errors import WsiHccError
+from wsi_hcc.records import as_boxes
 from wsi_hcc.utils.atomic import atomic_write_bytes
 
 __all__ = ["QuPathExportError", "slide_bounds_offset", "tile_features", "probability_regions",
@@ -49,18 +50,20 @@ def slide_bounds_offset(properties: Mapping[str, object]) -> tuple[int, int]:
     return read("openslide.bounds-x"), read("openslide.bounds-y")
 
 
-def tile_features(coords: np.ndarray, tile_size_level0: float, measurements: Mapping[str, np.ndarray],
+def tile_features(coords: np.ndarray, tile_size_level0: float | None, measurements: Mapping[str, np.ndarray],
                   class_names: Sequence[str] = (), class_index: np.ndarray | None = None,
                   class_colors: Mapping[str, Sequence[int]] | None = None,
                   offset_xy: tuple[float, float] = (0, 0)) -> list[dict]:
-    """One QuPath ``tile`` feature per tile: its square, its measurements and optionally its class.
+    """One QuPath ``tile`` feature per tile: its rectangle, its measurements and optionally its class.
 
     Parameters
     ----------
     coords : numpy.ndarray
-        ``(N, 2)`` level-0 ``(x, y)`` of tile top-left corners, in slide (OpenSlide) pixels.
-    tile_size_level0 : float
-        Tile edge in level-0 pixels.
+        ``(N, 2)`` level-0 ``(x, y)`` of tile top-left corners, in slide (OpenSlide) pixels; or
+        ``(N, 4)`` boxes ``(x0, y0, x1, y1)``. Give a store's tiles as ``TileSpec.tile_boxes(coords)``:
+        at a non-round mpp, squares at the rounded stored corners leave gaps between neighbours.
+    tile_size_level0 : float or None
+        Tile edge in level-0 pixels (for corners; None with boxes).
     measurements
         Name -> ``(N,)`` values, e.g. ``{"p_HCC": p, "attention": a}``. Every value must be finite:
         QuPath 0.4 aborts on NaN and Measurement Maps skip tiles without a key (spec D10, E02), so
@@ -73,8 +76,8 @@ def tile_features(coords: np.ndarray, tile_size_level0: float, measurements: Map
     offset_xy
         QuPath's origin in slide pixels (``slide_bounds_offset``), subtracted from every position.
     """
-    coords = np.asarray(coords, dtype=np.float64).reshape(-1, 2)
-    n = len(coords)
+    boxes = as_boxes(coords, tile_size_level0)
+    n = len(boxes)
     names = list(measurements)
     _check_measurement_names(names)
     columns = []
@@ -88,9 +91,9 @@ def tile_features(coords: np.ndarray, tile_size_level0: float, measurements: Map
                                     f"{int(np.flatnonzero(bad)[0])}); QuPath rejects NaN/inf, fix the values first")
         columns.append(_round_significant(values))
     classifications = _classifications(class_names, class_index, class_colors, n)
-    corners = coords - np.asarray(offset_xy, dtype=np.float64)
-    x0, y0 = _positions(corners)
-    x1, y1 = _positions(corners + float(tile_size_level0))
+    boxes = boxes - np.tile(np.asarray(offset_xy, dtype=np.float64), 2)
+    x0, y0 = _positions(boxes[:, :2])
+    x1, y1 = _positions(boxes[:, 2:])
     features = []
     for i, (row, classification) in enumerate(zip(zip(*columns) if columns else [()] * n, classifications)):
         properties = {"objectType": "tile", "measurements": dict(zip(names, row))}
@@ -103,32 +106,36 @@ def tile_features(coords: np.ndarray, tile_size_level0: float, measurements: Map
     return features
 
 
-def probability_regions(coords: np.ndarray, values: np.ndarray, tile_size_level0: float, threshold: float):
-    """The union of the squares of tiles whose value is ``>= threshold``, as one valid polygonal geometry.
+def probability_regions(coords: np.ndarray, values: np.ndarray, tile_size_level0: float | None, threshold: float):
+    """The union of the tiles whose value is ``>= threshold``, as one valid polygonal geometry.
 
-    Neighbouring tiles merge; enclosed low-value tiles become holes; separate groups become parts of
-    a MultiPolygon. Returns an empty Polygon when no tile reaches the threshold. Level-0 pixels,
-    corners rounded to 0.01 px (QuPath's grid, spec C11). Non-finite values never reach it.
+    Tiles that share an edge merge; enclosed low-value tiles become holes; separate groups become
+    parts of a MultiPolygon, so there is one polygon per edge-connected group of tiles. Returns an
+    empty Polygon when no tile reaches the threshold. Level-0 pixels, corners rounded to 0.01 px
+    (QuPath's grid, spec C11). Non-finite values never reach it.
 
     Parameters
     ----------
     coords : numpy.ndarray
-        ``(N, 2)`` level-0 ``(x, y)`` of tile top-left corners.
+        ``(N, 2)`` level-0 ``(x, y)`` of tile top-left corners, or ``(N, 4)`` boxes
+        ``(x0, y0, x1, y1)``: ``TileSpec.tile_boxes(coords)`` for a store's tiles, whose rounded
+        corners leave gaps between neighbours at a non-round mpp (see ``tile_features``).
     values : numpy.ndarray
         ``(N,)`` per-tile value, e.g. the HCC probability.
+    tile_size_level0 : float or None
+        Tile edge in level-0 pixels (for corners; None with boxes).
     """
     import shapely
 
-    coords = np.asarray(coords, dtype=np.float64).reshape(-1, 2)
+    boxes = as_boxes(coords, tile_size_level0)
     values = np.asarray(values, dtype=np.float64).reshape(-1)
-    if values.shape != (len(coords),):
-        raise QuPathExportError(f"{values.size} values for {len(coords)} tiles")
-    keep = coords[np.isfinite(values) & (values >= threshold)]
+    if values.shape != (len(boxes),):
+        raise QuPathExportError(f"{values.size} values for {len(boxes)} tiles")
+    keep = boxes[np.isfinite(values) & (values >= threshold)]
     if len(keep) == 0:
         return shapely.Polygon()
-    rectangles = _row_runs(keep, float(tile_size_level0))
     # Exact union of axis-aligned boxes on a 0.01 px grid: valid, adjacent tiles share edges exactly.
-    region = shapely.set_precision(shapely.union_all(rectangles), 0.01)
+    region = shapely.union_all(_row_runs(np.round(keep, 2)), grid_size=0.01)
     return _valid_polygonal(region)
 
 
@@ -248,22 +255,24 @@ def _round_significant(values: np.ndarray) -> list:
     return out.tolist()
 
 
-def _row_runs(corners: np.ndarray, size: float):
-    """Boxes merging horizontal runs of touching or overlapping tiles: far fewer shapes to union."""
+def _row_runs(boxes: np.ndarray):
+    """Boxes merging horizontal runs of touching or overlapping tiles of one row (same top and
+    bottom edge): far fewer shapes to union."""
     import shapely
 
-    order = np.lexsort((corners[:, 0], corners[:, 1]))
-    corners = corners[order]
-    boxes = []
-    start = 0
-    for i in range(1, len(corners) + 1):
-        if (i == len(corners) or corners[i, 1] != corners[start, 1]
-                or corners[i, 0] > corners[i - 1, 0] + size):
-            x0, y0 = corners[start]
-            boxes.append((x0, y0, corners[i - 1, 0] + size, y0 + size))
-            start = i
-    boxes = np.asarray(boxes)
-    return shapely.box(boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3])
+    boxes = boxes[np.lexsort((boxes[:, 0], boxes[:, 3], boxes[:, 1]))]
+    runs = []
+    start, right = 0, boxes[0, 2]
+    for i in range(1, len(boxes) + 1):
+        if (i == len(boxes) or boxes[i, 1] != boxes[start, 1] or boxes[i, 3] != boxes[start, 3]
+                or boxes[i, 0] > right):
+            runs.append((boxes[start, 0], boxes[start, 1], right, boxes[start, 3]))
+            if i < len(boxes):
+                start, right = i, boxes[i, 2]
+        else:
+            right = max(right, boxes[i, 2])
+    runs = np.asarray(runs)
+    return shapely.box(runs[:, 0], runs[:, 1], runs[:, 2], runs[:, 3])
 
 
 def _valid_polygonal(geometry):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from wsi_hcc.errors import ConfigError
 from wsi_hcc.tiling.tissue import TissueParams
@@ -31,8 +31,9 @@ class TileConfig(BaseModel):
     pass_through : bool
         Where the grid coincides with the slide's own JPEG tiles, store their bytes unchanged (no
         decode, no re-encode, no generation loss).
-    compression, jpeg_quality
-        Tile codec: ``jpeg`` (default, ~19x smaller), ``zstd`` or ``none`` (both lossless).
+    compression, jpeg_quality, jpeg_subsampling
+        Tile codec: ``jpeg`` (default), ``zstd`` or ``none`` (both lossless). JPEG keeps full
+        chroma (``444``) by default; ``420`` halves chroma both ways (smaller, colour blurred).
     normalize : str
         Stain normalisation applied to tiles as they are written: ``none``, ``macenko`` or
         ``reinhard`` (fitted to ``reference``, an RGB image of well-stained tissue).
@@ -58,6 +59,7 @@ class TileConfig(BaseModel):
     pass_through: bool = True
     compression: Literal["jpeg", "zstd", "none"] = "jpeg"
     jpeg_quality: int = Field(90, ge=1, le=100)
+    jpeg_subsampling: Literal["444", "422", "420"] = "444"
     normalize: Literal["none", "macenko", "reinhard"] = "none"
     reference: str | None = None
     job_tiles: int = Field(512, ge=1)
@@ -65,6 +67,12 @@ class TileConfig(BaseModel):
     h5_layout: Literal["flat", "trident", "clam"] = "flat"
     qc: bool = True
     tissue: TissueParams = TissueParams()
+
+    @field_validator("jpeg_subsampling", mode="before")
+    @classmethod
+    def _subsampling_as_text(cls, value: Any) -> Any:
+        # YAML reads an unquoted 444 as a number
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
     def with_overrides(self, **overrides: Any) -> TileConfig:
         """A copy with the given non-None fields replaced (validated again)."""

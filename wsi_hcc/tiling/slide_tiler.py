@@ -96,7 +96,7 @@ def tile_slide(path: str | Path, out_dir: str | Path, config: TileConfig, *, ste
     jpeg_level = jpeg_levels[spec.level] if config.direct_jpeg else None
     pass_through = config.pass_through and stain is None and can_pass_through(spec, jpeg_level, config.compression)
     codec = make_codec(config.compression, config.jpeg_quality,
-                       jpeg_level.jpeg_colorspace if pass_through else None)
+                       jpeg_level.jpeg_colorspace if pass_through else None, config.jpeg_subsampling)
     codec_config = codec.get_config() if codec is not None else None
 
     final = store_path_for(out_dir, stem)

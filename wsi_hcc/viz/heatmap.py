@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from wsi_hcc.records import as_boxes
 from wsi_hcc.viz.figures import figure_png
 
 __all__ = ["HeatmapPanel", "value_grid", "blend_heatmap", "heatmap_figure", "render_heatmaps_png"]
@@ -31,22 +32,24 @@ class HeatmapPanel:
     vmax: float | None = 1.0
 
 
-def value_grid(coords: np.ndarray, values: np.ndarray, tile_size_level0: float, downsample: float,
+def value_grid(coords: np.ndarray, values: np.ndarray, tile_size_level0: float | None, downsample: float,
                shape_hw: tuple[int, int]) -> np.ndarray:
     """Per-tile values painted on a thumbnail-sized grid.
 
-    A thumbnail pixel belongs to a tile when the tile covers the pixel's centre, so neighbouring tiles
-    share no pixel and leave no gap; a tile smaller than a pixel still paints the pixel holding its
-    centre. Where tiles overlap the pixel takes their mean.
+    A thumbnail pixel belongs to a tile when the tile covers the pixel's centre, so tiles that share
+    an edge share no pixel and leave no gap; a tile smaller than a pixel still paints the pixel
+    holding its centre. Where tiles overlap the pixel takes their mean.
 
     Parameters
     ----------
     coords : numpy.ndarray
-        ``(N, 2)`` level-0 ``(x, y)`` of tile top-left corners.
+        ``(N, 2)`` level-0 ``(x, y)`` of tile top-left corners, or ``(N, 4)`` boxes
+        ``(x0, y0, x1, y1)``. Give a store's tiles as ``TileSpec.tile_boxes(coords)``: at a non-round
+        mpp, squares at the rounded stored corners leave seams between neighbours.
     values : numpy.ndarray
         ``(N,)`` per-tile values; non-finite values count as no tile.
-    tile_size_level0 : float
-        Tile edge in level-0 pixels.
+    tile_size_level0 : float or None
+        Tile edge in level-0 pixels (for corners; None with boxes).
     downsample : float
         Level-0 pixels per thumbnail pixel.
     shape_hw : tuple[int, int]
@@ -57,16 +60,16 @@ def value_grid(coords: np.ndarray, values: np.ndarray, tile_size_level0: float, 
     numpy.ndarray
         ``(H, W)`` float32, NaN where no tile lies.
     """
-    coords = np.asarray(coords, dtype=np.float64).reshape(-1, 2)
+    boxes = as_boxes(coords, tile_size_level0)
     values = np.asarray(values, dtype=np.float64).reshape(-1)
-    if values.shape != (len(coords),):
-        raise ValueError(f"{values.size} values for {len(coords)} tiles")
+    if values.shape != (len(boxes),):
+        raise ValueError(f"{values.size} values for {len(boxes)} tiles")
     height, width = shape_hw
     total = np.zeros((height, width), dtype=np.float64)
     count = np.zeros((height, width), dtype=np.int32)
     finite = np.isfinite(values)
-    start = np.ceil(coords[finite] / downsample - 0.5).astype(np.int64)
-    stop = np.ceil((coords[finite] + tile_size_level0) / downsample - 0.5).astype(np.int64)
+    start = np.ceil(boxes[finite, :2] / downsample - 0.5).astype(np.int64)
+    stop = np.ceil(boxes[finite, 2:] / downsample - 0.5).astype(np.int64)
     stop = np.maximum(stop, start + 1)  # a sub-pixel tile still shows
     for (x0, y0), (x1, y1), value in zip(start.tolist(), stop.tolist(), values[finite].tolist()):
         x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)

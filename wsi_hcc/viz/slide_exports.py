@@ -25,10 +25,10 @@ class TilePredictions:
 
     Attributes
     ----------
-    coords : numpy.ndarray
-        ``(N, 2)`` level-0 ``(x, y)`` of tile top-left corners.
-    tile_size_level0 : float
-        Side of a tile in level-0 pixels.
+    boxes : numpy.ndarray
+        ``(N, 4)`` level-0 ``(x0, y0, x1, y1)`` each tile covers: ``TileSpec.tile_boxes(coords)`` of
+        the store, so the tiles of a grid at any mpp share edges (heatmaps without seams, one
+        region per connected group of tiles).
     p_positive : numpy.ndarray
         ``(N,)`` calibrated probability of the positive class (HCC), each tile scored alone.
     attention : numpy.ndarray
@@ -37,8 +37,7 @@ class TilePredictions:
         ``(N, G)`` grade probabilities per tile, when the model has a grade head.
     """
 
-    coords: np.ndarray
-    tile_size_level0: float
+    boxes: np.ndarray
     p_positive: np.ndarray
     attention: np.ndarray
     grade_probs: np.ndarray | None = None
@@ -49,9 +48,9 @@ def slide_heatmap_png(thumbnail: np.ndarray, downsample: float, tiles: TilePredi
     """The thumbnail twice: tile probability of ``positive_class`` (0-1 scale) and attention (its own range)."""
     shape = thumbnail.shape[:2]
     panels = [
-        HeatmapPanel(value_grid(tiles.coords, tiles.p_positive, tiles.tile_size_level0, downsample, shape),
+        HeatmapPanel(value_grid(tiles.boxes, tiles.p_positive, None, downsample, shape),
                      f"P({positive_class}) per tile", "magma", 0.0, 1.0),
-        HeatmapPanel(value_grid(tiles.coords, tiles.attention, tiles.tile_size_level0, downsample, shape),
+        HeatmapPanel(value_grid(tiles.boxes, tiles.attention, None, downsample, shape),
                      "MIL attention", "viridis", None, None),
     ]
     return render_heatmaps_png(thumbnail, panels, title=title)
@@ -69,7 +68,7 @@ def slide_geojson_features(tiles: TilePredictions, class_names: Sequence[str], g
     colours = {name: DEFAULT_CLASS_COLORS[(i + 1) % len(DEFAULT_CLASS_COLORS)] for i, name in enumerate(class_names)}
     colours[class_names[-1]] = DEFAULT_CLASS_COLORS[0]
     class_index = (np.asarray(tiles.p_positive) >= region_threshold).astype(np.int64)
-    features = tile_features(tiles.coords, tiles.tile_size_level0, measurements, class_names=list(class_names),
+    features = tile_features(tiles.boxes, None, measurements, class_names=list(class_names),
                              class_index=class_index, class_colors=colours, offset_xy=offset_xy)
-    regions = probability_regions(tiles.coords, tiles.p_positive, tiles.tile_size_level0, region_threshold)
+    regions = probability_regions(tiles.boxes, tiles.p_positive, None, region_threshold)
     return features + region_features(regions, class_names[-1], colours[class_names[-1]], offset_xy=offset_xy)
