@@ -4,6 +4,7 @@ file and the fix."""
 import errno
 import gzip
 import os
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -72,3 +73,29 @@ def test_a_folder_named_like_a_slide_is_named(tmp_path):
     (tmp_path / "x.svs").mkdir()
     result = CliRunner().invoke(main, ["tile", str(tmp_path / "x.svs"), "--out", str(tmp_path / "out")])
     _one_line(result, f"{tmp_path / 'x.svs'}: is a folder, not a slide file; pass the slide file itself")
+
+
+@pytest.mark.parametrize("args", [
+    ["synth", "{out}/s.svs", "--width", "512", "--height", "512"],
+    ["radiology", "phantom", "--out", "{out}/ph", "--shape", "28", "72", "72"],
+    ["augment-preview", "{png}", "--config", "{config}", "--out", "{out}/p.png", "--n", "2", "--tile-px", "64"],
+])
+def test_a_read_only_output_is_one_line(tmp_path, monkeypatch, args):
+    """Root may write anywhere, so the read-only disk is simulated where every output ends: the rename."""
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray(np.full((64, 64, 3), 200, np.uint8)).save(tmp_path / "patch.png")
+
+    def read_only(src, dst, *a, **k):
+        raise OSError(errno.EROFS, "Read-only file system", str(dst))
+
+    def read_only_file(*a, **k):
+        raise OSError(errno.EROFS, "Read-only file system", str(a[0]))
+
+    monkeypatch.setattr(os, "replace", read_only)
+    monkeypatch.setattr("tifffile.imwrite", read_only_file)
+    config = Path(__file__).parents[2] / "configs" / "augment" / "chen2022.yaml"
+    argv = [a.format(out=tmp_path / "ro", png=tmp_path / "patch.png", config=config) for a in args]
+    result = CliRunner().invoke(main, argv)
+    _one_line(result, "Read-only file system; the disk is read-only: choose another --out")

@@ -33,3 +33,28 @@ def test_a_huge_slide_without_a_pyramid_is_refused_before_reading():
     with pytest.raises(SlideError, match="huge.tif: the thumbnail at 8 um/px would be read from level 0 "
                                          "\\(1000000 x 1000000 px, no coarser level\\); add a pyramid"):
         read_thumbnail(_NoPyramid(), 0.25, 8.0)
+
+
+def test_a_header_claiming_two_billion_pixels_a_side_is_one_line(tmp_path):
+    """Once a MemoryError: a 256 px TIFF whose header says 2e9 x 2e9 px, no pyramid."""
+    import struct
+
+    import numpy as np
+    import tifffile
+    from click.testing import CliRunner
+
+    from wsi_hcc.cli import main
+
+    path = tmp_path / "big.tif"
+    tifffile.imwrite(path, np.zeros((256, 256, 3), np.uint8), tile=(256, 256), photometric="rgb",
+                     resolution=(40000, 40000), resolutionunit="CENTIMETER")
+    data = bytearray(path.read_bytes())
+    with tifffile.TiffFile(path) as tif:
+        offsets = [tif.pages[0].tags[name].valueoffset for name in ("ImageWidth", "ImageLength")]
+    for offset in offsets:
+        data[offset:offset + 4] = struct.pack("<I", 2_000_000_000)
+    path.write_bytes(bytes(data))
+    result = CliRunner().invoke(main, ["tile", str(path), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"FAILED {path}: the thumbnail at 8 um/px would be read from level 0 (2000000000 x 2000000000 px" in (
+        result.output)

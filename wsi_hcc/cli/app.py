@@ -200,6 +200,7 @@ def augment_preview(image, config_path, out_path, n_samples, tile_px, seed):
     grid = preview_grid(crop, load_augmentation(config_path, seed=seed), n=n_samples)
     buffer = io.BytesIO()
     Image.fromarray(grid).save(buffer, format="PNG")
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(Path(out_path), buffer.getvalue())
     click.echo(f"wrote {out_path} ({n_samples} samples of a {crop.shape[1]}x{crop.shape[0]} crop)")
 
