@@ -31,6 +31,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from wsi_hcc.errors import WsiHccError
 from wsi_hcc.utils.checked_weights import CARD_NAME, check_file, file_sha256, load_checked, save_checked
+from wsi_hcc.utils.config import first_error
 
 __all__ = ["BUNDLE_FORMAT", "BACKBONE_FILE", "MilCard", "MilBundle", "SlidePrediction", "load_mil_bundle",
            "save_mil_bundle", "save_member", "bundle_backbone"]
@@ -157,9 +158,7 @@ class MilCard:
         try:
             checked = _CardSchema.model_validate(card)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            place = ".".join(str(p) for p in first["loc"])
-            message = first["msg"].removeprefix("Value error, ")
+            place, message = first_error(exc)
             raise WsiHccError(f"{where}: {place + ': ' if place else ''}{message}; the card is damaged or was "
                               f"edited: restore the bundle or rerun {_WRITER}") from None
         return cls(class_names=tuple(checked.class_names), grade_names=tuple(checked.grade_names or ()),

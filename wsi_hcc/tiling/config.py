@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from wsi_hcc.errors import ConfigError
 from wsi_hcc.tiling.tissue import TissueParams
+from wsi_hcc.utils.config import first_error
 
 __all__ = ["TileConfig", "load_config"]
 
@@ -84,9 +85,7 @@ def _validate(data: dict[str, Any], where: str) -> TileConfig:
     try:
         config = TileConfig.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        message = first["msg"].removeprefix("Value error, ")
+        field, message = first_error(exc)
         raise ConfigError(f"{where}: {message if message.startswith(field) else f'{field}: {message}'}") from None
     if config.normalize != "none" and not config.reference:
         raise ConfigError(f"{where}: normalize={config.normalize} needs a reference image (--reference IMAGE)")

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ValidationError
 
 from wsi_hcc.errors import ConfigError
 
-__all__ = ["read_config_section", "with_dotted_overrides", "validate_section"]
+__all__ = ["read_config_section", "with_dotted_overrides", "validate_section", "first_error"]
 
 
 def read_config_section(path: str | Path, key: str, kind: str, example: str) -> Any:
@@ -56,11 +56,16 @@ def validate_section(model: type[BaseModel], data: Any, where: str, key: str, ki
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or key
-        message = first["msg"].removeprefix("Value error, ")
-        if first["type"] == "extra_forbidden":
+        kind_of_error = exc.errors()[0]["type"]
+        field, message = first_error(exc)
+        if kind_of_error == "extra_forbidden":
             message = f"unknown setting (check the spelling against {folder}/)"
-        elif first["type"] == "missing":
+        elif kind_of_error == "missing":
             message = "required setting is missing"
-        raise ConfigError(f"{where}: {field}: {message}") from None
+        raise ConfigError(f"{where}: {field or key}: {message}") from None
+
+
+def first_error(exc: ValidationError) -> tuple[str, str]:
+    """The dotted place and the message of a validation's first error, for a one-line report."""
+    first = exc.errors()[0]
+    return ".".join(str(p) for p in first["loc"]), first["msg"].removeprefix("Value error, ")
