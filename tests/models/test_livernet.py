@@ -353,3 +353,25 @@ def test_registry_and_card_reproduce_keras_outputs_from_rgb_tiles(reference):
         probabilities = model(to_model_input(tiles, model.card)).softmax(dim=1).numpy()
     expected = np.array([ref["outputs"][i]["probabilities"] for i in images])
     assert np.abs(probabilities - expected).max() < 1e-4
+
+
+@needs_real_weights
+def test_normal_liver_tiles_are_non_cancerous_under_the_corrected_class_order(reference):
+    """The spec's evidence, through the library's API: LiverNet KMC calls the four GTEx normal-liver
+    tiles non-cancerous (at least three of them); its card says the names are inferred and the
+    resolution assumed, and the TCGA file gets its own card with unnamed classes."""
+    from wsi_hcc.models import create_backbone, to_model_input
+
+    model = create_backbone("livernet", weights=LIVERNET_DIR / reference["models"]["KMC"]["weights_file"]).eval()
+    card = model.card
+    assert card.class_names == ("high grade", "low grade", "medium grade", "non-cancerous")
+    assert (card.class_names_source, card.mpp_source) == ("inferred", "assumed")
+    assert card.assumptions == ("class names inferred", "resolution assumed")
+    liver = [e for e in reference["inputs"] if "liverquant" in e.get("file", "")]
+    assert len(liver) == 4
+    tiles = torch.from_numpy(np.stack([_rgb224(entry) for entry in liver]))
+    with torch.inference_mode():
+        top = model(to_model_input(tiles, card)).argmax(dim=1).tolist()
+    assert sum(card.class_names[k] == "non-cancerous" for k in top) >= 3, [card.class_names[k] for k in top]
+    tcga = create_backbone("livernet", weights=LIVERNET_DIR / reference["models"]["TCGA"]["weights_file"])
+    assert tcga.card.class_names == ("class_0", "class_1", "class_2") and tcga.card.class_names_source == "unnamed"

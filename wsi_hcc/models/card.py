@@ -20,6 +20,12 @@ class ModelCard:
     Pixels reach the model as ``((uint8 in channel_order) * scale - mean) / std``, NCHW, resized to
     ``input_px`` when the store's tiles differ. ``target_mpp`` and ``tile_px`` are the tiling the
     model was trained on; inference tiling is derived from them.
+
+    ``class_names_source`` and ``mpp_source`` say how much to trust ``class_names`` and
+    ``target_mpp``: ``"stated"`` (by whoever trained the model: our training runs record them),
+    ``"inferred"`` (reasoned from indirect evidence, see ``notes``), ``"unnamed"`` (no names were
+    published: ``class_0 ..``) or ``"assumed"`` (a guess: the resolution of a released model that
+    never said).
     """
 
     architecture: str
@@ -38,6 +44,15 @@ class ModelCard:
     cam_layer: str | None = None
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    class_names_source: str = "stated"
+    mpp_source: str = "stated"
+
+    @property
+    def assumptions(self) -> tuple[str, ...]:
+        """What on this card is not known for a fact, in words for a report ("class names inferred")."""
+        return tuple(f"{what} {source}" for what, source in (("class names", self.class_names_source),
+                                                              ("resolution", self.mpp_source))
+                     if source != "stated")
 
     def __post_init__(self):
         if self.channel_order not in ("RGB", "BGR"):

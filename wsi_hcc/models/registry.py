@@ -26,6 +26,7 @@ class BackboneEntry:
     card: ModelCard
     classifier: str
     foreign_loaders: dict[str, ForeignLoader] = field(default_factory=dict)
+    known_weights: dict[str, ModelCard] = field(default_factory=dict)  # sha256 of a released file -> its card
 
 
 _REGISTRY: dict[str, BackboneEntry] = {}
@@ -75,7 +76,7 @@ def _timm_entry(name: str) -> BackboneEntry:
                      feature_dim=int(probe.num_features), input_px=input_px, tile_px=input_px,
                      mean=tuple(cfg.get("mean", (0.485, 0.456, 0.406))),
                      std=tuple(cfg.get("std", (0.229, 0.224, 0.225))),
-                     notes="timm model without a registered card: 0.5 um/px assumed")
+                     mpp_source="assumed", notes="timm model without a registered card: 0.5 um/px assumed")
     classifier = cfg.get("classifier") or "head"
     return BackboneEntry(name=name, build=lambda num_classes, **kw: timm.create_model(
         name, pretrained=False, num_classes=num_classes, **kw), card=card,
@@ -112,7 +113,8 @@ def create_backbone(name: str, num_classes: int | None = None, weights: str | Pa
         _load_strict(model, state, path, name)
         card = card.with_classes(weight_classes) if card.num_classes != weight_classes else card
         if not path.is_dir():
-            card = replace(card, weights_sha256=file_sha256(path))
+            sha256 = file_sha256(path)
+            card = replace(entry.known_weights.get(sha256, card), weights_sha256=sha256)
     else:
         weight_classes = card.num_classes if num_classes is None else num_classes
         model = entry.build(num_classes=weight_classes, **kwargs)
