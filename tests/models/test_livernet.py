@@ -375,3 +375,15 @@ def test_normal_liver_tiles_are_non_cancerous_under_the_corrected_class_order(re
     assert sum(card.class_names[k] == "non-cancerous" for k in top) >= 3, [card.class_names[k] for k in top]
     tcga = create_backbone("livernet", weights=LIVERNET_DIR / reference["models"]["TCGA"]["weights_file"])
     assert tcga.card.class_names == ("class_0", "class_1", "class_2") and tcga.card.class_names_source == "unnamed"
+
+
+def test_a_keras_file_that_is_not_a_released_one_gets_unnamed_classes(tmp_path):
+    """Only the released files are known by sha256; any other LiverNet .h5 must not borrow KMC's names."""
+    from wsi_hcc.models import create_backbone
+
+    torch.manual_seed(1)
+    path = tmp_path / "mine.h5"
+    _write_keras_h5(path, _randomised(LiverNet(4)))
+    card = create_backbone("livernet", weights=path).card
+    assert card.class_names == ("class_0", "class_1", "class_2", "class_3")
+    assert card.class_names_source == "unnamed" and "not among the released files" in card.notes

@@ -19,16 +19,22 @@ __all__ = ["COMMANDS", "classify", "demo"]
 Examples:
   wsi-hcc classify slides/ --model runs/mil_gated/model --out results/
   wsi-hcc classify a.svs b.ndpi --model wsi-hcc-demo/model --out results/ --device cuda
+  wsi-hcc bundle --arch livernet --weights KMC/LiverNet_test_fold1_weights.h5 --out livernet_kmc
+  wsi-hcc classify slide.svs --model livernet_kmc --out grades/
   wsi-hcc classify manifest.csv --model model/ --out results/ --stores stores/ --labels truth.csv
 
 \b
 Outputs in OUT: predictions.csv (one row per slide: p_hcc, predicted label, grade probabilities,
 tiles, mpp and its source, status, reason, seconds per stage), <stem>.heatmap.png, <stem>.geojson.gz
 (drag onto the slide in QuPath), <stem>.classify.json (state) and classify-manifest.json. Slides
-are tiled the way the bundle's training slides were; rerunning skips finished slides.""")
+are tiled the way the bundle's training slides were; rerunning skips finished slides. With a
+patch-classifier model folder (wsi-hcc bundle, or OUT/model of train-patches) every tile is scored:
+predictions.csv has p_<class> (mean over tiles) and frac_<class> (share of tiles on top) per class,
+<stem>.tiles.csv.gz the probabilities of each tile, and the heatmap a panel per class.""")
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--model", "bundle_dir", required=True, type=click.Path(file_okay=False),
-              help="Model bundle folder (OUT/model of wsi-hcc train-mil or wsi-hcc demo).")
+              help="Model folder: a MIL bundle (OUT/model of train-mil or demo) or a patch classifier "
+                   "(wsi-hcc bundle, OUT/model of train-patches).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--stores", "stores_dir", type=click.Path(file_okay=False),
               help="Where patch stores are kept and reused [OUT/stores].")
@@ -45,15 +51,30 @@ are tiled the way the bundle's training slides were; rerunning skips finished sl
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=None,
               help="Tiles per model batch [default: 256 on a GPU, 64 on the CPU].")
+@click.option("--allow-resize", is_flag=True,
+              help="Patch classifiers: let stores whose tiles differ from the model's input size be resized.")
 def classify(inputs, bundle_dir, out_dir, stores_dir, labels_csv, region_threshold, recursive, slide_mpp,
-             overwrite, workers, scheduler, device, batch_size):
+             overwrite, workers, scheduler, device, batch_size, allow_resize):
     """Score slides with a model bundle: HCC probability and grade per slide, heatmaps, QuPath files.
 
     INPUTS are slides, folders of slides or a CSV manifest (path[, mpp]), as for wsi-hcc tile.
     """
     from wsi_hcc.cli.progress import RichProgress
     from wsi_hcc.pipelines.classify import run_classify
+    from wsi_hcc.pipelines.classify_patches import is_patch_model, run_classify_patches
 
+    if is_patch_model(bundle_dir):
+        with RichProgress() as progress:
+            report = run_classify_patches(list(inputs), bundle_dir, out_dir, stores_dir=stores_dir,
+                                          recursive=recursive, slide_mpp=slide_mpp, overwrite=overwrite,
+                                          workers=workers, scheduler=scheduler, device=device,
+                                          batch_size=batch_size or 64, allow_resize=allow_resize,
+                                          progress=progress)
+        _summarise(report)
+        assumed = {r["model_assumptions"] for r in report.rows if r.get("model_assumptions")}
+        for note in sorted(assumed):
+            click.echo(f"note: this model's {note}; see its card.json")
+        sys.exit(1 if report.failed or not report.rows else 0)
     with RichProgress() as progress:
         report = run_classify(list(inputs), bundle_dir, out_dir, stores_dir=stores_dir, labels_csv=labels_csv,
                               region_threshold=region_threshold, recursive=recursive, slide_mpp=slide_mpp,

@@ -12,7 +12,7 @@ import click
 from wsi_hcc.cli.errors import OneLineCommand
 from wsi_hcc.cli.options import renamed_option, stores_argument
 
-__all__ = ["COMMANDS", "train_patches", "explain"]
+__all__ = ["COMMANDS", "train_patches", "explain", "bundle"]
 
 
 def _parse_tiles(_ctx, _param, value):
@@ -120,4 +120,31 @@ def explain(store, weights, backbone, tiles, top, class_name, out_dir, device, b
     click.echo(f"wrote {len(report.pictures)} overlays and {report.json_path}")
 
 
-COMMANDS = [train_patches, explain]
+@click.command("bundle", cls=OneLineCommand, epilog="""\b
+Examples:
+  wsi-hcc bundle --arch livernet --weights KMC/LiverNet_test_fold1_weights.h5 --out livernet_kmc
+  wsi-hcc bundle --arch resnet34 --weights my_resnet34.pt --classes non-HCC,HCC --mpp 0.5 --out r34
+  wsi-hcc classify slide.svs --model livernet_kmc --out grades/
+
+\b
+The folder holds weights.safetensors and card.json: classes, input and preprocessing, tiling, where
+the weights came from and their sha256, and what the card only assumes (the released LiverNet files
+are recognised by sha256 and get their own cards).""")
+@click.option("--arch", "backbone", required=True, help="Registered backbone (resnet34, livernet) or timm name.")
+@click.option("--weights", required=True, type=click.Path(exists=True), help="A local weights file.")
+@click.option("--classes", help="Comma-separated class names, in output order (needed for unnamed classes).")
+@click.option("--mpp", "target_mpp", type=click.FloatRange(min=0, min_open=True),
+              help="The um/px the model was trained at, if the card does not know it.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Model folder to write.")
+def bundle(backbone, weights, classes, target_mpp, out_dir):
+    """Make a patch-classifier model folder from a weights file, for wsi-hcc classify."""
+    from wsi_hcc.pipelines.classify_patches import bundle_patch_classifier
+
+    card = bundle_patch_classifier(backbone, weights, out_dir, classes=classes.split(",") if classes else None,
+                                   target_mpp=target_mpp).card
+    notes = f"; {', '.join(card.assumptions)}" if card.assumptions else ""
+    click.echo(f"{card.architecture}: {card.num_classes} classes ({', '.join(card.class_names)}) at "
+               f"{card.target_mpp:g} um/px{notes} -> {out_dir}")
+
+
+COMMANDS = [train_patches, explain, bundle]

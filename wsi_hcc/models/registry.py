@@ -114,7 +114,13 @@ def create_backbone(name: str, num_classes: int | None = None, weights: str | Pa
         card = card.with_classes(weight_classes) if card.num_classes != weight_classes else card
         if not path.is_dir():
             sha256 = file_sha256(path)
-            card = replace(entry.known_weights.get(sha256, card), weights_sha256=sha256)
+            if sha256 in entry.known_weights:
+                card = entry.known_weights[sha256]
+            elif loader is not None and entry.known_weights:  # another file of a released format: names unknown
+                card = replace(card.with_classes(weight_classes, tuple(f"class_{i}" for i in range(weight_classes))),
+                               class_names_source="unnamed", notes=f"{card.notes} Weights not among the released "
+                               "files: class names unknown.")
+            card = replace(card, weights_sha256=sha256)
     else:
         weight_classes = card.num_classes if num_classes is None else num_classes
         model = entry.build(num_classes=weight_classes, **kwargs)

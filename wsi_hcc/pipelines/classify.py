@@ -196,19 +196,25 @@ def _predict(store: Path, spec: TileSpec, bundle: MilBundle) -> tuple[TilePredic
     return tiles, prediction
 
 
-def _export(slide_path: Path, slide_mpp: float, stem: str, tiles: TilePredictions, bundle: MilBundle,
-            out_dir: Path, region_threshold: float) -> None:
+def slide_picture(slide_path: Path, slide_mpp: float) -> tuple[np.ndarray, float, tuple[float, float]]:
+    """The thumbnail a heatmap is drawn on (long side about 1024 px), its level-0 px per pixel, and the
+    offset QuPath shifts the slide's objects by."""
     from wsi_hcc.slide.readers import open_slide
     from wsi_hcc.slide.thumbnail import read_thumbnail
 
-    heatmap_path, geojson_path = _outputs(out_dir, stem)
     reader = open_slide(slide_path)
     try:
         thumbnail_mpp = slide_mpp * max(1.0, max(reader.dimensions) / _HEATMAP_LONG_SIDE_PX)
         thumbnail, downsample = read_thumbnail(reader, slide_mpp, thumbnail_mpp)
-        offset = slide_bounds_offset(reader.properties)
+        return thumbnail, downsample, slide_bounds_offset(reader.properties)
     finally:
         reader.close()
+
+
+def _export(slide_path: Path, slide_mpp: float, stem: str, tiles: TilePredictions, bundle: MilBundle,
+            out_dir: Path, region_threshold: float) -> None:
+    heatmap_path, geojson_path = _outputs(out_dir, stem)
+    thumbnail, downsample, offset = slide_picture(slide_path, slide_mpp)
     class_names = bundle.card.class_names
     atomic_write_bytes(heatmap_path, slide_heatmap_png(thumbnail, downsample, tiles, class_names[-1], title=stem))
     write_qupath_geojson(geojson_path, slide_geojson_features(tiles, class_names, bundle.card.grade_names or None,

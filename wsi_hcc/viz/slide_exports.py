@@ -14,7 +14,8 @@ import numpy as np
 from wsi_hcc.qupath.export import DEFAULT_CLASS_COLORS, probability_regions, region_features, tile_features
 from wsi_hcc.viz.heatmap import HeatmapPanel, render_heatmaps_png, value_grid
 
-__all__ = ["TilePredictions", "slide_heatmap_png", "slide_geojson_features", "P_HCC"]
+__all__ = ["TilePredictions", "slide_heatmap_png", "slide_geojson_features", "P_HCC", "class_maps_png",
+           "class_geojson_features", "measurement_name"]
 
 P_HCC = "p_HCC"  # the QuPath measurement of the positive class, whatever the bundle calls that class
 
@@ -72,3 +73,35 @@ def slide_geojson_features(tiles: TilePredictions, class_names: Sequence[str], g
                              class_index=class_index, class_colors=colours, offset_xy=offset_xy)
     regions = probability_regions(tiles.boxes, tiles.p_positive, None, region_threshold)
     return features + region_features(regions, class_names[-1], colours[class_names[-1]], offset_xy=offset_xy)
+
+
+def measurement_name(class_name: str) -> str:
+    """``p_<class>`` with spaces as underscores: a CSV column and a QuPath measurement."""
+    return "p_" + class_name.replace(" ", "_")
+
+
+def class_maps_png(thumbnail: np.ndarray, downsample: float, boxes: np.ndarray, probs: np.ndarray,
+                   class_names: Sequence[str], title: str | None = None) -> bytes:
+    """One panel per class (its tile probability, 0-1) and one of the top class of each tile."""
+    shape = thumbnail.shape[:2]
+    panels = [HeatmapPanel(value_grid(boxes, probs[:, k], None, downsample, shape), f"P({name}) per tile",
+                           "magma", 0.0, 1.0) for k, name in enumerate(class_names)]
+    legend = ", ".join(f"{k} {name}" for k, name in enumerate(class_names))
+    panels.append(HeatmapPanel(value_grid(boxes, probs.argmax(axis=1).astype(np.float64), None, downsample, shape),
+                               f"top class ({legend})", "tab10", -0.5, 9.5))
+    return render_heatmaps_png(thumbnail, panels, title=title)
+
+
+def class_geojson_features(boxes: np.ndarray, probs: np.ndarray, class_names: Sequence[str],
+                           offset_xy: tuple[float, float] = (0, 0)) -> list[dict]:
+    """QuPath objects for a patch classifier: a ``tile`` per tile carrying every class probability
+    as a measurement and classified by its top class; then, per class, the regions where it is on top."""
+    colours = {name: DEFAULT_CLASS_COLORS[k % len(DEFAULT_CLASS_COLORS)] for k, name in enumerate(class_names)}
+    top = probs.argmax(axis=1)
+    features = tile_features(boxes, None, {measurement_name(n): probs[:, k] for k, n in enumerate(class_names)},
+                             class_names=list(class_names), class_index=top, class_colors=colours,
+                             offset_xy=offset_xy)
+    for k, name in enumerate(class_names):
+        regions = probability_regions(boxes, (top == k).astype(np.float64), None, 0.5)
+        features += region_features(regions, name, colours[name], offset_xy=offset_xy)
+    return features

@@ -1,0 +1,224 @@
+"""``wsi-hcc classify`` with a patch-classifier model folder (``wsi-hcc bundle``, or ``OUT/model`` of
+``wsi-hcc train-patches``): every tissue tile scored by the classifier, mapped class by class.
+
+Per slide, with the batch semantics of MIL bundles (a failed slide is a row with its reason; a rerun
+skips slides this model already scored from the same file):
+
+- ``OUT/<stem>.tiles.csv.gz``: one row per tile: ``x``, ``y`` (level-0 top-left), ``tile_size_level0``
+  and ``p_<class>`` for every class;
+- a row in ``OUT/predictions.csv``: per class the mean tile probability (``p_<class>``) and the
+  fraction of tiles on which it is the top class (``frac_<class>``), the predicted label (highest
+  mean), tiles, mpp and its source, and what the model's card only assumes (``model_assumptions``);
+- ``OUT/<stem>.heatmap.png``: a panel per class and one of the top class, over the thumbnail;
+- ``OUT/<stem>.geojson.gz``: QuPath tiles with every probability as a measurement, classified by
+  their top class, and one region annotation per class where it is on top.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wsi_hcc.errors import WsiHccError
+from wsi_hcc.models import MODEL_FOLDER_FORMAT, ModelCard, create_backbone, file_sha256, to_model_input
+from wsi_hcc.pipelines.classify import ClassifyReport, slide_picture
+from wsi_hcc.pipelines.tile import run_tile
+from wsi_hcc.qupath.export import write_qupath_geojson
+from wsi_hcc.store.feature_array import read_store_meta, store_records
+from wsi_hcc.store.patch_store import TileReader, open_store
+from wsi_hcc.tiling.config import TileConfig
+from wsi_hcc.utils.atomic import atomic_write_bytes, atomic_write_csv, csv_bytes
+from wsi_hcc.utils.devices import resolve_device
+from wsi_hcc.utils.progress import Progress, silent_progress
+from wsi_hcc.utils.runs import SlideOutcome, StateFiles, one_line_reason, prepare_out_dir, write_manifest
+from wsi_hcc.utils.versions import utc_now
+from wsi_hcc.viz.slide_exports import class_geojson_features, class_maps_png, measurement_name
+
+__all__ = ["is_patch_model", "run_classify_patches", "bundle_patch_classifier", "score_tiles"]
+
+MODEL_KIND = "patch-classifier"
+
+
+def is_patch_model(path: str | Path) -> bool:
+    """Whether ``path`` is a model folder of a patch classifier (not a MIL bundle)."""
+    try:
+        card = json.loads((Path(path) / "card.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(card, dict) and card.get("format") == MODEL_FOLDER_FORMAT and card.get("kind") == MODEL_KIND
+
+
+def bundle_patch_classifier(architecture: str, weights: str | Path, out_dir: str | Path, *,
+                            classes: list[str] | None = None, target_mpp: float | None = None):
+    """A patch-classifier model folder from a weights file; returns the model (its card as written).
+
+    ``classes`` names the outputs (then stated); ``target_mpp`` the resolution (then stated).
+    """
+    from dataclasses import replace
+
+    from wsi_hcc.models import save_model_folder, weights_sha256
+
+    model = create_backbone(architecture, weights=weights)
+    card = model.card
+    if card.num_classes < 1:
+        raise WsiHccError(f"{weights}: the weights have no classifier (a feature extractor); classify needs class "
+                          "scores")
+    if classes is not None:
+        if len(classes) != card.num_classes:
+            raise WsiHccError(f"--classes: {len(classes)} names for {card.num_classes} outputs of {weights}")
+        card = replace(card, class_names=tuple(c.strip() for c in classes), class_names_source="stated")
+    if target_mpp is not None:
+        card = replace(card, target_mpp=float(target_mpp), mpp_source="stated")
+    model.card = card
+    save_model_folder(model, out_dir, training={"data": card.extra.get("training_data", "not recorded"),
+                                                "weights_file": str(Path(weights).resolve()),
+                                                "weights_sha256": weights_sha256(weights)})
+    return model
+
+
+def run_classify_patches(inputs: list[str | Path], model_dir: str | Path, out_dir: str | Path, *,
+                         stores_dir: str | Path | None = None, recursive: bool = False,
+                         slide_mpp: float | None = None, overwrite: bool = False, workers: int = 1,
+                         scheduler: str | None = None, device: str = "auto", batch_size: int = 64,
+                         allow_resize: bool = False, progress: Progress | None = None) -> ClassifyReport:
+    """Score every tile of every slide named by ``inputs`` with the patch classifier in ``model_dir``.
+
+    ``progress`` hears two stages, ``"tile"`` and ``"classify"``. Raises only for what stops the
+    whole run (a bad model folder, an unwritable output).
+    """
+    out_dir, model_dir = Path(out_dir), Path(model_dir)
+    prepare_out_dir(out_dir)
+    stores_dir = Path(stores_dir) if stores_dir is not None else out_dir / "stores"
+    progress = progress or silent_progress()
+    architecture = json.loads((model_dir / "card.json").read_text())["model_card"]["architecture"]
+    torch_device = resolve_device(device)
+    model = create_backbone(architecture, weights=model_dir).eval().to(torch_device)
+    card: ModelCard = model.card
+    model_digest = file_sha256(model_dir / "card.json")
+    started = utc_now()
+
+    progress.stage("tile")
+    tiled = run_tile(inputs, stores_dir, TileConfig(target_mpp=card.target_mpp, tile_px=card.tile_px),
+                     recursive=recursive, slide_mpp=slide_mpp, overwrite=overwrite, workers=workers,
+                     scheduler=scheduler, progress=progress).outcomes
+    progress.stage("classify")
+    rows: list[dict[str, Any]] = []
+    for position, outcome in enumerate(tiled):
+        progress.item_started(outcome.stem, position, len(tiled))
+        rows.append(_classify_slide(outcome, stores_dir, out_dir, model, model_digest, allow_resize, overwrite,
+                                    batch_size, progress))
+        _write_csv(out_dir / "predictions.csv", rows, card)
+        progress.item_finished()
+    if not rows:
+        _write_csv(out_dir / "predictions.csv", rows, card)
+    write_manifest(out_dir / "classify-manifest.json", "classify", started,
+                   [SlideOutcome(r["slide"], o.path, r["status"], r["reason"]) for r, o in zip(rows, tiled)],
+                   model={"path": str(model_dir.resolve()), "kind": MODEL_KIND, "card_sha256": model_digest,
+                          "card": card.to_dict()},
+                   stores_dir=str(stores_dir.resolve()), device=str(torch_device))
+    return ClassifyReport(out_dir, rows, out_dir / "predictions.csv")
+
+
+def _columns(card: ModelCard) -> list[str]:
+    names = [n.replace(" ", "_") for n in card.class_names]
+    return (["slide", "model_kind", "predicted_label", *[f"p_{n}" for n in names], *[f"frac_{n}" for n in names],
+             "n_tiles", "slide_mpp", "mpp_source", "model_assumptions", "status", "reason", "seconds"])
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]], card: ModelCard) -> None:
+    atomic_write_csv(path, _columns(card), rows, ignore_extra=True)
+
+
+def _outputs(out_dir: Path, stem: str) -> tuple[Path, Path, Path]:
+    return out_dir / f"{stem}.tiles.csv.gz", out_dir / f"{stem}.heatmap.png", out_dir / f"{stem}.geojson.gz"
+
+
+def _classify_slide(tiled: SlideOutcome, stores_dir: Path, out_dir: Path, model, model_digest: str,
+                    allow_resize: bool, overwrite: bool, batch_size: int, progress: Progress) -> dict[str, Any]:
+    card: ModelCard = model.card
+    row: dict[str, Any] = {"slide": tiled.stem, "model_kind": MODEL_KIND,
+                           "model_assumptions": "; ".join(card.assumptions)}
+    if tiled.status == "failed":
+        return row | {"status": "failed", "reason": tiled.reason}
+    store = stores_dir / f"{tiled.stem}.zarr"
+    states = StateFiles(out_dir, ".classify.json")
+    started = time.perf_counter()
+    try:
+        meta = read_store_meta(store)
+        slide, spec = store_records(meta)
+        row |= {"n_tiles": int(meta["n_tiles"]), "slide_mpp": round(slide.slide_mpp, 6),
+                "mpp_source": slide.mpp_source}
+        previous = None if overwrite else states.finished(tiled.stem, model_digest=model_digest,
+                                                            fingerprint=slide.fingerprint)
+        if previous is not None and all(p.is_file() for p in _outputs(out_dir, tiled.stem)):
+            return previous["row"] | {"status": "skipped", "reason": "already done"}
+        if row["n_tiles"] == 0:
+            raise WsiHccError(f"{tiled.path}: no tissue tiles to classify; check the slide (see its QC picture "
+                              "with wsi-hcc tile) or lower min_tissue")
+        probs = score_tiles(store, model, allow_resize=allow_resize, batch_size=batch_size, progress=progress)
+        coords = np.asarray(open_store(store)["coords"][:], dtype=np.int64)
+        _export(Path(slide.path), slide.slide_mpp, tiled.stem, coords, spec, probs, card, out_dir)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # one bad slide never stops the batch
+        return row | {"status": "failed", "reason": one_line_reason(tiled.path, exc)}
+    top = probs.argmax(axis=1)
+    mean = probs.mean(axis=0)
+    for k, name in enumerate(card.class_names):
+        row[measurement_name(name)] = round(float(mean[k]), 6)
+        row["frac_" + name.replace(" ", "_")] = round(float((top == k).mean()), 6)
+    row |= {"predicted_label": card.class_names[int(mean.argmax())], "status": "done", "reason": "",
+            "seconds": round(time.perf_counter() - started, 3)}
+    states.write(tiled.stem, {"status": "done", "row": row, "model_digest": model_digest,
+                              "fingerprint": slide.fingerprint, "store": str(store)})
+    return row
+
+
+def score_tiles(store: Path, model, *, allow_resize: bool = False, batch_size: int = 64,
+                progress: Progress | None = None) -> np.ndarray:
+    """``(N, classes)`` softmax probabilities of every tile of ``store``.
+
+    Tiles of another size than the card's input are refused unless ``allow_resize``: resizing would
+    show the model another resolution than it learnt.
+    """
+    import torch
+
+    progress = progress or silent_progress()
+    card: ModelCard = model.card
+    reader = TileReader(store)
+    tile_px = reader.shape[1]
+    if tile_px != card.input_px and not allow_resize:
+        raise WsiHccError(f"{store}: tiles are {tile_px} px but {card.architecture} takes {card.input_px} px "
+                          f"(resizing changes the resolution it sees); tile at the card's size, or pass "
+                          "--allow-resize")
+    device = next(model.parameters()).device
+    progress.steps_planned(len(reader))
+    out = []
+    buffer = np.empty((batch_size, *reader.shape[1:]), dtype=np.uint8)
+    with torch.inference_mode():
+        for start in range(0, len(reader), batch_size):
+            n = min(batch_size, len(reader) - start)
+            for k in range(n):
+                reader.read_into(start + k, buffer[k])
+            tiles = torch.from_numpy(buffer[:n]).to(device)
+            out.append(model(to_model_input(tiles, card)).softmax(dim=1).float().cpu().numpy())
+            progress.steps_done(n)
+    return np.concatenate(out)
+
+
+def _export(slide_path: Path, slide_mpp: float, stem: str, coords: np.ndarray, spec, probs: np.ndarray,
+            card: ModelCard, out_dir: Path) -> None:
+    tiles_csv, heatmap, geojson = _outputs(out_dir, stem)
+    names = [measurement_name(n) for n in card.class_names]
+    table = [[int(x), int(y), round(spec.tile_size_level0, 4), *(f"{p:.6f}" for p in row)]
+             for (x, y), row in zip(coords, probs)]
+    atomic_write_bytes(tiles_csv, gzip.compress(csv_bytes(["x", "y", "tile_size_level0", *names], table), mtime=0))
+    boxes = spec.tile_boxes(coords)
+    thumbnail, downsample, offset = slide_picture(slide_path, slide_mpp)
+    atomic_write_bytes(heatmap, class_maps_png(thumbnail, downsample, boxes, probs, card.class_names, title=stem))
+    write_qupath_geojson(geojson, class_geojson_features(boxes, probs, card.class_names, offset))
