@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -27,7 +28,7 @@ class HeatmapPanel:
 
     grid: np.ndarray
     label: str
-    cmap: str = "viridis"
+    cmap: Any = "viridis"  # a matplotlib colormap name, or a Colormap (a categorical one for classes)
     vmin: float | None = 0.0
     vmax: float | None = 1.0
 
@@ -94,7 +95,8 @@ def blend_heatmap(thumbnail: np.ndarray, grid: np.ndarray, cmap: str = "viridis"
     lo, hi = _limits(grid, vmin, vmax)
     covered = np.isfinite(grid)
     scaled = np.clip((np.where(covered, grid, lo) - lo) / (hi - lo), 0.0, 1.0)
-    colours = matplotlib.colormaps[cmap](scaled)[..., :3] * 255.0
+    colormap = matplotlib.colormaps[cmap] if isinstance(cmap, str) else cmap
+    colours = colormap(scaled)[..., :3] * 255.0
     out = thumbnail.astype(np.float64)
     out[covered] = (1.0 - alpha) * out[covered] + alpha * colours[covered]
     return np.clip(np.round(out), 0, 255).astype(np.uint8)

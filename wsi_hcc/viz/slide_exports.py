@@ -86,9 +86,12 @@ def class_maps_png(thumbnail: np.ndarray, downsample: float, boxes: np.ndarray, 
     shape = thumbnail.shape[:2]
     panels = [HeatmapPanel(value_grid(boxes, probs[:, k], None, downsample, shape), f"P({name}) per tile",
                            "magma", 0.0, 1.0) for k, name in enumerate(class_names)]
+    import matplotlib
+
     legend = ", ".join(f"{k} {name}" for k, name in enumerate(class_names))
+    one_colour_per_class = matplotlib.colors.ListedColormap(matplotlib.colormaps["tab10"].colors[:len(class_names)])
     panels.append(HeatmapPanel(value_grid(boxes, probs.argmax(axis=1).astype(np.float64), None, downsample, shape),
-                               f"top class ({legend})", "tab10", -0.5, 9.5))
+                               f"top class ({legend})", one_colour_per_class, -0.5, len(class_names) - 0.5))
     return render_heatmaps_png(thumbnail, panels, title=title)
 
 

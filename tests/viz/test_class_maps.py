@@ -1,0 +1,42 @@
+"""A patch classifier's exports: a panel per class and the top class; QuPath tiles with every
+class probability and one region per connected group of tiles where a class is on top."""
+
+import numpy as np
+from qupath_validator import validate_document
+
+from wsi_hcc.viz.slide_exports import class_geojson_features, class_maps_png, measurement_name
+
+
+def _grid(n=4, size=50.0):
+    ys, xs = np.divmod(np.arange(n * n), n)
+    return np.stack([xs * size, ys * size, xs * size + size, ys * size + size], axis=1).astype(float)
+
+
+def test_class_geojson_has_every_probability_and_regions_per_connected_group():
+    boxes = _grid()
+    top = np.array([0, 0, 1, 1,
+                    0, 0, 1, 1,
+                    2, 2, 2, 2,
+                    1, 0, 0, 2])
+    probs = np.full((16, 3), 0.1)
+    probs[np.arange(16), top] = 0.8
+    features = class_geojson_features(boxes, probs, ["high grade", "low grade", "non-cancerous"])
+    tiles = [f for f in features if f["properties"]["objectType"] == "tile"]
+    regions = [f for f in features if f["properties"]["objectType"] == "annotation"]
+    assert len(tiles) == 16
+    assert set(tiles[0]["properties"]["measurements"]) == {"p_high_grade", "p_low_grade", "p_non-cancerous"}
+    assert [t["properties"]["classification"]["name"] for t in tiles[:4]] == ["high grade"] * 2 + ["low grade"] * 2
+    by_class = {}
+    for region in regions:
+        name = region["properties"]["classification"]["name"]
+        by_class[name] = by_class.get(name, 0) + 1
+    assert by_class == {"high grade": 2, "low grade": 2, "non-cancerous": 1}  # 4-connected groups per class
+    report = validate_document({"type": "FeatureCollection", "features": features})
+    assert report.ok, report.summary()
+    assert measurement_name("non cancerous") == "p_non_cancerous"
+
+
+def test_class_maps_png_draws_a_panel_per_class_and_the_top_class():
+    png = class_maps_png(np.full((20, 20, 3), 230, np.uint8), 10.0, _grid(), np.eye(4)[np.arange(16) % 4],
+                         ["a", "b", "c", "d"], title="slide")
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
