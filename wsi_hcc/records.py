@@ -39,6 +39,8 @@ class SlideInfo:
         Vendor named by the backend (``"aperio"``, ``"generic-tiff"``, ``"dicom"``, ``"png"``, ...).
     backend : str
         ``"openslide"``, ``"tiffslide"`` or ``"pillow"`` (PNG/JPEG region images).
+    synthetic : bool
+        Made by ``wsi_hcc.synth``, not scanned: models trained only on such slides say so.
     """
 
     path: str
@@ -50,12 +52,14 @@ class SlideInfo:
     mpp_source: str
     vendor: str | None
     backend: str
+    synthetic: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(asdict(self))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SlideInfo:
+        data = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         return cls(**{**data, "dimensions": tuple(data["dimensions"]),
                       "level_dimensions": tuple(tuple(d) for d in data["level_dimensions"]),
                       "level_downsamples": tuple(data["level_downsamples"])})

@@ -286,6 +286,7 @@ def test_train_mil_writes_metrics_pictures_and_a_bundle_and_skips_finished_folds
     assert 0 < card["threshold"] <= 1 and card["temperature"] > 0 and card["versions"]["torch"]
     assert len(card["members"]) == 1 and len(card["weights_sha256"]) == 64 and card["format"] == "wsi-hcc-mil-bundle/3"
     assert sorted(card["files"]) == ["backbone.safetensors", "config.yaml"]
+    assert card["training_data"]["slides"] == 16 and len(card["training_data"]["labels_sha256"]) == 64
     assert card["backbone"]["name"] == "colour_texture_test" and (out / "model" / "backbone.safetensors").is_file()
     assert card["backbone"]["tiling"]["target_mpp"] == 1.0 and card["backbone"]["tiling"]["tile_px"] == 32
 

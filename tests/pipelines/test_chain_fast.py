@@ -29,6 +29,9 @@ def test_demo_then_classify_on_a_tiny_cohort(tmp_path):
     with open(tmp_path / "classify" / "predictions.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert [(r["slide"], r["status"]) for r in rows] == [("heldout00", "done")]
+    assert (rows[0]["model_kind"], rows[0]["model_training_data"]) == ("mil", "synthetic")
+    assert "warning: this model learnt from generated slides only" in result.output
+    assert "for the demo only" in (out / "report.md").read_text()
     assert 0.0 <= float(rows[0]["p_hcc"]) <= 1.0 and int(rows[0]["n_tiles"]) > 0
     assert (tmp_path / "classify" / "heldout00.heatmap.png").read_bytes().startswith(b"\x89PNG")
     geojson = json.loads(gzip.decompress((tmp_path / "classify" / "heldout00.geojson.gz").read_bytes()))

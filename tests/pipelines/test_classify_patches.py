@@ -59,6 +59,7 @@ def test_classify_scores_every_tile_of_the_real_slide_as_the_model_does(livernet
         (row,) = list(csv.DictReader(fh))
     assert row["model_kind"] == "patch-classifier" and row["status"] == "done"
     assert row["model_assumptions"] == "class names inferred; resolution assumed"
+    assert row["model_training_data"] == "real" and "warning: this model learnt" not in output
     names = ["high_grade", "low_grade", "medium_grade", "non-cancerous"]
     assert abs(sum(float(row[f"p_{n}"]) for n in names) - 1) < 1e-4
     assert abs(sum(float(row[f"frac_{n}"]) for n in names) - 1) < 1e-4

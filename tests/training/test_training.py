@@ -416,6 +416,7 @@ def test_a_run_writes_every_output_with_provenance(straight_run, tmp_path):
     folder = json.loads((out / "model" / "card.json").read_text())
     assert folder["format"] == "wsi-hcc-patch-model/1" and folder["kind"] == "patch-classifier"
     assert folder["training"]["slides"] == 4 and folder["training"]["metrics"]["test"]["n_tiles"] == 24
+    assert folder["training"]["kind"] == "synthetic" and folder["training"]["synthetic_slides"] == 4
     from_folder = create_backbone("test_resnet", weights=out / "model")
     assert from_folder.card.class_names == card.class_names and from_folder.card.extra == card.extra
     assert from_folder.card.weights_sha256 == folder["weights_sha256"]

@@ -94,6 +94,9 @@ def _summarise(report) -> None:
                f"predicted: {calls} -> {report.predictions_csv}")
     if not report.rows:
         click.echo("no slides found in the given paths")
+    if any(r.get("model_training_data") == "synthetic" for r in report.rows):
+        click.echo("warning: this model learnt from generated slides only (wsi-hcc demo); its calls on real slides "
+                   "mean nothing", err=True)
     for row in report.failed:
         click.echo(f"FAILED {row['reason']}")
 

@@ -149,6 +149,11 @@ class MilCard:
     backbone: Mapping[str, Any] | None
     raw: Mapping[str, Any] = field(repr=False)
 
+    @property
+    def training_data(self) -> Mapping[str, Any]:
+        """What the model learnt from (``kind``: real, synthetic or mixed); empty for older bundles."""
+        return self.raw.get("training_data") or {}
+
     @classmethod
     def from_dict(cls, card: Any, where: str | Path = "card.json") -> MilCard:
         """The card, checked: a card that lacks what loading needs or contradicts itself is one line."""

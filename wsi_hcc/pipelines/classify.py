@@ -46,7 +46,8 @@ __all__ = ["ClassifyReport", "run_classify", "CSV_COLUMNS"]
 log = logging.getLogger(__name__)
 
 CSV_COLUMNS = ["slide", "p_hcc", "predicted_label", "n_tiles", "slide_mpp", "mpp_source", "status", "reason",
-               "seconds", "seconds_tile", "seconds_features", "seconds_mil", "seconds_export"]
+               "seconds", "seconds_tile", "seconds_features", "seconds_mil", "seconds_export", "model_kind",
+               "model_training_data"]
 _HEATMAP_LONG_SIDE_PX = 1024
 
 
@@ -143,7 +144,8 @@ def _previous_row(out_dir: Path, stem: str, bundle_digest: str, fingerprint: str
 
 def _classify_one(tiled: SlideOutcome, featured: SlideOutcome | None, stores_dir: Path, out_dir: Path,
                   bundle: MilBundle, bundle_digest: str, region_threshold: float, overwrite: bool) -> dict[str, Any]:
-    row = {c: "" for c in CSV_COLUMNS} | {"slide": tiled.stem, "seconds_tile": _seconds(tiled)}
+    row = {c: "" for c in CSV_COLUMNS} | {"slide": tiled.stem, "seconds_tile": _seconds(tiled), "model_kind": "mil",
+                                          "model_training_data": bundle.card.training_data.get("kind", "not recorded")}
     for failed in (tiled, featured):
         if failed is not None and failed.status == "failed":
             return row | {"status": "failed", "reason": failed.reason}

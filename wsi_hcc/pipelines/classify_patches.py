@@ -75,7 +75,9 @@ def bundle_patch_classifier(architecture: str, weights: str | Path, out_dir: str
     if target_mpp is not None:
         card = replace(card, target_mpp=float(target_mpp), mpp_source="stated")
     model.card = card
-    save_model_folder(model, out_dir, training={"data": card.extra.get("training_data", "not recorded"),
+    released = "training_data" in card.extra  # a released file the registry knows: its card says what it learnt
+    save_model_folder(model, out_dir, training={"kind": "real" if released else "not recorded",
+                                                "data": card.extra.get("training_data", "not recorded"),
                                                 "weights_file": str(Path(weights).resolve()),
                                                 "weights_sha256": weights_sha256(weights)})
     return model
@@ -95,7 +97,9 @@ def run_classify_patches(inputs: list[str | Path], model_dir: str | Path, out_di
     prepare_out_dir(out_dir)
     stores_dir = Path(stores_dir) if stores_dir is not None else out_dir / "stores"
     progress = progress or silent_progress()
-    architecture = json.loads((model_dir / "card.json").read_text())["model_card"]["architecture"]
+    folder_card = json.loads((model_dir / "card.json").read_text())
+    architecture = folder_card["model_card"]["architecture"]
+    learnt_from = (folder_card.get("training") or {}).get("kind", "not recorded")
     torch_device = resolve_device(device)
     model = create_backbone(architecture, weights=model_dir).eval().to(torch_device)
     card: ModelCard = model.card
@@ -110,8 +114,8 @@ def run_classify_patches(inputs: list[str | Path], model_dir: str | Path, out_di
     rows: list[dict[str, Any]] = []
     for position, outcome in enumerate(tiled):
         progress.item_started(outcome.stem, position, len(tiled))
-        rows.append(_classify_slide(outcome, stores_dir, out_dir, model, model_digest, allow_resize, overwrite,
-                                    batch_size, progress))
+        rows.append(_classify_slide(outcome, stores_dir, out_dir, model, model_digest, learnt_from, allow_resize,
+                                    overwrite, batch_size, progress))
         _write_csv(out_dir / "predictions.csv", rows, card)
         progress.item_finished()
     if not rows:
@@ -127,7 +131,8 @@ def run_classify_patches(inputs: list[str | Path], model_dir: str | Path, out_di
 def _columns(card: ModelCard) -> list[str]:
     names = [n.replace(" ", "_") for n in card.class_names]
     return (["slide", "model_kind", "predicted_label", *[f"p_{n}" for n in names], *[f"frac_{n}" for n in names],
-             "n_tiles", "slide_mpp", "mpp_source", "model_assumptions", "status", "reason", "seconds"])
+             "n_tiles", "slide_mpp", "mpp_source", "model_assumptions", "model_training_data", "status", "reason",
+             "seconds"])
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]], card: ModelCard) -> None:
@@ -139,10 +144,11 @@ def _outputs(out_dir: Path, stem: str) -> tuple[Path, Path, Path]:
 
 
 def _classify_slide(tiled: SlideOutcome, stores_dir: Path, out_dir: Path, model, model_digest: str,
-                    allow_resize: bool, overwrite: bool, batch_size: int, progress: Progress) -> dict[str, Any]:
+                    learnt_from: str, allow_resize: bool, overwrite: bool, batch_size: int,
+                    progress: Progress) -> dict[str, Any]:
     card: ModelCard = model.card
     row: dict[str, Any] = {"slide": tiled.stem, "model_kind": MODEL_KIND,
-                           "model_assumptions": "; ".join(card.assumptions)}
+                           "model_assumptions": "; ".join(card.assumptions), "model_training_data": learnt_from}
     if tiled.status == "failed":
         return row | {"status": "failed", "reason": tiled.reason}
     store = stores_dir / f"{tiled.stem}.zarr"

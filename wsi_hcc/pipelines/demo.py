@@ -152,6 +152,8 @@ def _report_markdown(out_dir: Path, metrics: dict, classified: ClassifyReport, a
         "", "Synthetic H&E slides (pink tissue with nuclei; tumour slides hold a region of larger, darker, "
         "crowded nuclei) were tiled at 1 µm/px into 32 px tiles, embedded with a fixed colour/texture "
         "descriptor, and an attention-MIL model learned HCC-vs-not from slide labels alone.", "",
+        "**This model is for the demo only.** It learnt from generated slides (its card says "
+        "`training_data: synthetic`); on a real slide its calls mean nothing, and `classify` says so.", "",
         "## Cross-validated training", "",
         f"{n_train} slides, {len(metrics['per_fold'])} patient-level folds: pooled held-out ROC AUC "
         f"**{_fmt(pooled['roc_auc'])}** (95% CI {_fmt(low)}-{_fmt(high)}), balanced accuracy "

@@ -50,7 +50,7 @@ from wsi_hcc.mil.metrics import (
 )
 from wsi_hcc.mil.models import build_mil_model
 from wsi_hcc.models import file_sha256, weights_sha256
-from wsi_hcc.store.feature_array import read_store_meta
+from wsi_hcc.store.feature_array import read_store_meta, training_data
 from wsi_hcc.store.finder import find_stores, shared_features
 from wsi_hcc.training.checkpoint import TrainState
 from wsi_hcc.training.datasets import BagDataset, SlideLabel, class_balanced_weights, read_slide_labels
@@ -456,6 +456,8 @@ def _write_bundle(out_dir: Path, config: MilConfig, cohort: MilCohort, results: 
         "features": {k: cohort.features.get(k) for k in ("digest", "backbone", "feature_dim", "dtype", "model_sha256",
                                                           "weights_sha256", "stain_normalised_on_the_fly", "card")},
         "feature_versions": cohort.features.get("versions"), "config_digest": config.fold_digest(),
+        "training_data": training_data(list(cohort.stores.values()), [s.patient for s in cohort.slides],
+                                       config.labels_csv),
         "selection": "lowest validation loss" if config.bundle == "best_fold" else "all folds, mean of probabilities",
     }
     save_mil_bundle(tmp, card, members, backbone_file, config_text)

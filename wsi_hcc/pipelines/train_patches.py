@@ -31,7 +31,7 @@ from wsi_hcc.models import (
     save_model_folder,
     save_weights,
 )
-from wsi_hcc.store.feature_array import check_store_fits_card, read_store_meta, stain_normalizer_for
+from wsi_hcc.store.feature_array import check_store_fits_card, read_store_meta, stain_normalizer_for, training_data
 from wsi_hcc.store.patch_store import TileReader, open_store
 from wsi_hcc.training.checkpoint import TrainState, apply_checkpoint, load_checkpoint, save_checkpoint
 from wsi_hcc.training.config import MONITOR_MODES, TrainConfig
@@ -349,8 +349,10 @@ class _Run:
                                                                    self.state.best_epoch))
         atomic_write_json(self.out_dir / "metrics.json", metrics)
         tmp = fresh_partial_dir(self.out_dir / "model")
-        save_model_folder(self.model, tmp, training={"slides": len(self.stores), "stores": self.stores,
-                                                     "metrics": splits, "config_digest": self.digest})
+        learnt_from = training_data([Path(s["path"]) for s in self.stores], [s["patient"] for s in self.stores],
+                                    self.config.labels.slide_csv)
+        save_model_folder(self.model, tmp, training={**learnt_from, "stores": self.stores, "metrics": splits,
+                                                     "config_digest": self.digest})
         publish_dir(tmp, self.out_dir / "model")
         self.write_manifest("done")
         return metrics

@@ -11,7 +11,7 @@ from wsi_hcc.slide.mpp import resolve_mpp
 from wsi_hcc.slide.readers.base import SlideReader
 from wsi_hcc.slide.readers.dicom_folder import folder_files
 
-__all__ = ["slide_fingerprint", "describe_slide"]
+__all__ = ["slide_fingerprint", "describe_slide", "is_synthetic"]
 
 _SAMPLE_BYTES = 1 << 20
 
@@ -56,4 +56,12 @@ def describe_slide(reader: SlideReader, mpp_override: float | None = None,
         mpp_source=mpp_source,
         vendor=reader.vendor,
         backend=reader.backend,
+        synthetic=is_synthetic(reader.properties),
     )
+
+
+def is_synthetic(properties) -> bool:
+    """Whether the slide was made by ``wsi_hcc.synth`` (its TIFF software tag or scanner ID says so):
+    a model trained only on such slides must say so when it meets a real one."""
+    return (properties.get("tiff.Software") == "wsi_hcc.synth"
+            or properties.get("aperio.ScanScope ID") == "WSI-HCC-SYNTH")

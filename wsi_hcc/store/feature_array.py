@@ -11,7 +11,9 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from wsi_hcc.errors import WsiHccError
 from wsi_hcc.models import ModelCard
@@ -21,7 +23,7 @@ from wsi_hcc.utils.versions import stack_versions
 
 __all__ = ["FeatureError", "read_store_meta", "check_store_fits_card", "feature_digest", "partial_features_path",
            "open_partial", "done_chunks", "mark_chunk_done", "publish_features", "store_records",
-           "stain_normalizer_for"]
+           "stain_normalizer_for", "training_data"]
 
 _PROGRESS_DIR = "_progress"
 MPP_TOLERANCE = 0.01
@@ -127,3 +129,14 @@ def publish_features(store: Path, meta: dict, card: ModelCard, model_sha256: str
 
 def store_records(meta: dict) -> tuple[SlideInfo, TileSpec]:
     return SlideInfo.from_dict(meta["slide"]), TileSpec.from_dict(meta["tile_spec"])
+
+
+def training_data(stores: Sequence[Path], patients: Sequence[str], labels_csv: str | Path | None) -> dict[str, Any]:
+    """What a model learnt from, for its card: real or generated slides (``kind``: ``real``,
+    ``synthetic`` or ``mixed``), how many slides and patients, and the labels file's sha256."""
+    synthetic = [bool(read_store_meta(store)["slide"].get("synthetic")) for store in stores]
+    kind = "synthetic" if synthetic and all(synthetic) else "mixed" if any(synthetic) else "real"
+    labels = Path(labels_csv) if labels_csv else None
+    return {"kind": kind, "slides": len(synthetic), "synthetic_slides": sum(synthetic),
+            "patients": len(set(patients)),
+            "labels_sha256": hashlib.sha256(labels.read_bytes()).hexdigest() if labels and labels.is_file() else None}
