@@ -93,6 +93,27 @@ def test_short_cpu_run_separates_tumour_on_held_out_slides(synthetic):
     chosen = {t["tile"] for t in json.loads((root / "cams" / "s5.explain.json").read_text())["tiles"]}
     truth = {int(r[2]): r[5] for r in rows if r[1] == "s5"}
     assert all(truth.get(tile) == "tumour" for tile in chosen), (chosen, truth)
+    # the run's model folder classifies the held-out slide: tiles as the model does, the slide summary
+    # as the truth mask says
+    classified = CliRunner().invoke(main, ["classify", str(root / "slides" / "s5.svs"), "--model", str(out / "model"),
+                                           "--out", str(root / "classify"), "--device", "cpu"])
+    assert classified.exit_code == 0, classified.output
+    assert "warning: this model learnt from generated slides only" in classified.output
+    import csv
+    import gzip
+    import io
+
+    tiles = list(csv.DictReader(io.StringIO(gzip.decompress((root / "classify" / "s5.tiles.csv.gz").read_bytes())
+                                            .decode())))
+    label_at = {(int(r[3]), int(r[4])): r[5] == "tumour" for r in rows if r[1] == "s5"}
+    scored = [(label_at[(int(t["x"]), int(t["y"]))], float(t["p_tumour"])) for t in tiles
+              if (int(t["x"]), int(t["y"])) in label_at]
+    assert len(scored) > 0.9 * len(tiles)
+    assert roc_auc_score([t for t, _ in scored], [p for _, p in scored]) >= 0.95
+    with open(root / "classify" / "predictions.csv", newline="") as fh:
+        (summary,) = list(csv.DictReader(fh))
+    tumour_share = float(np.mean([t for t, _ in scored]))
+    assert abs(float(summary["frac_tumour"]) - tumour_share) < 0.15, (summary["frac_tumour"], tumour_share)
 
 
 def test_a_killed_training_process_resumes_to_the_uninterrupted_result(synthetic, tmp_path):
