@@ -1,7 +1,7 @@
 """Patch classification of one slide end to end (``wsi-hcc classify`` with a patch-classifier model
 folder) against the model alone on the same number of tiles, on the CPU, measured in one run.
 
-    python benchmarks/bench_classify_patches.py [--width 6000 --height 4000] [--repeats 3] [--results]
+    python benchmarks/bench_classify_patches.py [--width 16000 --height 12000] [--repeats 2] [--results]
 
 Models: LiverNet (the authors' KMC weights when ../shared/data has them, else random) and
 ResNet-34 (random), each as a model folder. The slide is a generated one at 0.25 um/px (cached in
@@ -75,9 +75,9 @@ def main() -> None:
     from wsi_hcc.pipelines.classify_patches import run_classify_patches
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--width", type=int, default=6000)
-    parser.add_argument("--height", type=int, default=4000)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--width", type=int, default=16000)
+    parser.add_argument("--height", type=int, default=12000)
+    parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--results", action="store_true", help="also write benchmarks/RESULTS.md")
     args = parser.parse_args()
     slide = _slide(args.width, args.height)
