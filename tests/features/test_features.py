@@ -46,9 +46,14 @@ def resnet_features():
 
 @pytest.fixture(scope="module")
 def small_features():
-    """timm's tiny test network: same code paths, a fraction of the CPU time (and a 160 px input)."""
+    """timm's tiny test network: same code paths, a fraction of the CPU time. Its card says 160 px;
+    it takes the stores' 224 px as they are (its card says so), since resizing needs --allow-resize."""
+    from dataclasses import replace
+
     torch.manual_seed(0)
-    return create_backbone("test_resnet", num_classes=0)
+    model = create_backbone("test_resnet", num_classes=0)
+    model.card = replace(model.card, input_px=224, tile_px=224)
+    return model
 
 
 def _direct_features(model, store):
@@ -140,11 +145,16 @@ def test_a_failed_write_fails_its_store_only_and_events_come_in_order(store, sma
 
 
 def test_stores_of_two_tile_sizes_share_a_run(store, small_features, synth_slide, tmp_path):
-    """Both at the card's resolution, one at 256 px: batches never mix sizes; each store's rows are its own."""
+    """Both at the card's resolution, one at 256 px (resizing allowed): batches never mix sizes; each
+    store's rows are its own. Without --allow-resize the 256 px store is refused with the fix."""
     run_tile([synth_slide], tmp_path / "256", TileConfig(target_mpp=0.5, tile_px=256, qc=False))
     other = tmp_path / "256" / "synthetic.zarr"
     extractor = FeatureExtractor(small_features, "cpu")
-    outcomes = extract_features([store, other], extractor, batch_size=64, dtype="float32")
+    refused = extract_features([other], extractor, dtype="float32")[0]
+    assert isinstance(refused, FeatureError) and str(refused) == (
+        f"{other}: tiles are 256 px but test_resnet takes 224 px, so they would reach it at 0.571 um/px; re-tile "
+        "with --tile-px 224, or pass --allow-resize")
+    outcomes = extract_features([store, other], extractor, batch_size=64, dtype="float32", allow_resize=True)
     assert [o.n_tiles for o in outcomes] == [len(TileReader(store)), len(TileReader(other))]
     for path in (store, other):
         np.testing.assert_allclose(open_store(path)["features"][:], _direct_features(small_features, path),
@@ -158,8 +168,8 @@ def test_rerun_skips_and_another_model_needs_overwrite(store, resnet_features):
     assert read_store_meta(store)["features"]["model_sha256"] == extractor.model_sha256
     other = FeatureExtractor(create_backbone("test_resnet", num_classes=0), "cpu")
     with pytest.raises(FeatureError, match="already has features from resnet34.*--overwrite"):
-        extract_store_features(store, other)
-    result = extract_store_features(store, other, overwrite=True)
+        extract_store_features(store, other, allow_resize=True)
+    result = extract_store_features(store, other, overwrite=True, allow_resize=True)
     assert not result.skipped and open_store(store)["features"].shape[1] == other.card.feature_dim
     assert read_store_meta(store)["features"]["backbone"] == "test_resnet"
     # classify's mode: another model's features are replaced, this model's are kept
@@ -332,7 +342,7 @@ def test_bag_dataset_reads_features_per_slide(store, small_features, tmp_path):
     shutil.copytree(store, other)
     torch.manual_seed(1)  # the same architecture, other random weights: other features
     extract_store_features(other, FeatureExtractor(create_backbone("test_resnet", num_classes=0), "cpu"),
-                           overwrite=True)
+                           overwrite=True, allow_resize=True)
     with pytest.raises(WsiHccError, match="features come from another model"):
         BagDataset([store, other], [0, 1])
 
@@ -381,7 +391,8 @@ def test_a_corrupt_tile_fails_its_store_only(store, tmp_path):
         shutil.copytree(store, stores[-1])
     (stores[1] / "tiles" / "3.0.0.0").write_bytes(b"not a jpeg")
     torch.manual_seed(0)
-    report = run_features(stores, tmp_path / "out", "test_resnet", device="cpu", decode_threads=2, batch_size=8)
+    report = run_features(stores, tmp_path / "out", "test_resnet", device="cpu", decode_threads=2, batch_size=8,
+                          allow_resize=True)
     assert [o.status for o in report.outcomes] == ["done", "failed", "done"]
     assert report.outcomes[1].reason.startswith(f"{stores[1]}: tiles 0-7 unreadable")
     assert not (stores[1] / "features").exists() and (stores[2] / "features").exists()
@@ -390,7 +401,7 @@ def test_a_corrupt_tile_fails_its_store_only(store, tmp_path):
 
 def test_a_missing_tile_fails_its_store_instead_of_embedding_a_black_tile(store, tmp_path):
     (store / "tiles" / "5.0.0.0").unlink()  # zarr would read this tile as zeros
-    report = run_features([store], tmp_path / "out", "test_resnet", device="cpu", batch_size=8)
+    report = run_features([store], tmp_path / "out", "test_resnet", device="cpu", batch_size=8, allow_resize=True)
     assert [o.status for o in report.outcomes] == ["failed"]
     assert report.outcomes[0].reason == (f"{store}: tile 5 is missing (no chunk file tiles/5.0.0.0); the store is "
                                          "damaged: tile the slide again with --overwrite")
@@ -418,14 +429,14 @@ def test_random_weights_are_kept_so_features_can_be_reproduced(store, tmp_path):
 
     out = tmp_path / "out"
     torch.manual_seed(5)
-    report = run_features([store], out, "test_resnet", device="cpu")
+    report = run_features([store], out, "test_resnet", device="cpu", allow_resize=True)
     assert report.count("done") == 1
     saved = list(out.glob("test_resnet-random-*.safetensors"))
     assert len(saved) == 1
     assert read_store_meta(store)["features"]["weights_sha256"] == file_sha256(saved[0])
     manifest = json.loads((out / "features-manifest.json").read_text())
     assert manifest["weights"] == str(saved[0])
-    again = run_features([store], out, "test_resnet", weights=saved[0], device="cpu")
+    again = run_features([store], out, "test_resnet", weights=saved[0], device="cpu", allow_resize=True)
     assert again.count("skipped") == 1  # the same weights: nothing to redo
 
 

@@ -233,7 +233,7 @@ def test_command_line_h5_layouts(synth_slide, tmp_path):
     job = tmp_path / "job"
     quiet = cli("tile", synth_slide, "--out", job, "--h5-layout", "clam", "--no-qc")
     assert (job / "patches" / "synthetic.h5").is_file() and "CLAM" not in quiet
-    cli("features", job, "--arch", "test_resnet", "--device", "cpu", "--h5-layout", "clam")
+    cli("features", job, "--arch", "test_resnet", "--device", "cpu", "--h5-layout", "clam", "--allow-resize")
     assert (job / "h5_files" / "synthetic.h5").is_file() and (job / "pt_files" / "synthetic.pt").is_file()
     store_files = sorted(p.stat().st_mtime_ns for p in (job / "synthetic.zarr").rglob("*"))
     again = cli("tile", synth_slide, "--out", job, "--h5-layout", "trident", "--no-qc")

@@ -235,8 +235,10 @@ Examples:
               "on an H200; see benchmarks/RESULTS.md).")
 @click.option("--cpu-decode", is_flag=True, hidden=True, help="Kept for old scripts: CPU decoding is the default.")
 @click.option("--overwrite", is_flag=True, help="Recompute stores that already have features.")
+@click.option("--allow-resize", is_flag=True, help="Let tiles of another size than the model's input be resized "
+              "(the model then sees another resolution than it learnt).")
 def features(stores, backbone, weights, out_dir, h5, h5_layout, device, batch_size, decode_threads, decode_processes,
-             dtype, gpu_decode, cpu_decode, overwrite):
+             dtype, gpu_decode, cpu_decode, overwrite, allow_resize):
     """Embed every tile of patch STORES (or folders of them) with a backbone.
 
     Features go into each store as `features` (N, D), row i for coords[i]; finished stores are
@@ -252,7 +254,8 @@ def features(stores, backbone, weights, out_dir, h5, h5_layout, device, batch_si
                               batch_size=batch_size, decode_threads=decode_threads,
                               decode_processes=decode_processes, dtype=dtype, h5=h5 or h5_layout is not None,
                               h5_layout=h5_layout or "flat",
-                              overwrite=overwrite, gpu_decode=gpu_decode and not cpu_decode, progress=progress)
+                              overwrite=overwrite, gpu_decode=gpu_decode and not cpu_decode,
+                              allow_resize=allow_resize, progress=progress)
     progress.print_summary(report)
     sys.exit(1 if report.failed or not report.outcomes else 0)
 

@@ -167,7 +167,7 @@ def extract_features(stores: list[str | Path], extractor: FeatureExtractor, *,
                      normalizer_for: Callable[[dict], object] | None = None, batch_size: int = 64,
                      decode_threads: int = 0, decode_processes: int = 0, dtype: str = "float16",
                      chunk_rows: int = 4096, gpu_decode: bool = False, overwrite: bool = False,
-                     replace_other: bool = False,
+                     replace_other: bool = False, allow_resize: bool = False,
                      events: FeatureEvents | None = None) -> list[FeatureResult | BaseException]:
     """Write ``features`` (N, D) into every store, row i belonging to ``coords[i]``.
 
@@ -187,7 +187,8 @@ def extract_features(stores: list[str | Path], extractor: FeatureExtractor, *,
     units: list[Unit] = []
     for index, store in enumerate(map(Path, stores)):
         try:
-            job = _prepare(store, extractor, normalizer_for, dtype, chunk_rows, gpu_decode, overwrite, replace_other)
+            job = _prepare(store, extractor, normalizer_for, dtype, chunk_rows, gpu_decode, overwrite, replace_other,
+                           allow_resize)
             if isinstance(job, _StoreJob):
                 todo = [Unit(index, s, min(s + unit, job.n_tiles)) for c in _todo_chunks(job)
                         for s in range(c * chunk_rows, min((c + 1) * chunk_rows, job.n_tiles), unit)]
@@ -346,10 +347,11 @@ def extract_store_features(store: str | Path, extractor: FeatureExtractor, *, no
 
 
 def _prepare(store: Path, extractor: FeatureExtractor, normalizer_for, dtype: str, chunk_rows: int,
-             gpu_decode: bool, overwrite: bool, replace_other: bool = False) -> _StoreJob | FeatureResult:
+             gpu_decode: bool, overwrite: bool, replace_other: bool = False,
+             allow_resize: bool = False) -> _StoreJob | FeatureResult:
     meta = read_store_meta(store)
     card = extractor.card
-    check_store_fits_card(store, meta, card)
+    check_store_fits_card(store, meta, card, allow_resize=allow_resize)
     n_tiles = int(meta["n_tiles"])
     normalizer = normalizer_for(meta) if normalizer_for else None
     digest = feature_digest(card, extractor.model_sha256, dtype, normalizer is not None)

@@ -95,7 +95,7 @@ def run_classify(inputs: list[str | Path], bundle_dir: str | Path, out_dir: str 
     progress.stage("features")
     featured = run_features(stores, stores_dir, backbone["name"], weights=bundle.backbone_path,
                             device=device, batch_size=batch_size, dtype=backbone["feature_dtype"],
-                            replace_other=True, model=backbone_model,
+                            replace_other=True, allow_resize=True, model=backbone_model,  # as in training
                             progress=progress).outcomes if stores else ()
     features_of = {o.stem: o for o in featured}
 

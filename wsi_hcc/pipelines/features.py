@@ -63,7 +63,7 @@ def run_features(stores: list[str | Path], out_dir: str | Path | None, backbone:
                  weights: str | Path | None = None, device: str = "auto", batch_size: int | None = None,
                  decode_threads: int | None = None, decode_processes: int | None = None, dtype: str = "float16",
                  h5: bool = False, h5_layout: str = "flat", overwrite: bool = False, replace_other: bool = False,
-                 gpu_decode: bool = False,
+                 gpu_decode: bool = False, allow_resize: bool = False,
                  model: torch.nn.Module | None = None, progress: Progress | None = None) -> BatchReport:
     """Embed every tile of every store with ``backbone``; features go into each store.
 
@@ -71,7 +71,8 @@ def run_features(stores: list[str | Path], out_dir: str | Path | None, backbone:
     processes; neither given: ``default_decoders``) serves every store of the run. ``gpu_decode``
     decodes plain JPEG stores with nvJPEG instead (measured slower on an H200). ``batch_size``
     defaults to 256 on CUDA and 64 on the CPU. Stores that already hold this model's features are skipped;
-    ``replace_other`` replaces another model's. ``model`` is the backbone already built from
+    ``replace_other`` replaces another model's. Stores whose tiles differ in size from the model's
+    input are refused unless ``allow_resize``. ``model`` is the backbone already built from
     ``weights`` (a caller that checked it first need not build it twice). ``h5`` also writes each
     store's coords and float32 features in ``h5_layout`` (``flat``: ``<stem>.h5``; ``trident`` or
     ``clam``: that tool's files, see ``wsi_hcc.store.tool_layouts``) into ``out_dir``.
@@ -103,6 +104,7 @@ def run_features(stores: list[str | Path], out_dir: str | Path | None, backbone:
     extract_features(store_paths, extractor, normalizer_for=lambda meta: stain_normalizer_for(meta, card),
                      batch_size=batch_size, decode_threads=threads, decode_processes=processes,
                      dtype=dtype, gpu_decode=gpu_decode, overwrite=overwrite, replace_other=replace_other,
+                     allow_resize=allow_resize,
                      events=events)
     outcomes = [events.outcomes[i] for i in range(len(tasks))]
     write_manifest(out_dir / "features-manifest.json", "features", started, outcomes, backbone=backbone,

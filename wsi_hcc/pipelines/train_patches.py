@@ -446,7 +446,7 @@ def run_explain(store: str | Path, weights: str | Path, out_dir: str | Path, *, 
     torch_device = resolve_device(device)
     model = _explain_model(weights, backbone).to(torch_device)
     card = model.card
-    check_store_fits_card(store, meta, card)
+    check_store_fits_card(store, meta, card, allow_resize=True)  # explain shows the model as it was trained
     prepare_out_dir(out_dir)
     reader = TileReader(store)
     n_tiles = len(reader)

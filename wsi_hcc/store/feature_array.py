@@ -50,11 +50,19 @@ def read_store_meta(store: Path) -> dict:
     return meta
 
 
-def check_store_fits_card(store: Path, meta: dict, card: ModelCard) -> None:
+def check_store_fits_card(store: Path, meta: dict, card: ModelCard, *, allow_resize: bool = False) -> None:
+    """Refuse a store whose tiles the model would see at another resolution than it learnt: another
+    mpp, or (unless ``allow_resize``) another size, which the model's input resizing would turn into
+    another mpp (512 px at 0.5 um/px shrunk to 224 px is 1.14 um/px)."""
     store_mpp = float(meta["tile_spec"]["target_mpp"])
     if abs(store_mpp - card.target_mpp) > MPP_TOLERANCE * card.target_mpp:
         raise FeatureError(f"{store}: tiles are at {store_mpp:g} um/px but {card.architecture} expects "
                            f"{card.target_mpp:g} um/px; re-tile with --mpp {card.target_mpp:g}")
+    tile_px = int(meta["tile_spec"]["tile_px"])
+    if tile_px != card.input_px and not allow_resize:
+        raise FeatureError(f"{store}: tiles are {tile_px} px but {card.architecture} takes {card.input_px} px, "
+                           f"so they would reach it at {store_mpp * tile_px / card.input_px:.3g} um/px; re-tile with "
+                           f"--tile-px {card.input_px}, or pass --allow-resize")
 
 
 def feature_digest(card: ModelCard, model_sha256: str, dtype: str, normalised: bool) -> str:
