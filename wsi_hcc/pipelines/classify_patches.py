@@ -189,10 +189,14 @@ def score_tiles(store: Path, model, *, allow_resize: bool = False, batch_size: i
                 progress: Progress | None = None) -> np.ndarray:
     """``(N, classes)`` softmax probabilities of every tile of ``store``.
 
-    Tiles of another size than the card's input are refused unless ``allow_resize``: resizing would
-    show the model another resolution than it learnt.
+    Tiles are decoded ahead of the model by the feature stage's tile feed (threads on the CPU,
+    worker processes feeding a GPU). Tiles of another size than the card's input are refused
+    unless ``allow_resize``: resizing would show the model another resolution than it learnt.
     """
     import torch
+
+    from wsi_hcc.features.tile_feed import DECODE_UNIT, TileFeed, Unit
+    from wsi_hcc.pipelines.features import default_decoders
 
     progress = progress or silent_progress()
     card: ModelCard = model.card
@@ -203,17 +207,32 @@ def score_tiles(store: Path, model, *, allow_resize: bool = False, batch_size: i
                           f"(resizing changes the resolution it sees); tile at the card's size, or pass "
                           "--allow-resize")
     device = next(model.parameters()).device
+    decoders = default_decoders(device)
+    units = [Unit(0, start, min(start + DECODE_UNIT, len(reader))) for start in range(0, len(reader), DECODE_UNIT)]
+    per_batch = max(1, batch_size // DECODE_UNIT)
+    feed = TileFeed([store], [False], units, threads=decoders.get("decode_threads", 0),
+                    processes=decoders.get("decode_processes", 0), max_held=per_batch,
+                    pin_memory=device.type == "cuda")
     progress.steps_planned(len(reader))
-    out = []
-    buffer = np.empty((batch_size, *reader.shape[1:]), dtype=np.uint8)
-    with torch.inference_mode():
-        for start in range(0, len(reader), batch_size):
-            n = min(batch_size, len(reader) - start)
-            for k in range(n):
-                reader.read_into(start + k, buffer[k])
-            tiles = torch.from_numpy(buffer[:n]).to(device)
-            out.append(model(to_model_input(tiles, card)).softmax(dim=1).float().cpu().numpy())
-            progress.steps_done(n)
+    out, held = [], []
+
+    def run_batch():
+        tiles = torch.cat([d.tiles for d in held]).to(device, non_blocking=True)
+        out.append(model(to_model_input(tiles, card)).softmax(dim=1).float().cpu().numpy())
+        for decoded in held:  # .cpu() above waited for the model: the slots are free again
+            feed.recycle(decoded)
+            progress.steps_done(len(decoded.unit))
+        held.clear()
+
+    with feed, torch.inference_mode():
+        for decoded in feed:
+            if decoded.error is not None:
+                raise WsiHccError(decoded.error)
+            held.append(decoded)
+            if len(held) == per_batch:
+                run_batch()
+        if held:
+            run_batch()
     return np.concatenate(out)
 
 
