@@ -195,7 +195,9 @@ class JpegTileLevel:
         if lay.jpeg_colorspace in (None, "YCbCr", "YCBCR"):
             # simplejpeg gives libjpeg-turbo's pixels (identical to imagecodecs') and the check in one decode
             self._strict_decode(data, col, row, out=tile, factor=1)
-        else:  # RGB-coded (Aperio): only imagecodecs decodes the colours right; check separately
+        elif self._rgb_marker_works():  # RGB-coded (Aperio), told so by the Adobe marker: the same, in one decode
+            self._strict_decode(data[:2] + _ADOBE_RGB + data[2:], col, row, out=tile, factor=1)
+        else:  # RGB-coded, and the marker does not work here: imagecodecs decodes the colours; check separately
             self._strict_decode(data, col, row)
             try:
                 imagecodecs.jpeg8_decode(data, colorspace=lay.jpeg_colorspace, outcolorspace="RGB", out=tile)
