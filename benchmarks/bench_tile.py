@@ -236,6 +236,22 @@ def main() -> None:
         update_section("bench_tile", _results_page(table))
 
 
+def file_creation_rate(n: int = 3000, size: int = 15_000) -> float:
+    """Files/s creating and writing ``size``-byte files in the system temp folder, as the tiler
+    writes one chunk file per tile (15 kB: a 224 px JPEG tile at q90)."""
+    folder = Path(tempfile.mkdtemp(prefix="bench-files-"))
+    data = os.urandom(size)
+    try:
+        start = time.perf_counter()
+        for i in range(n):
+            fd = os.open(folder / str(i), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.write(fd, data)
+            os.close(fd)
+        return n / (time.perf_counter() - start)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 REAL_SVS = HERE.parent.parent / "shared" / "data" / "wsi" / "CMU-1-Small-Region.svs"
 
 
@@ -279,6 +295,8 @@ def _resample_main(path: Path, opts) -> None:
             {"per_s": decode_ceiling(path, False, True)})
         samples.setdefault("decode ceiling, 1/2-scale decode (simplejpeg)", []).append(
             {"per_s": scaled_decode_ceiling(path, 2)})
+        samples.setdefault("creating 15 kB files, one per tile (no decode, no encode)", []).append(
+            {"per_s": file_creation_rate()})
         for name, args in ONE_CORE_CASES.items():
             samples.setdefault(f"wsi-hcc tile: {name}", []).append(run_tiler(path, args, one_core=True))
     med = {name: {k: statistics.median(s[k] for s in runs) for k in runs[0]} for name, runs in samples.items()}
