@@ -89,3 +89,17 @@ def test_resample_is_validated():
     assert TileConfig().resample == "scaled"
     with pytest.raises(Exception, match="resample"):
         TileConfig(resample="bilinear")
+
+
+@pytest.mark.parametrize("flag,used,factor", [([], "scaled", 2), (["--resample", "exact"], "exact", 1)])
+def test_the_cli_flag_chooses_the_path_and_the_store_records_it(synth_slide, tmp_path, flag, used, factor):
+    from click.testing import CliRunner
+
+    from wsi_hcc.cli.app import main
+
+    result = CliRunner().invoke(main, ["tile", str(synth_slide), "--out", str(tmp_path), "--mpp", "0.5",
+                                       "--tile-px", "224", "--no-qc", *flag])
+    assert result.exit_code == 0, result.output
+    meta = read_store_meta(tmp_path / f"{synth_slide.stem}.zarr")
+    assert meta["resample"]["used"] == used and meta["resample"]["jpeg_decode_factor"] == factor
+    assert meta["config"]["resample"] == (flag[1] if flag else "scaled")

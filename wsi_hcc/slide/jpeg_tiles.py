@@ -116,6 +116,7 @@ class JpegTileLevel:
         self._file_size = os.fstat(self._fd).st_size
         self._cols = -(-layout.width // layout.tile_width)
         self.cache = _TileCache(self._cols, keep_evicted=True)
+        self._rgb_marker_ok: bool | None = None  # found on first use, see _rgb_marker_works
 
     @property
     def tile_size(self) -> tuple[int, int]:
@@ -233,7 +234,7 @@ class JpegTileLevel:
     def _rgb_marker_works(self) -> bool:
         """Whether simplejpeg, told by an Adobe marker that the data are RGB, decodes this level's
         first stored tile exactly as imagecodecs does (a stream with markers of its own might not)."""
-        if not hasattr(self, "_rgb_marker_ok"):
+        if self._rgb_marker_ok is None:
             import imagecodecs
             import simplejpeg
 

@@ -229,7 +229,7 @@ def _tile_source(job: TileJob, jpeg_level: JpegTileLevel | None, reader: SlideRe
         scaled = ReducedJpegLevel(jpeg_level, decode_factor, scaled=True)
         rest = spec.scale / decode_factor
         scaled.cache.set_rows(math.ceil(spec.tile_px * rest / scaled.tile_size[1]) + 1)
-        return scaled.region, scaled.size, origins / decode_factor, 1.0 if rest == 1.0 else rest
+        return scaled.region, scaled.size, origins / decode_factor, rest
     factor = int(spec.scale)
     if (jpeg_level is not None and factor >= 2 and factor == spec.scale
             and all(side % factor == 0 for side in jpeg_level.tile_size) and np.all(origins % factor == 0)):
