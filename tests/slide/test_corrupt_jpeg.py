@@ -26,13 +26,14 @@ def damaged_svs(real_svs, tmp_path):
 
 
 # CMU-1-Small-Region is 0.499 um/px with 240 px JPEG tiles: at its own mpp the tiler copies them
-# (pass-through); at 1.0 it decodes and reduces them.
-ROUTES = [(0.499, 240, True), (1.0, 120, False)]
+# (pass-through); at 1.0 it decodes them in full and reduces them (exact) or decodes them at half
+# scale (scaled).
+ROUTES = [(0.499, 240, True, "exact"), (1.0, 120, False, "exact"), (1.0, 120, False, "scaled")]
 
 
-@pytest.mark.parametrize("target_mpp,tile_px,pass_through", ROUTES)
-def test_a_damaged_tile_fails_the_slide(damaged_svs, tmp_path, target_mpp, tile_px, pass_through):
-    config = TileConfig(target_mpp=target_mpp, tile_px=tile_px, min_tissue=0, qc=False)
+@pytest.mark.parametrize("target_mpp,tile_px,pass_through,resample", ROUTES)
+def test_a_damaged_tile_fails_the_slide(damaged_svs, tmp_path, target_mpp, tile_px, pass_through, resample):
+    config = TileConfig(target_mpp=target_mpp, tile_px=tile_px, min_tissue=0, qc=False, resample=resample)
     outcome = run_tile([damaged_svs], tmp_path / "out", config).outcomes[0]
     assert outcome.status == "failed"
     assert outcome.reason.startswith(f"{damaged_svs}: corrupt JPEG tile (")
@@ -40,9 +41,12 @@ def test_a_damaged_tile_fails_the_slide(damaged_svs, tmp_path, target_mpp, tile_
     assert not (tmp_path / "out" / "damaged.zarr").exists()
 
 
-@pytest.mark.parametrize("target_mpp,tile_px,pass_through", ROUTES)
-def test_the_intact_slide_tiles_through_the_same_routes(real_svs, tmp_path, target_mpp, tile_px, pass_through):
-    config = TileConfig(target_mpp=target_mpp, tile_px=tile_px, min_tissue=0, qc=False)
+@pytest.mark.parametrize("target_mpp,tile_px,pass_through,resample", ROUTES)
+def test_the_intact_slide_tiles_through_the_same_routes(real_svs, tmp_path, target_mpp, tile_px, pass_through,
+                                                         resample):
+    config = TileConfig(target_mpp=target_mpp, tile_px=tile_px, min_tissue=0, qc=False, resample=resample)
     outcome = run_tile([real_svs], tmp_path / "out", config).outcomes[0]
     assert outcome.status == "done", outcome.reason
-    assert read_store_meta(tmp_path / "out" / f"{real_svs.stem}.zarr")["pass_through"] is pass_through
+    meta = read_store_meta(tmp_path / "out" / f"{real_svs.stem}.zarr")
+    assert meta["pass_through"] is pass_through
+    assert meta["resample"]["used"] == ("exact" if pass_through else resample)

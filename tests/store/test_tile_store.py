@@ -121,7 +121,8 @@ def test_store_attributes_record_provenance(real_svs, tmp_path):
 
 
 def test_resampled_tiles_match_area_downsample_of_level0(synth_slide, tmp_path):
-    config = TileConfig(target_mpp=0.5, tile_px=224, compression="none", min_tissue=0.5)
+    # The exact path; --resample scaled is held to its own bound in tests/tiling/test_scaled_decode.py
+    config = TileConfig(target_mpp=0.5, tile_px=224, compression="none", min_tissue=0.5, resample="exact")
     result = tile_slide(synth_slide, tmp_path, config)
     assert result.spec.scale == 2.0 and result.spec.level == 0 and result.n_tiles > 5
     _, tiles, coords, _ = _tiles(result.store_path)

@@ -72,8 +72,10 @@ def test_clam_and_trident_read_our_resampled_tiles(synth_slide, tmp_path, target
     slide = openslide.OpenSlide(synth_slide)
     results = {}
     for layout in ("clam", "trident"):
+        # The exact path (full decode + area mean), which CLAM's patches match to a grey level per tile;
+        # --resample scaled is held to its own bound in tests/tiling/test_scaled_decode.py.
         config = TileConfig(target_mpp=target_mpp, tile_px=tile_px, compression="none", h5=True, h5_layout=layout,
-                            qc=False, min_tissue=0.25)
+                            qc=False, min_tissue=0.25, resample="exact")
         results[layout] = tile_slide(synth_slide, tmp_path / layout, config)
         assert results[layout].warnings == () and not results[layout].spec.native
     mag = f"{10 / target_mpp:g}x_{tile_px}px_0px_overlap"  # as TRIDENT's Processor names the folder

@@ -1,9 +1,11 @@
 """Direct access to the JPEG tiles of a TIFF pyramid level: each source tile is decoded once.
 
 This is the fast path of the tiler. It reads the tile bytes itself (``os.pread``) and decodes them
-with libjpeg-turbo through imagecodecs, which gives the same pixels as openslide and tiffslide (a
-test checks this on a real Aperio slide). Where the tile grid coincides with the slide's own tiles,
-the original bytes are handed on without decoding at all.
+with libjpeg-turbo (simplejpeg, or imagecodecs where simplejpeg cannot), which gives the same pixels
+as openslide and tiffslide (a test checks this on a real Aperio slide). Where the tile grid
+coincides with the slide's own tiles, the original bytes are handed on without decoding at all.
+Where tiles are wanted at 1/2, 1/4 or 1/8 of a level's resolution, libjpeg-turbo can decode at that
+scale inside the inverse DCT (``decode_scaled``), a fraction of the work of a full decode.
 """
 
 from __future__ import annotations
@@ -22,6 +24,12 @@ __all__ = ["JpegTileLevel", "ReducedJpegLevel", "open_jpeg_levels", "misaligned_
 
 _PHOTOMETRIC_RGB, _PHOTOMETRIC_YCBCR = 2, 6
 _JPEG = 7
+# An Adobe APP14 segment with transform 0: tells libjpeg that the three components are R, G, B.
+# RGB-coded tiles (Aperio) carry neither this nor a JFIF marker, so libjpeg would take them for
+# YCbCr; spliced in after SOI, simplejpeg decodes them to the same pixels as imagecodecs given
+# colorspace="RGB" (checked per level on its first tile, see JpegTileLevel._rgb_marker_works).
+_ADOBE_RGB = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00"
+SCALED_DECODE_FACTORS = (2, 4, 8)
 
 
 def misaligned_empty(shape: tuple[int, ...]) -> np.ndarray:
@@ -108,6 +116,7 @@ class JpegTileLevel:
         self._file_size = os.fstat(self._fd).st_size
         self._cols = -(-layout.width // layout.tile_width)
         self.cache = _TileCache(self._cols, keep_evicted=True)
+        self._rgb_marker_ok: bool | None = None  # found on first use, see _rgb_marker_works
 
     @property
     def tile_size(self) -> tuple[int, int]:
@@ -157,11 +166,18 @@ class JpegTileLevel:
         self._strict_decode(data, col, row)
         return data
 
-    def _strict_decode(self, data: bytes, col: int, row: int, out: np.ndarray | None = None) -> None:
+    def _strict_decode(self, data: bytes, col: int, row: int, out: np.ndarray | None = None, factor: int = 8) -> None:
+        """Decode strictly at 1/``factor`` scale (into ``out`` if given); a damaged stream fails in one line.
+
+        simplejpeg scales only when given a minimum size (its ``min_factor`` alone does not), so
+        the scale is asked for as the tile's size divided by ``factor``.
+        """
         import simplejpeg
 
+        tw, th = self.tile_size
         try:
-            simplejpeg.decode_jpeg(data, strict=True, min_factor=1 if out is not None else 8, buffer=out)
+            simplejpeg.decode_jpeg(data, strict=True, min_width=-(-tw // factor), min_height=-(-th // factor),
+                                   buffer=out)
         except ValueError as exc:
             raise SlideError(f"{self.path}: corrupt JPEG tile ({col}, {row}) ({exc}); the file is damaged: copy it "
                              "again from the scanner's output") from None
@@ -179,8 +195,10 @@ class JpegTileLevel:
         data = self.raw(col, row)
         if lay.jpeg_colorspace in (None, "YCbCr", "YCBCR"):
             # simplejpeg gives libjpeg-turbo's pixels (identical to imagecodecs') and the check in one decode
-            self._strict_decode(data, col, row, out=tile)
-        else:  # RGB-coded (Aperio): only imagecodecs decodes the colours right; check separately
+            self._strict_decode(data, col, row, out=tile, factor=1)
+        elif self._rgb_marker_works():  # RGB-coded (Aperio), told so by the Adobe marker: the same, in one decode
+            self._strict_decode(data[:2] + _ADOBE_RGB + data[2:], col, row, out=tile, factor=1)
+        else:  # RGB-coded, and the marker does not work here: imagecodecs decodes the colours; check separately
             self._strict_decode(data, col, row)
             try:
                 imagecodecs.jpeg8_decode(data, colorspace=lay.jpeg_colorspace, outcolorspace="RGB", out=tile)
@@ -188,6 +206,50 @@ class JpegTileLevel:
                 raise SlideError(f"{self.path}: corrupt JPEG tile ({col}, {row}): {exc}; the file is damaged") from exc
         self.cache.put(key, tile)
         return tile
+
+    def can_decode_scaled(self, factor: int) -> bool:
+        """True when :meth:`decode_scaled` by ``factor`` gives whole tiles of correct colour."""
+        tw, th = self.tile_size
+        if factor not in SCALED_DECODE_FACTORS or tw % factor or th % factor:
+            return False
+        return self._layout.jpeg_colorspace in (None, "YCbCr", "YCBCR") or self._rgb_marker_works()
+
+    def decode_scaled(self, col: int, row: int, factor: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Decode one source tile at 1/``factor`` scale in libjpeg-turbo's inverse DCT (checked like :meth:`decode`).
+
+        Within about a grey level of decoding in full and averaging ``factor`` x ``factor`` blocks
+        (tests/tiling/test_scaled_decode.py), for a fraction of the work; not cached.
+        """
+        if not self.can_decode_scaled(factor):
+            raise ValueError(f"{self.path}: cannot decode {self.tile_size} tiles at 1/{factor} scale")
+        tw, th = self.tile_size
+        if out is None:
+            out = misaligned_empty((th // factor, tw // factor, 3))
+        data = self.raw(col, row)
+        if self._layout.jpeg_colorspace == "RGB":
+            data = data[:2] + _ADOBE_RGB + data[2:]
+        self._strict_decode(data, col, row, out=out, factor=factor)
+        return out
+
+    def _rgb_marker_works(self) -> bool:
+        """Whether simplejpeg, told by an Adobe marker that the data are RGB, decodes this level's
+        first stored tile exactly as imagecodecs does (a stream with markers of its own might not)."""
+        if self._rgb_marker_ok is None:
+            import imagecodecs
+            import simplejpeg
+
+            index = next((i for i, count in enumerate(self._layout.byte_counts) if count), None)
+            ok = False
+            if index is not None:
+                col, row = index % self._cols, index // self._cols
+                data = self.raw(col, row)
+                try:
+                    expected = imagecodecs.jpeg8_decode(data, colorspace="RGB", outcolorspace="RGB")
+                    ok = np.array_equal(simplejpeg.decode_jpeg(data[:2] + _ADOBE_RGB + data[2:]), expected)
+                except (ValueError, imagecodecs.Jpeg8Error):
+                    ok = False  # a damaged first tile: stay on the exact path, which reports it
+            self._rgb_marker_ok = ok
+        return self._rgb_marker_ok
 
     def region(self, x: int, y: int, width: int, height: int) -> np.ndarray:
         """``(height, width, 3)`` uint8 RGB of this level, top-left at level pixel ``(x, y)``."""
@@ -199,23 +261,33 @@ class ReducedJpegLevel:
 
     Reducing each decoded tile before assembling regions gives the same pixels as reducing the
     assembled region (tile edges are multiples of ``factor``) while moving a quarter of the data.
+    With ``scaled``, each tile is instead decoded at 1/``factor`` scale (:meth:`JpegTileLevel.decode_scaled`).
     """
 
-    def __init__(self, level: JpegTileLevel, factor: int):
+    def __init__(self, level: JpegTileLevel, factor: int, scaled: bool = False):
         tw, th = level.tile_size
         if factor < 2 or tw % factor or th % factor:
             raise ValueError(f"factor {factor} does not divide the {tw}x{th} tiles")
+        if scaled and not level.can_decode_scaled(factor):
+            raise ValueError(f"{level.path}: cannot decode at 1/{factor} scale")
         self._level = level
         self._factor = factor
+        self._scaled = scaled
         self.tile_size = (tw // factor, th // factor)
-        self.size = (level.size[0] // factor, level.size[1] // factor)
-        self.cache = _TileCache(-(-level.size[0] // tw))
+        # Scaled tiles are decoded whole (edge tiles are padded), so a partial last pixel is there too.
+        shrink = (lambda side: -(-side // factor)) if scaled else (lambda side: side // factor)
+        self.size = (shrink(level.size[0]), shrink(level.size[1]))
+        self.cache = _TileCache(-(-level.size[0] // tw), keep_evicted=scaled)
         level.cache.set_rows(1)  # each source tile is reduced once; only the reduced one is kept
 
     def decode(self, col: int, row: int) -> np.ndarray:
         tile = self.cache.get((col, row))
         if tile is None:
-            tile = reduce_by(self._level.decode(col, row), self._factor)
+            if self._scaled:
+                spare = self.cache.spare.pop() if self.cache.spare else None
+                tile = self._level.decode_scaled(col, row, self._factor, out=spare)
+            else:
+                tile = reduce_by(self._level.decode(col, row), self._factor)
             self.cache.put((col, row), tile)
         return tile
 

@@ -29,6 +29,11 @@ class TileConfig(BaseModel):
         ``auto``, ``openslide`` or ``tiffslide``.
     direct_jpeg : bool
         Decode JPEG-tiled TIFF levels directly (same pixels, faster); off reads through the backend.
+    resample : str
+        How tiles coarser than a JPEG level are made: ``scaled`` decodes the JPEG tiles at 1/2,
+        1/4 or 1/8 scale inside libjpeg-turbo's inverse DCT and finishes with area interpolation
+        (within about a grey level of ``exact``, and faster); ``exact`` decodes in full and
+        averages (area interpolation only).
     pass_through : bool
         Where the grid coincides with the slide's own JPEG tiles, store their bytes unchanged (no
         decode, no re-encode, no generation loss).
@@ -57,6 +62,7 @@ class TileConfig(BaseModel):
     min_tissue: float = Field(0.5, ge=0, le=1)
     backend: Literal["auto", "openslide", "tiffslide"] = "auto"
     direct_jpeg: bool = True
+    resample: Literal["exact", "scaled"] = "scaled"
     pass_through: bool = True
     compression: Literal["jpeg", "zstd", "none"] = "jpeg"
     jpeg_quality: int = Field(90, ge=1, le=100)

@@ -18,14 +18,21 @@ from typing import Any
 import numpy as np
 
 from wsi_hcc.records import TileSpec
-from wsi_hcc.slide.jpeg_tiles import JpegTileLevel, ReducedJpegLevel, misaligned_empty, open_jpeg_levels
+from wsi_hcc.slide.jpeg_tiles import (
+    SCALED_DECODE_FACTORS,
+    JpegTileLevel,
+    ReducedJpegLevel,
+    misaligned_empty,
+    open_jpeg_levels,
+)
 from wsi_hcc.slide.readers import open_slide
 from wsi_hcc.slide.readers.base import SlideReader
 from wsi_hcc.slide.thumbnail import reduce_by
 from wsi_hcc.stain.normalizers import normalizer_from_dict
 from wsi_hcc.store.patch_store import chunk_path, codec_from_config
+from wsi_hcc.tiling.grid import NATIVE_TOLERANCE
 
-__all__ = ["TileJob", "run_tile_job", "can_pass_through", "open_cached", "warm_up"]
+__all__ = ["TileJob", "run_tile_job", "can_pass_through", "open_cached", "warm_up", "scaled_decode_factor"]
 
 # Regions are read a few tiles at a time: large enough to amortise per-call overhead, small
 # enough that memory stays flat in slide size.
@@ -54,6 +61,7 @@ class TileJob:
     level_origins: np.ndarray
     done_marker: str
     stain: dict[str, Any] | None = None  # fitted stain reference (wsi_hcc.stain), applied before encoding
+    resample: str = "exact"  # "scaled": decode JPEG tiles at 1/2, 1/4 or 1/8 scale where the tiles allow
 
     def __len__(self) -> int:
         return int(self.cols.shape[0])
@@ -85,6 +93,20 @@ def grid_matches_source_tiles(spec: TileSpec, jpeg_level: JpegTileLevel | None) 
 def can_pass_through(spec: TileSpec, jpeg_level: JpegTileLevel | None, compression: str) -> bool:
     """True when the slide's own JPEG bytes can be stored unchanged as the tiles."""
     return compression == "jpeg" and grid_matches_source_tiles(spec, jpeg_level)
+
+
+def scaled_decode_factor(spec: TileSpec, jpeg_level: JpegTileLevel | None, resample: str) -> int:
+    """The scale (2, 4 or 8) at which to decode the level's JPEG tiles, or 1 for a full decode.
+
+    With ``resample="scaled"``: the largest of 2, 4, 8 that is at most the tile's scale (within the
+    1% rule of native levels) and divides the source tiles; what remains of the scale is then done
+    by area interpolation on the scaled tiles.
+    """
+    if resample != "scaled" or jpeg_level is None:
+        return 1
+    fits = [f for f in SCALED_DECODE_FACTORS
+            if f <= spec.scale * (1 + NATIVE_TOLERANCE) and jpeg_level.can_decode_scaled(f)]
+    return max(fits, default=1)
 
 
 def run_tile_job(job: TileJob) -> int:
@@ -195,12 +217,20 @@ def _runs(job: TileJob):
 def _tile_source(job: TileJob, jpeg_level: JpegTileLevel | None, reader: SlideReader):
     """Where the job's pixels come from: ``(read, level_size, origins, scale)``.
 
-    Preference: the slide's JPEG tiles shrunk per tile when the scale is an integer that divides
-    them (the usual 0.25 -> 0.5 um/px case), else the JPEG tiles, else the backend's read_region.
+    Preference: with ``resample="scaled"``, the slide's JPEG tiles decoded at 1/2, 1/4 or 1/8
+    scale, the rest of the scale done on those; else the JPEG tiles shrunk per tile when the scale
+    is an integer that divides them (the usual 0.25 -> 0.5 um/px case), else the JPEG tiles, else
+    the backend's read_region.
     """
     spec = job.spec
-    factor = int(spec.scale)
     origins = job.level_origins
+    decode_factor = scaled_decode_factor(spec, jpeg_level, job.resample)
+    if decode_factor > 1:
+        scaled = ReducedJpegLevel(jpeg_level, decode_factor, scaled=True)
+        rest = spec.scale / decode_factor
+        scaled.cache.set_rows(math.ceil(spec.tile_px * rest / scaled.tile_size[1]) + 1)
+        return scaled.region, scaled.size, origins / decode_factor, rest
+    factor = int(spec.scale)
     if (jpeg_level is not None and factor >= 2 and factor == spec.scale
             and all(side % factor == 0 for side in jpeg_level.tile_size) and np.all(origins % factor == 0)):
         reduced = ReducedJpegLevel(jpeg_level, factor)

@@ -28,7 +28,7 @@ from wsi_hcc.slide.thumbnail import read_thumbnail
 from wsi_hcc.store.patch_store import SCHEMA_VERSION, create_store, make_codec, write_attrs
 from wsi_hcc.store.tool_layouts import write_coords_files
 from wsi_hcc.tiling.config import TileConfig
-from wsi_hcc.tiling.extract import TileJob, can_pass_through, open_cached, run_tile_job
+from wsi_hcc.tiling.extract import TileJob, can_pass_through, open_cached, run_tile_job, scaled_decode_factor
 from wsi_hcc.tiling.grid import TileGrid, make_grid, plan_tile_spec, tissue_fractions
 from wsi_hcc.tiling.tissue import detect_tissue
 from wsi_hcc.utils.atomic import atomic_write_bytes, partial_path, publish_dir
@@ -98,10 +98,11 @@ def tile_slide(path: str | Path, out_dir: str | Path, config: TileConfig, *, ste
     codec = make_codec(config.compression, config.jpeg_quality,
                        jpeg_level.jpeg_colorspace if pass_through else None, config.jpeg_subsampling)
     codec_config = codec.get_config() if codec is not None else None
+    decode_factor = 1 if pass_through else scaled_decode_factor(spec, jpeg_level, config.resample)
 
     final = store_path_for(out_dir, stem)
     tmp = partial_path(final)
-    plan = _plan_digest(slide, spec, config, tiles, codec_config, pass_through, stain)
+    plan = _plan_digest(slide, spec, config, tiles, codec_config, pass_through, stain, decode_factor)
     _prepare_partial(tmp, plan, spec, tiles, selection.fractions, codec)
     jobs = _make_jobs(slide, slide_stat, config, spec, tiles, tmp, codec_config, pass_through, stain)
     if on_start:
@@ -110,7 +111,8 @@ def tile_slide(path: str | Path, out_dir: str | Path, config: TileConfig, *, ste
     t_tiles = time.perf_counter()
 
     write_attrs(tmp, {"wsi_hcc": _store_attrs(slide, spec, config, len(tiles), selection.n_grid, pass_through,
-                                              selection.mask_downsample, codec_config, stain)})
+                                              selection.mask_downsample, codec_config, stain)
+                      | {"resample": _resample_record(config, decode_factor)}})
     shutil.rmtree(tmp / _PROGRESS_DIR)
     if config.qc:
         _write_qc(out_dir / f"{stem}.qc.png", reader, slide, selection.mask, tiles.coords, spec)
@@ -151,11 +153,17 @@ def _select_tiles(reader, slide: SlideInfo, spec: TileSpec, config: TileConfig) 
     return _Selection(grid.subset(keep), fractions[keep], len(grid), mask, mask_downsample, tuple(warnings))
 
 
+def _resample_record(config: TileConfig, decode_factor: int) -> dict:
+    """Which path made the tiles: ``scaled`` only where JPEG tiles were decoded at 1/``decode_factor``."""
+    return {"requested": config.resample, "used": "scaled" if decode_factor > 1 else "exact",
+            "jpeg_decode_factor": decode_factor}
+
+
 def _plan_digest(slide: SlideInfo, spec: TileSpec, config: TileConfig, tiles: TileGrid,
-                 codec_config, pass_through: bool, stain: dict | None) -> str:
+                 codec_config, pass_through: bool, stain: dict | None, decode_factor: int = 1) -> str:
     digest = hashlib.sha256(json.dumps(
         [slide.fingerprint, spec.to_dict(), config.model_dump(mode="json"), codec_config, pass_through,
-         stain, len(tiles)], sort_keys=True).encode())
+         stain, len(tiles), decode_factor], sort_keys=True).encode())
     digest.update(tiles.coords.tobytes())
     return digest.hexdigest()
 
@@ -193,7 +201,8 @@ def _make_jobs(slide: SlideInfo, slide_stat, config: TileConfig, spec: TileSpec,
             slide_path=slide.path, slide_stat=slide_stat, backend=slide.backend, direct_jpeg=config.direct_jpeg,
             spec=spec, store_path=str(tmp), codec_config=codec_config, pass_through=pass_through,
             first_index=lo, cols=tiles.cols[lo:hi], rows=tiles.rows[lo:hi],
-            level_origins=tiles.level_origins[lo:hi], done_marker=str(marker), stain=stain))
+            level_origins=tiles.level_origins[lo:hi], done_marker=str(marker), stain=stain,
+            resample=config.resample))
     return jobs
 
 
