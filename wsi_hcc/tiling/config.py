@@ -62,7 +62,7 @@ class TileConfig(BaseModel):
     min_tissue: float = Field(0.5, ge=0, le=1)
     backend: Literal["auto", "openslide", "tiffslide"] = "auto"
     direct_jpeg: bool = True
-    resample: Literal["exact", "scaled"] = "scaled"
+    resample: Literal["exact", "scaled"] = "exact"
     pass_through: bool = True
     compression: Literal["jpeg", "zstd", "none"] = "jpeg"
     jpeg_quality: int = Field(90, ge=1, le=100)
