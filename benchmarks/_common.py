@@ -52,3 +52,18 @@ def publish(section: str, title: str, lines: list[str], write: bool) -> None:
     print(table)
     if write:
         update_section(section, f"## {title}\n\n{table}")
+
+
+def bench_slide(width: int, height: int) -> Path:
+    """A generated slide at 0.25 um/px for benchmarks, cached in benchmarks/_data/."""
+    import sys
+
+    from wsi_hcc.synth import write_synthetic_slide
+
+    path = Path(__file__).resolve().parent / "_data" / f"bench_{width}x{height}.svs"
+    if not path.exists():
+        path.parent.mkdir(exist_ok=True)
+        start = time.perf_counter()
+        write_synthetic_slide(path, size_px=(width, height), mpp=0.25, seed=7)
+        print(f"generated {path.name} in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    return path

@@ -19,21 +19,11 @@ import sys
 import time
 from pathlib import Path
 
-from _common import publish
+from _common import bench_slide, publish
 
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / "_data" / "classify"
 STAGES = ("tile", "features", "mil", "export")
-
-
-def _big_slide(width: int, height: int) -> Path:
-    from wsi_hcc.synth import write_synthetic_slide
-
-    path = HERE / "_data" / f"bench_{width}x{height}.svs"
-    if not path.exists():
-        path.parent.mkdir(exist_ok=True)
-        write_synthetic_slide(path, size_px=(width, height), mpp=0.25, seed=7)
-    return path
 
 
 def _bundle() -> Path:
@@ -73,7 +63,7 @@ def main() -> None:
 
     from wsi_hcc.pipelines.classify import run_classify
 
-    slide = _big_slide(args.width, args.height)
+    slide = bench_slide(args.width, args.height)
     bundle = _bundle()
     out = CACHE / f"out_{args.device}"
     runs = []

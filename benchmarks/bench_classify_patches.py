@@ -18,20 +18,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from _common import median_rate, median_seconds, publish
+from _common import bench_slide, median_rate, median_seconds, publish
 
 HERE = Path(__file__).resolve().parent
 KMC = HERE.parents[1] / "shared" / "data" / "models" / "livernet" / "KMC" / "LiverNet_test_fold1_weights.h5"
-
-
-def _slide(width: int, height: int) -> Path:
-    from wsi_hcc.synth import write_synthetic_slide
-
-    path = HERE / "_data" / f"bench_{width}x{height}.svs"
-    if not path.exists():
-        path.parent.mkdir(exist_ok=True)
-        write_synthetic_slide(path, size_px=(width, height), mpp=0.25, seed=7)
-    return path
 
 
 def _model_folder(arch: str, root: Path) -> Path:
@@ -80,7 +70,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--results", action="store_true", help="also write benchmarks/RESULTS.md")
     args = parser.parse_args()
-    slide = _slide(args.width, args.height)
+    slide = bench_slide(args.width, args.height)
     lines = [f"Slide: synthetic {args.width} x {args.height} px at 0.25 um/px, tiled at 0.5 um/px, 224 px; "
              f"CPU, {torch.get_num_threads()} torch threads; medians of {args.repeats}.", "",
              "| model | tiles | end to end s | end to end tiles/s | model only tiles/s | ratio |",

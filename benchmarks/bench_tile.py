@@ -23,21 +23,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import bench_slide
 
 HERE = Path(__file__).resolve().parent
 SHM = Path("/dev/shm")
-
-
-def _slide(width: int, height: int) -> Path:
-    from wsi_hcc.synth import write_synthetic_slide
-
-    path = HERE / "_data" / f"bench_{width}x{height}.svs"
-    if not path.exists():
-        path.parent.mkdir(exist_ok=True)
-        start = time.perf_counter()
-        write_synthetic_slide(path, size_px=(width, height), mpp=0.25, seed=7)
-        print(f"generated {path.name} in {time.perf_counter() - start:.0f} s", file=sys.stderr)
-    return path
 
 
 def _level0(path: Path):
@@ -187,10 +176,10 @@ def main() -> None:
     parser.add_argument("--resample-only", action="store_true",
                         help="only the one-core exact vs scaled rows (section bench_tile_resample)")
     opts = parser.parse_args()
-    path = _slide(opts.width, opts.height)
+    path = bench_slide(opts.width, opts.height)
     if opts.resample_only:
         return _resample_main(path, opts)
-    small = _slide(opts.width // 2, opts.height // 2)
+    small = bench_slide(opts.width // 2, opts.height // 2)
 
     samples: dict[str, list] = {}
     for _ in range(opts.repeats):

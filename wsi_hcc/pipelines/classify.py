@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ from wsi_hcc.utils.runs import SlideOutcome, StateFiles, one_line_reason, prepar
 from wsi_hcc.utils.versions import utc_now
 from wsi_hcc.viz.slide_exports import TilePredictions, slide_geojson_features, slide_heatmap_png
 
-__all__ = ["ClassifyReport", "run_classify", "CSV_COLUMNS"]
+__all__ = ["ClassifyReport", "run_classify", "CSV_COLUMNS", "classify_rows", "slide_picture"]
 
 log = logging.getLogger(__name__)
 
@@ -99,25 +100,37 @@ def run_classify(inputs: list[str | Path], bundle_dir: str | Path, out_dir: str 
                             progress=progress).outcomes if stores else ()
     features_of = {o.stem: o for o in featured}
 
-    rows: list[dict[str, Any]] = []
-    progress.stage("classify")
-    for position, outcome in enumerate(tiled):
-        progress.item_started(outcome.stem, position, len(tiled))
+    def classify_one(outcome: SlideOutcome) -> dict[str, Any]:
         row = _classify_one(outcome, features_of.get(outcome.stem), stores_dir, out_dir, bundle, bundle_digest,
                             region_threshold, overwrite)
         if truth is not None:
             row["true_label"], row["true_grade"] = truth.get(outcome.stem, ("", ""))
-        rows.append(row)
-        _write_csv(out_dir / "predictions.csv", rows, bundle)
-        progress.item_finished()
-    if not rows:
-        _write_csv(out_dir / "predictions.csv", rows, bundle)
+        return row
+
+    progress.stage("classify")
+    rows = classify_rows(tiled, classify_one, lambda rows: _write_csv(out_dir / "predictions.csv", rows, bundle),
+                         progress)
     write_manifest(out_dir / "classify-manifest.json", "classify", started,
                    [SlideOutcome(r["slide"], o.path, r["status"], r["reason"]) for r, o in zip(rows, tiled)],
                    bundle={"path": str(Path(bundle_dir).resolve()), "card_sha256": bundle_digest,
                            "features": dict(bundle.card.features), "backbone": backbone},
                    stores_dir=str(stores_dir.resolve()), region_threshold=region_threshold, device=device)
     return ClassifyReport(out_dir, rows, out_dir / "predictions.csv")
+
+
+def classify_rows(tiled: Sequence[SlideOutcome], classify_one: Callable[[SlideOutcome], dict[str, Any]],
+                  write: Callable[[list[dict[str, Any]]], None], progress: Progress) -> list[dict[str, Any]]:
+    """One row per tiled slide, each a progress item; ``write`` gets the rows after every slide, so a
+    killed run keeps those it finished (and an empty run still writes its header)."""
+    rows: list[dict[str, Any]] = []
+    for position, outcome in enumerate(tiled):
+        progress.item_started(outcome.stem, position, len(tiled))
+        rows.append(classify_one(outcome))
+        write(rows)
+        progress.item_finished()
+    if not rows:
+        write(rows)
+    return rows
 
 
 def _true_labels(labels_csv: str | Path | None) -> dict[str, tuple[str, str]] | None:

@@ -26,7 +26,7 @@ import numpy as np
 
 from wsi_hcc.errors import WsiHccError
 from wsi_hcc.models import MODEL_FOLDER_FORMAT, ModelCard, create_backbone, file_sha256, to_model_input
-from wsi_hcc.pipelines.classify import ClassifyReport, slide_picture
+from wsi_hcc.pipelines.classify import ClassifyReport, classify_rows, slide_picture
 from wsi_hcc.pipelines.tile import run_tile
 from wsi_hcc.qupath.export import write_qupath_geojson
 from wsi_hcc.store.feature_array import read_store_meta, store_records
@@ -111,15 +111,10 @@ def run_classify_patches(inputs: list[str | Path], model_dir: str | Path, out_di
                      recursive=recursive, slide_mpp=slide_mpp, overwrite=overwrite, workers=workers,
                      scheduler=scheduler, progress=progress).outcomes
     progress.stage("classify")
-    rows: list[dict[str, Any]] = []
-    for position, outcome in enumerate(tiled):
-        progress.item_started(outcome.stem, position, len(tiled))
-        rows.append(_classify_slide(outcome, stores_dir, out_dir, model, model_digest, learnt_from, allow_resize,
-                                    overwrite, batch_size, progress))
-        _write_csv(out_dir / "predictions.csv", rows, card)
-        progress.item_finished()
-    if not rows:
-        _write_csv(out_dir / "predictions.csv", rows, card)
+    rows = classify_rows(tiled, lambda outcome: _classify_slide(outcome, stores_dir, out_dir, model, model_digest,
+                                                                learnt_from, allow_resize, overwrite, batch_size,
+                                                                progress),
+                         lambda rows: _write_csv(out_dir / "predictions.csv", rows, card), progress)
     write_manifest(out_dir / "classify-manifest.json", "classify", started,
                    [SlideOutcome(r["slide"], o.path, r["status"], r["reason"]) for r, o in zip(rows, tiled)],
                    model={"path": str(model_dir.resolve()), "kind": MODEL_KIND, "card_sha256": model_digest,
