@@ -48,7 +48,7 @@ def test_bundle_writes_a_model_folder_with_an_honest_card(livernet_run):
 @needs_kmc
 def test_classify_scores_every_tile_of_the_real_slide_as_the_model_does(livernet_run, real_svs):
     """Tile probabilities equal the model applied to the same tiles read from the slide with openslide:
-    the store's JPEG (4:4:4, q90) moves them by at most 0.05 (measured below 0.02)."""
+    the store's JPEG (4:4:4, q90) moves them by at most 0.05 (measured: 0.010, every top class the same)."""
     from wsi_hcc.models import create_backbone, to_model_input
     from wsi_hcc.slide.readers import open_slide
 

@@ -31,6 +31,7 @@ class HeatmapPanel:
     cmap: Any = "viridis"  # a matplotlib colormap name, or a Colormap (a categorical one for classes)
     vmin: float | None = 0.0
     vmax: float | None = 1.0
+    ticks: dict[float, str] | None = None  # colour-bar labels by value: a legend for categorical maps
 
 
 def value_grid(coords: np.ndarray, values: np.ndarray, tile_size_level0: float | None, downsample: float,
@@ -123,7 +124,10 @@ def heatmap_figure(thumbnail: np.ndarray, panels: Sequence[HeatmapPanel], alpha:
         ax.set_title(panel.label)
         ax.set_axis_off()
         colorbar = figure.colorbar(ScalarMappable(Normalize(lo, hi), panel.cmap), ax=ax, shrink=0.8)
-        colorbar.set_label(panel.label)
+        if panel.ticks:
+            colorbar.set_ticks(list(panel.ticks), labels=list(panel.ticks.values()))
+        else:
+            colorbar.set_label(panel.label)
     if title:
         figure.suptitle(title)
     return figure

@@ -88,10 +88,10 @@ def class_maps_png(thumbnail: np.ndarray, downsample: float, boxes: np.ndarray, 
                            "magma", 0.0, 1.0) for k, name in enumerate(class_names)]
     import matplotlib
 
-    legend = ", ".join(f"{k} {name}" for k, name in enumerate(class_names))
     one_colour_per_class = matplotlib.colors.ListedColormap(matplotlib.colormaps["tab10"].colors[:len(class_names)])
     panels.append(HeatmapPanel(value_grid(boxes, probs.argmax(axis=1).astype(np.float64), None, downsample, shape),
-                               f"top class ({legend})", one_colour_per_class, -0.5, len(class_names) - 0.5))
+                               "top class per tile", one_colour_per_class, -0.5, len(class_names) - 0.5,
+                               ticks={float(k): name for k, name in enumerate(class_names)}))
     return render_heatmaps_png(thumbnail, panels, title=title)
 
 
