@@ -454,3 +454,5 @@ def test_a_model_folder_gives_the_features_of_its_weights(store, small_features,
                                rtol=1e-4, atol=1e-4)
     recorded = read_store_meta(store)["features"]["weights_sha256"]
     assert recorded == json.loads((folder / "card.json").read_text())["weights_sha256"]
+    with pytest.raises(WsiHccError, match="model: a test_resnet model folder; use --arch test_resnet"):
+        create_backbone("resnet34", weights=folder)

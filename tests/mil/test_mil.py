@@ -412,5 +412,6 @@ def test_a_missing_bundle_folder_says_so(tmp_path):
     from wsi_hcc.errors import WsiHccError
     from wsi_hcc.mil import load_mil_bundle
 
-    with pytest.raises(WsiHccError, match="nomodel: no such folder; point --model at the 'model' folder"):
+    with pytest.raises(WsiHccError, match="nomodel: no such folder; point --model at a model folder: OUT/model of "
+                                          "wsi-hcc train-mil"):
         load_mil_bundle(tmp_path / "nomodel")

@@ -37,8 +37,11 @@ def test_two_tile_processes_into_one_folder_lose_nothing(tmp_path):
                "--mpp", "0.5", "--tile-px", "128"]
     runs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
     outputs = [run.communicate(timeout=600)[0] for run in runs]
-    assert [run.returncode for run in runs] == [0, 0], outputs
     assert all("Traceback" not in out for out in outputs)
+    for run, output in zip(runs, outputs):  # a slide the other run held is a failure that names the holder
+        assert run.returncode == 0 or (run.returncode == 1 and "is being written by another run (pid" in output), output
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=600)  # picks up what was held
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     out = tmp_path / "out"
     assert not [p.name for p in out.iterdir() if p.name.endswith((".old", ".partial", ".lock"))]
     for k in range(4):

@@ -4,7 +4,7 @@ class probability and one region per connected group of tiles where a class is o
 import numpy as np
 from qupath_validator import validate_document
 
-from wsi_hcc.viz.slide_exports import class_geojson_features, class_maps_png, measurement_name
+from wsi_hcc.viz.slide_exports import class_colours, class_geojson_features, class_maps_png, measurement_name
 
 
 def _grid(n=4, size=50.0):
@@ -34,6 +34,9 @@ def test_class_geojson_has_every_probability_and_regions_per_connected_group():
     report = validate_document({"type": "FeatureCollection", "features": features})
     assert report.ok, report.summary()
     assert measurement_name("non cancerous") == "p_non_cancerous"
+    # a class has the colour of its heatmap legend in QuPath too
+    colour = {t["properties"]["classification"]["name"]: t["properties"]["classification"]["color"] for t in tiles}
+    assert [tuple(colour[n]) for n in ("high grade", "low grade", "non-cancerous")] == class_colours(3)
 
 
 def test_class_maps_png_draws_a_panel_per_class_and_the_top_class():

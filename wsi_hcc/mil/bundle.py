@@ -39,7 +39,7 @@ __all__ = ["BUNDLE_FORMAT", "BACKBONE_FILE", "MilCard", "MilBundle", "SlidePredi
 BUNDLE_FORMAT = "wsi-hcc-mil-bundle/3"
 _LEGACY_FORMATS = ("wsi-hcc-mil-bundle/2", "wsi-hcc-mil-bundle/1")
 BACKBONE_FILE = "backbone.safetensors"
-_WRITER = "wsi-hcc train-mil"
+_WRITER = "wsi-hcc train-mil (or, for a patch classifier, wsi-hcc bundle or train-patches)"
 
 
 def save_member(model, path: Path) -> str:
@@ -264,7 +264,8 @@ def load_mil_bundle(path: str | Path, device: str = "cpu") -> MilBundle:
 
     path = Path(path)
     if not path.exists():
-        raise WsiHccError(f"{path}: no such folder; point --model at the 'model' folder of a wsi-hcc train-mil run")
+        raise WsiHccError(f"{path}: no such folder; point --model at a model folder: OUT/model of wsi-hcc train-mil, "
+                          "train-patches or demo, or one made by wsi-hcc bundle")
     card, tensors = _read_legacy(path) or load_checked(path, card_format=BUNDLE_FORMAT, kind="a MIL bundle",
                                                        writer=_WRITER)
     typed = MilCard.from_dict(card, path / CARD_NAME)

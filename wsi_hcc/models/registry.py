@@ -100,6 +100,8 @@ def create_backbone(name: str, num_classes: int | None = None, weights: str | Pa
         loader = None if path.is_dir() else entry.foreign_loaders.get(path.suffix.lower())
         if path.is_dir():
             card, state = read_model_folder(path)
+            if card.architecture != entry.name:
+                raise WeightsError(f"{path}: a {card.architecture} model folder; use --arch {card.architecture}")
             weight_classes = _classes_in(state, entry)
         elif loader is not None:
             if not path.is_file():

@@ -63,7 +63,8 @@ def read_state_dict(path: str | Path) -> dict:
         except (SafetensorError, OSError, ValueError) as exc:
             raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from None
     if path.suffix not in _TORCH_SUFFIXES:
-        raise WeightsError(f"{path}: unknown weights format {path.suffix!r}; use .safetensors, .pt, .pth or .bin")
+        raise WeightsError(f"{path}: unknown weights format {path.suffix!r} for this backbone; use a model folder, "
+                           ".safetensors, .pt, .pth or .bin (Keras .h5 files are LiverNet's: --arch livernet)")
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle errors take many forms; all mean the same thing to a user

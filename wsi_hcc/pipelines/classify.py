@@ -118,6 +118,12 @@ def run_classify(inputs: list[str | Path], bundle_dir: str | Path, out_dir: str 
     return ClassifyReport(out_dir, rows, out_dir / "predictions.csv")
 
 
+def no_tissue_line(slide: str | Path) -> str:
+    """Why a slide with no tissue tiles cannot be classified, and what to look at."""
+    return (f"{slide}: no tissue tiles to classify (tissue detection kept none at the model's tiling); look at "
+            "the slide's QC picture (wsi-hcc tile writes <stem>.qc.png) to see why")
+
+
 def classify_rows(tiled: Sequence[SlideOutcome], classify_one: Callable[[SlideOutcome], dict[str, Any]],
                   write: Callable[[list[dict[str, Any]]], None], progress: Progress) -> list[dict[str, Any]]:
     """One row per tiled slide, each a progress item; ``write`` gets the rows after every slide, so a
@@ -173,8 +179,7 @@ def _classify_one(tiled: SlideOutcome, featured: SlideOutcome | None, stores_dir
             if previous is not None:
                 return previous | {"status": "skipped", "reason": "already done"}
         if row["n_tiles"] == 0:
-            raise WsiHccError(f"{tiled.path}: no tissue tiles to classify; check the slide (see its QC picture "
-                              "with wsi-hcc tile) or lower min_tissue")
+            raise WsiHccError(no_tissue_line(tiled.path))
         started = time.perf_counter()
         tiles, prediction = _predict(store, spec, bundle)
         row["seconds_mil"] = round(time.perf_counter() - started, 3)

@@ -26,7 +26,7 @@ import numpy as np
 
 from wsi_hcc.errors import WsiHccError
 from wsi_hcc.models import MODEL_FOLDER_FORMAT, ModelCard, create_backbone, file_sha256, to_model_input
-from wsi_hcc.pipelines.classify import ClassifyReport, classify_rows, slide_picture
+from wsi_hcc.pipelines.classify import ClassifyReport, classify_rows, no_tissue_line, slide_picture
 from wsi_hcc.pipelines.tile import run_tile
 from wsi_hcc.qupath.export import write_qupath_geojson
 from wsi_hcc.store.feature_array import read_store_meta, store_records
@@ -159,8 +159,7 @@ def _classify_slide(tiled: SlideOutcome, stores_dir: Path, out_dir: Path, model,
         if previous is not None and all(p.is_file() for p in _outputs(out_dir, tiled.stem)):
             return previous["row"] | {"status": "skipped", "reason": "already done"}
         if row["n_tiles"] == 0:
-            raise WsiHccError(f"{tiled.path}: no tissue tiles to classify; check the slide (see its QC picture "
-                              "with wsi-hcc tile) or lower min_tissue")
+            raise WsiHccError(no_tissue_line(tiled.path))
         probs = score_tiles(store, model, allow_resize=allow_resize, batch_size=batch_size, progress=progress)
         coords = np.asarray(open_store(store)["coords"][:], dtype=np.int64)
         _export(Path(slide.path), slide.slide_mpp, tiled.stem, coords, spec, probs, card, out_dir)

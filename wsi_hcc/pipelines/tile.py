@@ -145,8 +145,8 @@ def _tile_one(task: SlideTask, out_dir: Path, config: TileConfig, digest: str,
     try:
         with output_lock(store_path_for(out_dir, task.stem)):
             return _tile_unlocked(task, out_dir, config, digest, collisions, overwrite, executor, progress, stain)
-    except LockHeld as held:  # two runs into one --out: the first keeps the slide, the second says so
-        return SlideOutcome(task.stem, str(task.path), "skipped", str(held))
+    except LockHeld as held:  # two runs into one --out: the first keeps the slide; this run did not make it
+        return SlideOutcome(task.stem, str(task.path), "failed", f"{task.path}: {held}")
 
 
 def _tile_unlocked(task: SlideTask, out_dir: Path, config: TileConfig, digest: str,

@@ -80,6 +80,13 @@ def measurement_name(class_name: str) -> str:
     return "p_" + class_name.replace(" ", "_")
 
 
+def class_colours(n: int) -> list[tuple[int, int, int]]:
+    """One RGB colour per class (matplotlib's tab10), the same in the heatmap and in QuPath."""
+    import matplotlib
+
+    return [tuple(int(round(255 * c)) for c in matplotlib.colormaps["tab10"].colors[k % 10]) for k in range(n)]
+
+
 def class_maps_png(thumbnail: np.ndarray, downsample: float, boxes: np.ndarray, probs: np.ndarray,
                    class_names: Sequence[str], title: str | None = None) -> bytes:
     """One panel per class (its tile probability, 0-1) and one of the top class of each tile."""
@@ -88,7 +95,7 @@ def class_maps_png(thumbnail: np.ndarray, downsample: float, boxes: np.ndarray, 
                            "magma", 0.0, 1.0) for k, name in enumerate(class_names)]
     import matplotlib
 
-    one_colour_per_class = matplotlib.colors.ListedColormap(matplotlib.colormaps["tab10"].colors[:len(class_names)])
+    one_colour_per_class = matplotlib.colors.ListedColormap(np.asarray(class_colours(len(class_names))) / 255.0)
     panels.append(HeatmapPanel(value_grid(boxes, probs.argmax(axis=1).astype(np.float64), None, downsample, shape),
                                "top class per tile", one_colour_per_class, -0.5, len(class_names) - 0.5,
                                ticks={float(k): name for k, name in enumerate(class_names)}))
@@ -99,7 +106,7 @@ def class_geojson_features(boxes: np.ndarray, probs: np.ndarray, class_names: Se
                            offset_xy: tuple[float, float] = (0, 0)) -> list[dict]:
     """QuPath objects for a patch classifier: a ``tile`` per tile carrying every class probability
     as a measurement and classified by its top class; then, per class, the regions where it is on top."""
-    colours = {name: DEFAULT_CLASS_COLORS[k % len(DEFAULT_CLASS_COLORS)] for k, name in enumerate(class_names)}
+    colours = dict(zip(class_names, class_colours(len(class_names))))
     top = probs.argmax(axis=1)
     features = tile_features(boxes, None, {measurement_name(n): probs[:, k] for k, n in enumerate(class_names)},
                              class_names=list(class_names), class_index=top, class_colors=colours,
