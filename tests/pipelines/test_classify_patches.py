@@ -115,3 +115,9 @@ def test_bundle_names_classes_and_resolution_when_told(tmp_path):
     result = CliRunner().invoke(main, ["bundle", "--arch", "livernet", "--weights", str(tmp_path / "w.safetensors"),
                                        "--classes", "a,b", "--out", str(tmp_path / "m2")])
     assert result.exit_code == 2 and "--classes: 2 names for 4 outputs" in result.output
+    again = ["bundle", "--arch", "livernet", "--weights", str(tmp_path / "w.safetensors"), "--out", str(tmp_path / "m")]
+    result = CliRunner().invoke(main, again)
+    assert result.exit_code == 2 and "m: already holds files; choose another --out, or pass --overwrite" in (
+        result.output)
+    assert CliRunner().invoke(main, [*again, "--overwrite"]).exit_code == 0
+    assert not list(tmp_path.glob(".*partial"))

@@ -58,3 +58,10 @@ def test_a_header_claiming_two_billion_pixels_a_side_is_one_line(tmp_path):
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert f"FAILED {path}: the thumbnail at 8 um/px would be read from level 0 (2000000000 x 2000000000 px" in (
         result.output)
+
+
+def test_a_bad_command_line_value_is_named_by_its_flag():
+    from wsi_hcc.tiling.config import TileConfig
+
+    with pytest.raises(ConfigError, match="^command-line options: --mpp: Input should be greater than 0"):
+        TileConfig().with_overrides(target_mpp=0)

@@ -136,12 +136,13 @@ are recognised by sha256 and get their own cards).""")
 @click.option("--mpp", "target_mpp", type=click.FloatRange(min=0, min_open=True),
               help="The um/px the model was trained at, if the card does not know it.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Model folder to write.")
-def bundle(backbone, weights, classes, target_mpp, out_dir):
+@click.option("--overwrite", is_flag=True, help="Replace a model folder that is already there.")
+def bundle(backbone, weights, classes, target_mpp, out_dir, overwrite):
     """Make a patch-classifier model folder from a weights file, for wsi-hcc classify."""
     from wsi_hcc.pipelines.classify_patches import bundle_patch_classifier
 
     card = bundle_patch_classifier(backbone, weights, out_dir, classes=classes.split(",") if classes else None,
-                                   target_mpp=target_mpp).card
+                                   target_mpp=target_mpp, overwrite=overwrite).card
     notes = f"; {', '.join(card.assumptions)}" if card.assumptions else ""
     click.echo(f"{card.architecture}: {card.num_classes} classes ({', '.join(card.class_names)}) at "
                f"{card.target_mpp:g} um/px{notes} -> {out_dir}")

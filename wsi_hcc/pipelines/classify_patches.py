@@ -32,7 +32,7 @@ from wsi_hcc.qupath.export import write_qupath_geojson
 from wsi_hcc.store.feature_array import read_store_meta, store_records
 from wsi_hcc.store.patch_store import TileReader, open_store
 from wsi_hcc.tiling.config import TileConfig
-from wsi_hcc.utils.atomic import atomic_write_bytes, atomic_write_csv, csv_bytes
+from wsi_hcc.utils.atomic import atomic_write_bytes, atomic_write_csv, csv_bytes, fresh_partial_dir, publish_dir
 from wsi_hcc.utils.devices import resolve_device
 from wsi_hcc.utils.progress import Progress, silent_progress
 from wsi_hcc.utils.runs import SlideOutcome, StateFiles, one_line_reason, prepare_out_dir, write_manifest
@@ -54,14 +54,22 @@ def is_patch_model(path: str | Path) -> bool:
 
 
 def bundle_patch_classifier(architecture: str, weights: str | Path, out_dir: str | Path, *,
-                            classes: list[str] | None = None, target_mpp: float | None = None):
+                            classes: list[str] | None = None, target_mpp: float | None = None,
+                            overwrite: bool = False):
     """A patch-classifier model folder from a weights file; returns the model (its card as written).
 
-    ``classes`` names the outputs (then stated); ``target_mpp`` the resolution (then stated).
+    ``classes`` names the outputs (then stated); ``target_mpp`` the resolution (then stated). A
+    folder that is not empty is only replaced with ``overwrite`` (results made with it would no
+    longer be recognised as made by this model).
     """
     from dataclasses import replace
 
     from wsi_hcc.models import save_model_folder, weights_sha256
+
+    out_dir = Path(out_dir)
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        raise WsiHccError(f"{out_dir}: already holds files; choose another --out, or pass --overwrite to replace "
+                          "the model there")
 
     model = create_backbone(architecture, weights=weights)
     card = model.card
@@ -76,10 +84,12 @@ def bundle_patch_classifier(architecture: str, weights: str | Path, out_dir: str
         card = replace(card, target_mpp=float(target_mpp), mpp_source="stated")
     model.card = card
     released = "training_data" in card.extra  # a released file the registry knows: its card says what it learnt
-    save_model_folder(model, out_dir, training={"kind": "real" if released else "not recorded",
-                                                "data": card.extra.get("training_data", "not recorded"),
-                                                "weights_file": str(Path(weights).resolve()),
-                                                "weights_sha256": weights_sha256(weights)})
+    tmp = fresh_partial_dir(out_dir)
+    save_model_folder(model, tmp, training={"kind": "real" if released else "not recorded",
+                                            "data": card.extra.get("training_data", "not recorded"),
+                                            "weights_file": str(Path(weights).resolve()),
+                                            "weights_sha256": weights_sha256(weights)})
+    publish_dir(tmp, out_dir)
     return model
 
 

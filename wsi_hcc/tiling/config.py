@@ -84,14 +84,20 @@ class TileConfig(BaseModel):
     def with_overrides(self, **overrides: Any) -> TileConfig:
         """A copy with the given non-None fields replaced (validated again)."""
         data = self.model_dump() | {k: v for k, v in overrides.items() if v is not None}
-        return _validate(data, "command-line options")
+        return _validate(data, "command-line options", names=_FLAGS)
 
 
-def _validate(data: dict[str, Any], where: str) -> TileConfig:
+# settings by the flag a user typed, for messages about command-line values
+_FLAGS = {"target_mpp": "--mpp", "tile_px": "--tile-px", "overlap_px": "--overlap-px", "min_tissue": "--min-tissue",
+          "jpeg_quality": "--jpeg-quality"}
+
+
+def _validate(data: dict[str, Any], where: str, names: dict[str, str] | None = None) -> TileConfig:
     try:
         config = TileConfig.model_validate(data)
     except ValidationError as exc:
         field, message = first_error(exc)
+        field = (names or {}).get(field, field)
         raise ConfigError(f"{where}: {message if message.startswith(field) else f'{field}: {message}'}") from None
     if config.normalize != "none" and not config.reference:
         raise ConfigError(f"{where}: normalize={config.normalize} needs a reference image (--reference IMAGE)")
