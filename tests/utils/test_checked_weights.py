@@ -86,3 +86,14 @@ def test_an_edited_card_is_refused_and_the_layout_of_the_file_does_not_matter(fo
     (folder / CARD_NAME).write_text(json.dumps({**card, "k": 2}))
     with pytest.raises(WsiHccError, match="card.json: the card was changed after it was written"):
         _load(folder)
+
+
+def test_the_card_alone_is_read_and_checked_without_the_weights(folder):
+    from wsi_hcc.utils.checked_weights import read_card
+
+    (folder / WEIGHTS_NAME).unlink()  # not read: building the model reads and checks it
+    assert read_card(folder, card_format=FORMAT, kind="a test model", writer="the test")["k"] == 1
+    card = json.loads((folder / CARD_NAME).read_text())
+    (folder / CARD_NAME).write_text(json.dumps({**card, "k": 2}))
+    with pytest.raises(WsiHccError, match="the card was changed after it was written"):
+        read_card(folder, card_format=FORMAT, kind="a test model", writer="the test")

@@ -16,7 +16,7 @@ from pathlib import Path
 from wsi_hcc.errors import WsiHccError
 from wsi_hcc.models.card import ModelCard
 from wsi_hcc.utils.atomic import atomic_write_bytes
-from wsi_hcc.utils.checked_weights import file_sha256
+from wsi_hcc.utils.checked_weights import file_sha256, load_checked, read_card, save_checked
 
 __all__ = ["WeightsError", "MODEL_FOLDER_FORMAT", "file_sha256", "weights_sha256", "state_sha256", "read_state_dict",
            "save_weights", "weights_bytes", "save_model_folder", "read_model_folder",
@@ -24,6 +24,7 @@ __all__ = ["WeightsError", "MODEL_FOLDER_FORMAT", "file_sha256", "weights_sha256
 
 _CARD_KEY = "wsi_hcc_card"
 MODEL_FOLDER_FORMAT = "wsi-hcc-patch-model/1"
+_FOLDER = {"card_format": MODEL_FOLDER_FORMAT, "kind": "a patch model folder", "writer": "wsi-hcc train-patches"}
 _TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 
 
@@ -85,8 +86,8 @@ def read_state_dict(path: str | Path) -> dict:
 def card_from_weights(path: str | Path) -> ModelCard | None:
     """The card stored in a model folder or one of our safetensors files, or None for any other file."""
     path = Path(path)
-    if path.is_dir():
-        return read_model_folder(path)[0]
+    if path.is_dir():  # the card alone: the weights are read (and checked) when the model is built
+        return _folder_card(read_card(path, **_FOLDER))
     if path.suffix != ".safetensors":
         return None
     _check_exists(path)
@@ -118,8 +119,6 @@ def save_weights(model, card: ModelCard, path: str | Path) -> str:
 
 def save_model_folder(model, folder: str | Path, *, training: dict | None = None) -> Path:
     """``model`` (its tensors and its card) as a model folder; ``training`` says what it learnt from."""
-    from wsi_hcc.utils.checked_weights import save_checked
-
     card = replace(model.card, weights_sha256=None)
     kind = "patch-classifier" if card.num_classes else "feature-extractor"
     return save_checked(folder, model.state_dict(), {"format": MODEL_FOLDER_FORMAT, "kind": kind,
@@ -128,11 +127,12 @@ def save_model_folder(model, folder: str | Path, *, training: dict | None = None
 
 def read_model_folder(path: Path) -> tuple[ModelCard, dict]:
     """The card (naming the weights' sha256) and tensors of a folder :func:`save_model_folder` wrote."""
-    from wsi_hcc.utils.checked_weights import load_checked
+    card, tensors = load_checked(path, **_FOLDER)
+    return _folder_card(card), tensors
 
-    card, tensors = load_checked(path, card_format=MODEL_FOLDER_FORMAT, kind="a patch model folder",
-                                 writer="wsi-hcc train-patches")
-    return replace(ModelCard.from_dict(card["model_card"]), weights_sha256=card["weights_sha256"]), tensors
+
+def _folder_card(card: dict) -> ModelCard:
+    return replace(ModelCard.from_dict(card["model_card"]), weights_sha256=card["weights_sha256"])
 
 
 def weights_sha256(path: str | Path) -> str:

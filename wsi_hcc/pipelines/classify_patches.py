@@ -64,7 +64,7 @@ def bundle_patch_classifier(architecture: str, weights: str | Path, out_dir: str
     """
     from dataclasses import replace
 
-    from wsi_hcc.models import save_model_folder, weights_sha256
+    from wsi_hcc.models import save_model_folder
 
     out_dir = Path(out_dir)
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
@@ -73,6 +73,7 @@ def bundle_patch_classifier(architecture: str, weights: str | Path, out_dir: str
 
     model = create_backbone(architecture, weights=weights)
     card = model.card
+    source_sha256 = card.weights_sha256  # create_backbone hashed the file (or read the folder's card)
     if card.num_classes < 1:
         raise WsiHccError(f"{weights}: the weights have no classifier (a feature extractor); classify needs class "
                           "scores")
@@ -88,7 +89,7 @@ def bundle_patch_classifier(architecture: str, weights: str | Path, out_dir: str
     save_model_folder(model, tmp, training={"kind": "real" if released else "not recorded",
                                             "data": card.extra.get("training_data", "not recorded"),
                                             "weights_file": str(Path(weights).resolve()),
-                                            "weights_sha256": weights_sha256(weights)})
+                                            "weights_sha256": source_sha256})
     publish_dir(tmp, out_dir)
     return model
 

@@ -23,7 +23,7 @@ from wsi_hcc.errors import WsiHccError
 from wsi_hcc.utils.atomic import atomic_write_bytes, atomic_write_json, partial_path
 from wsi_hcc.utils.versions import stack_versions, utc_now
 
-__all__ = ["WEIGHTS_NAME", "CARD_NAME", "save_checked", "load_checked", "model_folder_paths", "check_file",
+__all__ = ["WEIGHTS_NAME", "CARD_NAME", "save_checked", "load_checked", "read_card", "model_folder_paths", "check_file",
            "file_sha256", "card_sha256"]
 
 WEIGHTS_NAME, CARD_NAME = "weights.safetensors", "card.json"
@@ -76,6 +76,16 @@ def model_folder_paths(path: str | Path) -> tuple[Path, Path]:
     return path, own if own.is_file() else path.with_name(CARD_NAME)
 
 
+def read_card(path: str | Path, *, card_format: str, kind: str, writer: str) -> dict[str, Any]:
+    """The checked card of a model folder without reading its weights (``path`` as
+    :func:`model_folder_paths` takes it): what the model is, cheaply. Loading it still goes through
+    :func:`load_checked`, which checks the files too."""
+    _, card_path = model_folder_paths(path)
+    card = _card_json(card_path, kind, writer)
+    _check_card(card, card_path, card_format, writer)
+    return card
+
+
 def load_checked(path: str | Path, *, card_format: str, kind: str,
                  writer: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """The card and tensors of a model folder written by :func:`save_checked` (``path`` as
@@ -89,23 +99,13 @@ def load_checked(path: str | Path, *, card_format: str, kind: str,
     from safetensors.torch import load
 
     weights_path, card_path = model_folder_paths(path)
-    if not card_path.parent.exists():
-        raise WsiHccError(f"{card_path.parent}: no such folder; pass the folder that {writer} wrote")
+    card = _card_json(card_path, kind, writer)
     try:
-        card = json.loads(card_path.read_text())
         data = weights_path.read_bytes()
-    except FileNotFoundError as exc:
-        raise WsiHccError(f"{card_path.parent}: not {kind} ({Path(exc.filename).name} missing); pass the folder "
+    except FileNotFoundError:
+        raise WsiHccError(f"{card_path.parent}: not {kind} ({weights_path.name} missing); pass the folder "
                           f"that {writer} wrote") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise WsiHccError(f"{card_path}: damaged card (not JSON); retrain or restore the model") from None
-    found = card.get("format") if isinstance(card, dict) else None
-    if found == card_format and "card_sha256" in card and card["card_sha256"] != card_sha256(card):
-        raise WsiHccError(f"{card_path}: the card was changed after it was written (card_sha256 differs); restore "
-                          "the model folder or retrain")
-    if found != card_format:
-        raise WsiHccError(f"{card_path}: format {found!r} is not {card_format}; pass a model written by {writer} "
-                          "with this version of wsi-hcc")
+    _check_card(card, card_path, card_format, writer)
     if hashlib.sha256(data).hexdigest() != card.get("weights_sha256"):
         raise WsiHccError(f"{weights_path}: checksum differs from {card_path.name}; the weights were changed or "
                           "damaged")
@@ -115,6 +115,29 @@ def load_checked(path: str | Path, *, card_format: str, kind: str,
         return card, load(data)
     except SafetensorError as exc:
         raise WsiHccError(f"{weights_path}: not a safetensors file ({str(exc)[:80]})") from None
+
+
+def _card_json(card_path: Path, kind: str, writer: str) -> Any:
+    if not card_path.parent.exists():
+        raise WsiHccError(f"{card_path.parent}: no such folder; pass the folder that {writer} wrote")
+    try:
+        return json.loads(card_path.read_text())
+    except FileNotFoundError:
+        raise WsiHccError(f"{card_path.parent}: not {kind} ({card_path.name} missing); pass the folder that {writer} "
+                          "wrote") from None
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise WsiHccError(f"{card_path}: damaged card (not JSON); retrain or restore the model") from None
+
+
+def _check_card(card: Any, card_path: Path, card_format: str, writer: str) -> None:
+    """Refuse a card of another format, or one changed after it was written."""
+    found = card.get("format") if isinstance(card, dict) else None
+    if found == card_format and "card_sha256" in card and card["card_sha256"] != card_sha256(card):
+        raise WsiHccError(f"{card_path}: the card was changed after it was written (card_sha256 differs); restore "
+                          "the model folder or retrain")
+    if found != card_format:
+        raise WsiHccError(f"{card_path}: format {found!r} is not {card_format}; pass a model written by {writer} "
+                          "with this version of wsi-hcc")
 
 
 def check_file(path: Path, sha256: str) -> None:
