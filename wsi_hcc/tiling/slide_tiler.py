@@ -9,7 +9,6 @@ store an uninterrupted run writes.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import math
@@ -33,7 +32,7 @@ from wsi_hcc.tiling.grid import TileGrid, make_grid, plan_tile_spec, tissue_frac
 from wsi_hcc.tiling.tissue import detect_tissue
 from wsi_hcc.utils.atomic import atomic_write_bytes, partial_path, publish_dir
 from wsi_hcc.utils.versions import stack_versions
-from wsi_hcc.viz.qc import render_qc
+from wsi_hcc.viz.qc import qc_png
 
 __all__ = ["TileResult", "tile_slide", "store_path_for"]
 
@@ -243,12 +242,12 @@ def _store_attrs(slide: SlideInfo, spec: TileSpec, config: TileConfig, n_tiles: 
     }
 
 
-_QC_LONG_SIDE_PX = 2048
+_QC_LONG_SIDE_PX = 1024
 
 
 def _write_qc(path: Path, reader, slide: SlideInfo, mask: np.ndarray, coords: np.ndarray, spec: TileSpec) -> None:
-    """Draw the QC picture at about 2048 px on its long side (never finer than level 0), so tile
-    borders stay visible on small slides and the picture stays small for large ones."""
+    """Draw the QC picture at about 1024 px on its long side (never finer than level 0): tile borders
+    stay visible on small slides, and a palette PNG of that size stays well under 500 kB."""
     from PIL import Image
 
     qc_mpp = slide.slide_mpp * math.ceil(max(slide.dimensions) / _QC_LONG_SIDE_PX)
@@ -256,7 +255,5 @@ def _write_qc(path: Path, reader, slide: SlideInfo, mask: np.ndarray, coords: np
     height, width = picture.shape[:2]
     if mask.shape != (height, width):
         mask = np.asarray(Image.fromarray(mask).resize((width, height), Image.Resampling.NEAREST))
-    picture = render_qc(picture, mask, coords, spec.tile_size_level0, downsample)
-    buffer = io.BytesIO()
-    Image.fromarray(picture).save(buffer, format="PNG")
-    atomic_write_bytes(path, buffer.getvalue())
+    name = path.name.removesuffix(".qc.png")
+    atomic_write_bytes(path, qc_png(picture, mask, coords, downsample, name, slide, spec))
