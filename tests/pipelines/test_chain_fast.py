@@ -21,6 +21,10 @@ def test_demo_then_classify_on_a_tiny_cohort(tmp_path):
     demo = CliRunner().invoke(main, ["demo", "--out", str(out), "--train-slides", "6", "--heldout-slides", "2"])
     assert demo.exit_code == 0, demo.output
     assert (out / "report.md").is_file() and (out / "model" / "card.json").is_file()
+    from PIL import Image  # the ground truth beside the two tile maps, one figure per held-out slide
+
+    with Image.open(out / "figures" / "heldout00.compare.png") as compare:
+        assert compare.mode == "P" and compare.width > 3 * compare.height
 
     slide = out / "heldout" / "heldout00.svs"
     result = CliRunner().invoke(main, ["classify", str(slide), "--model", str(out / "model"),

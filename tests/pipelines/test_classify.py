@@ -47,10 +47,16 @@ def test_demo_trains_a_bundle_classifies_heldout_slides_and_reports(demo):
     correct = sum(r["predicted_label"] == r["true_label"] for r in rows)
     assert correct >= 3, rows
     report = (out / "report.md").read_text()
-    for picture in ["training/roc.png", "figures/heldout_roc.png"] + [
-            f"{kind}" for r in rows
-            for kind in (f"figures/{r['slide']}.truth.png", f"classify/{r['slide']}.heatmap.png")]:
+    for picture in ["training/roc.png", "figures/heldout_roc.png", "training/grade_confusion.png"] + [
+            f"figures/{r['slide']}.compare.png" for r in rows]:
         assert f"({picture})" in report and (out / picture).is_file(), picture
+    assert all((out / "classify" / f"{r['slide']}.heatmap.png").is_file() for r in rows)
+    grade = json.loads((out / "training" / "metrics.json").read_text())["pooled"]["grade"]
+    right, total = int(np.trace(grade["confusion_matrix"])), int(np.sum(grade["confusion_matrix"]))
+    assert f"right for **{right} of {total}**" in report  # the grade confusion in words
+    graded = [r for r in rows if r["true_grade"]]
+    held_out_right = sum(r["predicted_grade"] == r["true_grade"] for r in graded)
+    assert f"right for {held_out_right} of {len(graded)} held-out tumour slides" in report
     assert not list(out.rglob("*.partial")) and not list(out.rglob(".*.partial"))
 
 

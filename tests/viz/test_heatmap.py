@@ -4,6 +4,7 @@ import io
 
 import numpy as np
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
 from wsi_hcc.viz.figures import figure_png
@@ -73,3 +74,57 @@ def test_png_bytes_in_one_call():
     thumbnail = np.zeros((10, 10, 3), dtype=np.uint8)
     data = render_heatmaps_png(thumbnail, [HeatmapPanel(np.full((10, 10), np.nan, np.float32), "p(HCC)")])
     assert data.startswith(b"\x89PNG")
+
+
+def _slide_tiles():
+    from wsi_hcc.viz.slide_exports import TilePredictions
+
+    boxes = np.array([[0, 0, 512, 512], [512, 0, 1024, 512], [0, 512, 512, 1024]], dtype=float)
+    return TilePredictions(boxes, np.array([0.1, 0.9, 0.5]), np.array([0.2, 0.5, 0.3]))
+
+
+def test_slide_maps_say_what_a_tile_probability_means_and_share_size_and_a_0_1_scale():
+    from wsi_hcc.viz.slide_exports import TILE_ALONE_CAPTION, slide_panels
+
+    panels = slide_panels((40, 60), DS, _slide_tiles(), "HCC")
+    assert TILE_ALONE_CAPTION == "the MIL model applied to each tile alone" and panels[0].caption == TILE_ALONE_CAPTION
+    assert np.nanmax(panels[1].grid) == 1.0 and np.nanmin(panels[1].grid) == pytest.approx(0.4)  # attention / top
+    assert [(p.vmin, p.vmax) for p in panels] == [(0.0, 1.0), (0.0, 1.0)]
+    figure = heatmap_figure(np.full((40, 60, 3), 230, np.uint8), panels)
+    FigureCanvasAgg(figure).draw()  # constrained layout places the axes when drawn
+    maps = [ax for ax in figure.axes if ax.get_title()]
+    assert maps[0].get_title() == "P(HCC) per tile\n" + TILE_ALONE_CAPTION
+    sizes = {tuple(np.round(ax.get_position().size, 3)) for ax in maps}
+    assert len(sizes) == 1  # probability and attention drawn at one size
+    assert sorted(ax.get_ylabel() for ax in figure.axes if ax.get_ylabel()) == [
+        "P(HCC) per tile", "attention / the slide's highest"]
+
+
+def test_ground_truth_is_resampled_to_the_heatmap_and_outlined_on_every_map():
+    from wsi_hcc.viz.heatmap import resize_labels
+
+    truth = np.zeros((4, 6), np.uint8)
+    truth[1:3, 3:6] = 2
+    labels = resize_labels(truth, (40, 60))
+    assert labels.shape == (40, 60) and labels.dtype == np.uint8
+    assert (labels[10:30, 30:60] == 2).all() and (labels[:10] == 0).all()
+    panels = [HeatmapPanel(np.where(labels > 0, 1.0, np.nan), "ground truth"),
+              HeatmapPanel(np.full((40, 60), 0.5), "p")]
+    figure = heatmap_figure(np.full((40, 60, 3), 230, np.uint8), panels, outline=labels == 2,
+                            outline_label="true tumour region")
+    maps = [ax for ax in figure.axes if ax.get_title()]
+    assert all(ax.collections for ax in maps)  # a contour on each map
+    assert [t.get_text() for t in figure.legends[0].get_texts()] == ["true tumour region"]
+    with pytest.raises(ValueError):
+        heatmap_figure(np.zeros((40, 60, 3), np.uint8), panels, outline=truth == 2)
+
+
+def test_truth_heatmap_png_has_three_panels_at_the_thumbnails_size():
+    from wsi_hcc.viz.slide_exports import truth_heatmap_png
+
+    truth = np.ones((4, 6), np.uint8)
+    truth[0, 0] = 2
+    data = truth_heatmap_png(np.full((40, 60, 3), 230, np.uint8), DS, _slide_tiles(), "tumour", truth,
+                             {1: "tissue", 2: "tumour"}, title="s")
+    image = Image.open(io.BytesIO(data))
+    assert image.width > 3 * image.height  # three panels side by side

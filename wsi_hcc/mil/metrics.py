@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from wsi_hcc.training.metrics import classification_metrics
+from wsi_hcc.viz.evaluation import reliability_figure, roc_figure
 from wsi_hcc.viz.figures import figure_png
 
 __all__ = ["bootstrap_auc", "youden_threshold", "binary_metrics", "grade_metrics", "expected_calibration_error",
@@ -169,45 +170,14 @@ def grade_metrics(labels: Sequence[int], probs: np.ndarray, class_names: Sequenc
     return result
 
 
-def roc_png(curves: dict[str, tuple[Sequence[int], Sequence[float]]]) -> bytes:
-    """ROC curves (``{name: (labels, positive scores)}``) on one plot, AUC in the legend."""
-    from matplotlib.figure import Figure
-    from sklearn.metrics import roc_auc_score, roc_curve
-
-    figure = Figure(figsize=(4.8, 4.6), layout="constrained")
-    ax = figure.subplots()
-    for name, (labels, scores) in curves.items():
-        if len(np.unique(labels)) < 2:
-            continue
-        fpr, tpr, _ = roc_curve(labels, scores)
-        ax.plot(fpr, tpr, lw=2 if name == "pooled" else 1, label=f"{name} (AUC {roc_auc_score(labels, scores):.3f})")
-    ax.plot([0, 1], [0, 1], ":", color="grey")
-    ax.set_xlabel("1 - specificity")
-    ax.set_ylabel("sensitivity")
-    ax.set_title("ROC (held-out slides)")
-    ax.legend(fontsize=7, loc="lower right")
-    return figure_png(figure)
+def roc_png(curves: dict[str, tuple[Sequence[int], Sequence[float]]], title: str = "ROC") -> bytes:
+    """ROC curves (``{name: (labels, positive scores)}``) on one plot, AUC in the legend; ``title`` says
+    which slides were scored."""
+    return figure_png(roc_figure(curves, title))
 
 
 def reliability_png(labels: Sequence[int], probs: np.ndarray, bins: int = 10, title: str = "pooled") -> bytes:
     """Reliability diagram: accuracy against mean confidence per bin, with the slide count per bin."""
-    from matplotlib.figure import Figure
-
     acc, conf, count = reliability_bins(labels, probs, bins)
-    centres = (np.arange(bins) + 0.5) / bins
-    figure = Figure(figsize=(4.8, 4.6), layout="constrained")
-    ax = figure.subplots()
-    ax.bar(centres, np.where(count > 0, acc, 0), width=1 / bins, edgecolor="black", alpha=0.7, label="accuracy")
-    ax.plot([0, 1], [0, 1], ":", color="grey", label="perfect calibration")
-    filled = count > 0
-    ax.plot(conf[filled], acc[filled], "o", color="C3", label="mean confidence")
-    for c, a, k in zip(centres, acc, count):
-        if k:
-            ax.text(c, min(a + 0.02, 0.97), str(int(k)), ha="center", fontsize=7)
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.02)
-    ax.set_xlabel("confidence (top class)")
-    ax.set_ylabel("accuracy")
-    ax.set_title(f"reliability, {title} (ECE {expected_calibration_error(labels, probs, bins):.3f})")
-    ax.legend(fontsize=7, loc="upper left")
-    return figure_png(figure)
+    ece = expected_calibration_error(labels, probs, bins)
+    return figure_png(reliability_figure(acc, conf, count, f"reliability, {title} (ECE {ece:.3f})"))

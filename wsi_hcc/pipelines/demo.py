@@ -8,7 +8,7 @@ Into ``OUT`` (default ``./wsi-hcc-demo``)::
     heldout/     slides the model never saw, with their ground-truth masks, and heldout.csv
     classify/    wsi-hcc classify's outputs for them: predictions.csv (with true_label), per slide
                  <stem>.heatmap.png and <stem>.geojson.gz (QuPath)
-    figures/     ground-truth pictures and the held-out ROC
+    figures/     per held-out slide its ground truth beside the tile maps, and the held-out ROC
     report.md    what was done and how well it worked, with the pictures
 
 The backbone is the fixed colour/texture descriptor of ``wsi_hcc.mil.handcrafted`` (it carries
@@ -42,7 +42,8 @@ DEMO_MIL_SETTINGS: dict[str, Any] = {
     "folds": 3, "validation_fraction": 0.25, "epochs": 40, "patience": 8, "lr": 1e-3, "weight_decay": 1e-4,
     "bootstrap": 200, "bundle": "best_fold", "seed": 0, "device": "cpu", "cpu_threads": 1,
 }
-_TRUTH_COLOURS = np.array([[255, 255, 255], [236, 170, 200], [200, 30, 40]], dtype=np.uint8)  # MASK_LABELS order
+_TRUTH_NAMES = {1: "tissue", 2: "tumour"}  # the synthetic mask's labels (MASK_LABELS; 0 is background)
+HELDOUT_ROC_TITLE = "ROC, held-out test slides (never seen in training)"
 
 
 @dataclass(frozen=True)
@@ -102,15 +103,16 @@ def run_demo(out_dir: str | Path = "wsi-hcc-demo", *, n_train: int = 24, n_heldo
     progress.message("4/4 writing the report")
     figures = out_dir / "figures"
     figures.mkdir(exist_ok=True)
-    for stem, (_, _, mask_path) in truth.items():
-        atomic_write_bytes(figures / f"{stem}.truth.png", _truth_png(mask_path))
     done = [r for r in classified.rows if r["status"] in ("done", "skipped")]
+    _truth_pictures(figures, out_dir / "classify" / "stores", bundle_dir,
+                    {r["slide"]: truth[r["slide"]][2] for r in done})
     labels = [int(r["true_label"] == "tumour") for r in done]
     scores = [float(r["p_hcc"]) for r in done]
     from wsi_hcc.mil.metrics import roc_png
 
     if len(set(labels)) == 2:
-        atomic_write_bytes(figures / "heldout_roc.png", roc_png({"held-out slides": (labels, scores)}))
+        atomic_write_bytes(figures / "heldout_roc.png", roc_png({"held-out slides": (labels, scores)},
+                                                                title=HELDOUT_ROC_TITLE))
     accuracy = float(np.mean([r["predicted_label"] == r["true_label"] for r in done])) if done else 0.0
     cv_auc = training.metrics["pooled"]["label"]["roc_auc"]
     seconds["total"] = time.perf_counter() - started
@@ -126,15 +128,37 @@ def _publish_copy(source: Path, final: Path) -> None:
     publish_dir(tmp, final)
 
 
-def _truth_png(mask_path: Path) -> bytes:
-    import io
-
+def _truth_pictures(figures: Path, stores_dir: Path, bundle_dir: Path, masks: dict[str, Path]) -> None:
+    """``figures/<stem>.compare.png`` per classified slide: its ground-truth mask beside the tile
+    probability and attention maps, all at the heatmap's size, the true tumour outlined on each."""
     from PIL import Image
 
-    mask = np.asarray(Image.open(mask_path))
-    buffer = io.BytesIO()
-    Image.fromarray(_TRUTH_COLOURS[np.clip(mask, 0, 2)]).save(buffer, format="PNG")
-    return buffer.getvalue()
+    from wsi_hcc.mil.bundle import load_mil_bundle
+    from wsi_hcc.pipelines.classify import _predict, slide_picture
+    from wsi_hcc.store.feature_array import read_store_meta, store_records
+    from wsi_hcc.viz.figures import palette_png
+    from wsi_hcc.viz.slide_exports import truth_heatmap_png
+
+    bundle = load_mil_bundle(bundle_dir)
+    for stem, mask_path in masks.items():
+        slide, spec = store_records(read_store_meta(stores_dir / f"{stem}.zarr"))
+        tiles, _ = _predict(stores_dir / f"{stem}.zarr", spec, bundle)
+        thumbnail, downsample, _ = slide_picture(Path(slide.path), slide.slide_mpp)
+        with Image.open(mask_path) as mask:
+            truth = np.asarray(mask)
+        atomic_write_bytes(figures / f"{stem}.compare.png", palette_png(truth_heatmap_png(
+            thumbnail, downsample, tiles, "tumour", truth, _TRUTH_NAMES, title=stem)))
+
+
+def _grade_lines(grade: dict | None) -> list[str]:
+    """The cross-validated grade confusion in words (how many tumour slides got their grade) and its picture."""
+    if not grade or not grade.get("n_slides"):
+        return []
+    confusion = np.asarray(grade["confusion_matrix"])
+    kappa = grade.get("quadratic_weighted_kappa")
+    return [f"Grade, on the {grade['n_slides']} tumour slides: right for **{int(np.trace(confusion))} of "
+            f"{int(confusion.sum())}** (quadratic-weighted kappa {_fmt(kappa)}); rows are the true grade:", "",
+            "![cross-validated grade confusion](training/grade_confusion.png)", ""]
 
 
 def _fmt(value) -> str:
@@ -159,28 +183,35 @@ def _report_markdown(out_dir: Path, metrics: dict, classified: ClassifyReport, a
         f"**{_fmt(pooled['roc_auc'])}** (95% CI {_fmt(low)}-{_fmt(high)}), balanced accuracy "
         f"{_fmt(pooled['balanced_accuracy'])}. Details: `training/metrics.json`.", "",
         "![cross-validated ROC](training/roc.png)", "",
+        *_grade_lines(metrics["pooled"].get("grade")),
         "## Held-out slides, scored with `wsi-hcc classify --model model`", "",
         f"Accuracy **{accuracy:.3f}** on {len(classified.rows)} slides the model never saw "
         "(`classify/predictions.csv`, with each slide's `true_label`).", "",
     ]
     if (out_dir / "figures" / "heldout_roc.png").exists():
         lines += ["![held-out ROC](figures/heldout_roc.png)", ""]
+    graded = [r for r in classified.rows if r["status"] != "failed" and r.get("true_grade")]
+    right = sum(r["predicted_grade"] == r["true_grade"] for r in graded)
     lines += ["Grades (G1-G3: nuclei larger, darker and more crowded) are predicted for every slide; they "
-              "mean something only where the slide is called tumour.", "",
-              "| slide | truth | p(tumour) | predicted | ground-truth mask (red: tumour) "
-              "| tile probability and attention | QuPath |",
-              "|---|---|---|---|---|---|---|"]
+              f"mean something only where the slide is called tumour: right for {right} of {len(graded)} "
+              "held-out tumour slides.", "",
+              "| slide | truth | p(tumour) | predicted | QuPath |", "|---|---|---|---|---|"]
+    pictures = []
     for r in classified.rows:
         stem = r["slide"]
         truth = " ".join(x for x in (r.get("true_label", ""), r.get("true_grade", "")) if x)
         if r["status"] == "failed":
-            lines.append(f"| {stem} | {truth} | - | failed: {r['reason']} | | | |")
+            lines.append(f"| {stem} | {truth} | - | failed: {r['reason']} | |")
             continue
         called = r["predicted_label"] + (f" {r['predicted_grade']}" if r["predicted_label"] == "tumour" else "")
         lines.append(f"| {stem} | {truth} | {float(r['p_hcc']):.3f} | {called} | "
-                     f"![truth](figures/{stem}.truth.png) | ![heatmap](classify/{stem}.heatmap.png) | "
                      f"[{stem}.geojson.gz](classify/{stem}.geojson.gz) |")
-    lines += ["", "## Next", "",
+        pictures += [f"**{stem}** (truth: {truth}; called: {called})", "",
+                     f"![{stem}: ground truth, tile probability, attention](figures/{stem}.compare.png)", ""]
+    lines += ["", "Each slide below: its ground truth, then the probability `classify` gives each tile scored alone, "
+              "then the attention of the slide's call (`classify/<slide>.heatmap.png` without the truth), all at "
+              "one scale, the true tumour outlined in cyan.", "", *pictures]
+    lines += ["## Next", "",
               "- Score your own slides: `wsi-hcc classify SLIDES... --model " + str(out_dir / "model") +
               " --out results/` (this bundle knows only synthetic slides; train one on yours with "
               "`wsi-hcc tile`, `wsi-hcc features`, `wsi-hcc train-mil`).",

@@ -370,7 +370,7 @@ def _evaluation(config: MilConfig, cohort: MilCohort, results: list[dict]) -> tu
                         "patients only; pooled = every slide once, from the fold where it was held out"}
     curves = {f"fold {r['fold']}": (p["labels"], p["probs"][:, 1]) for r, p in zip(results, preds)}
     curves["pooled"] = (labels, probs[:, 1])
-    pictures["roc.png"] = roc_png(curves)
+    pictures["roc.png"] = roc_png(curves, title="ROC, cross-validation: each fold's held-out slides")
     pictures["reliability.png"] = reliability_png(labels, probs, config.calibration_bins)
     matrices = {k: v["label"]["confusion_matrix"] for k, v in per_fold.items()}
     matrices["pooled"] = pooled["label"]["confusion_matrix"]

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from wsi_hcc.viz.evaluation import curves_figure
 from wsi_hcc.viz.figures import figure_png
 
 __all__ = ["classification_metrics", "confusion_png", "curves_png"]
@@ -101,31 +102,16 @@ def confusion_png(matrices: dict[str, Sequence[Sequence[int]]], class_names: Seq
 
 
 def curves_png(history: Sequence[dict[str, Any]], monitor: str, best_epoch: int | None = None) -> bytes:
-    """Loss (train and validation), validation metrics and learning rate per epoch."""
-    from matplotlib.figure import Figure
-
-    epochs = [h["epoch"] + 1 for h in history]
-
+    """Loss (train and validation), validation metrics and learning rate per epoch (whole-number epoch ticks)."""
     def series(key):
         return [np.nan if h.get(key) is None else h[key] for h in history]
 
-    figure = Figure(figsize=(12, 3.6), layout="constrained")
-    loss_ax, metric_ax, lr_ax = figure.subplots(1, 3)
-    loss_ax.plot(epochs, series("train_loss"), "o-", label="train")
-    loss_ax.plot(epochs, series("val_loss"), "o-", label="validation")
-    loss_ax.set_title("loss")
-    for key, label in (("val_accuracy", "accuracy"), ("val_balanced_accuracy", "balanced accuracy"),
-                       ("val_auc", "ROC AUC")):
-        metric_ax.plot(epochs, series(key), "o-", label=label)
-    metric_ax.set_ylim(0, 1.02)
-    metric_ax.set_title("validation")
-    lr_ax.plot(epochs, series("lr"), "o-")
-    lr_ax.set_yscale("log")
-    lr_ax.set_title("learning rate")
-    for ax in (loss_ax, metric_ax, lr_ax):
-        ax.set_xlabel("epoch")
-        if best_epoch is not None:
-            ax.axvline(best_epoch + 1, color="grey", linestyle=":", label=f"best ({monitor})")
-    loss_ax.legend(fontsize=8)
-    metric_ax.legend(fontsize=8)
+    panels = {"loss": {"train": series("train_loss"), "validation": series("val_loss")},
+              "validation": {label: series(key) for key, label in (("val_accuracy", "accuracy"), (
+                  "val_balanced_accuracy", "balanced accuracy"), ("val_auc", "ROC AUC"))},
+              "learning rate": {"learning rate": series("lr")}}
+    best = None if best_epoch is None else best_epoch + 1
+    figure = curves_figure([h["epoch"] + 1 for h in history], panels, best, f"best ({monitor})",
+                           log_scale=["learning rate"])
+    figure.axes[1].set_ylim(0, 1.02)
     return figure_png(figure)

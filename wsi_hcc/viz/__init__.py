@@ -6,12 +6,13 @@ from wsi_hcc.utils.lazy import lazy_exports
 
 # each public name and the module that defines it, loaded on first use
 _API = {
-    "figure_png": "figures", "palette_png": "figures",
+    "figure_png": "figures", "roc_figure": "evaluation", "reliability_figure": "evaluation",
+    "curves_figure": "evaluation", "palette_png": "figures",
     "HeatmapPanel": "heatmap", "value_grid": "heatmap", "blend_heatmap": "heatmap", "heatmap_figure": "heatmap",
-    "render_heatmaps_png": "heatmap",
+    "render_heatmaps_png": "heatmap", "resize_labels": "heatmap",
     "PointsScale": "nomogram_scale",
     "render_qc": "qc", "qc_png": "qc",
-    "TilePredictions": "slide_exports", "slide_heatmap_png": "slide_exports",
+    "TilePredictions": "slide_exports", "slide_heatmap_png": "slide_exports", "truth_heatmap_png": "slide_exports",
     "slide_geojson_features": "slide_exports", "P_HCC": "slide_exports",
 }
 __all__ = sorted(_API)

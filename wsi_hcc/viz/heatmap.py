@@ -16,7 +16,9 @@ import numpy as np
 from wsi_hcc.records import as_boxes
 from wsi_hcc.viz.figures import figure_png
 
-__all__ = ["HeatmapPanel", "value_grid", "blend_heatmap", "heatmap_figure", "render_heatmaps_png"]
+__all__ = ["HeatmapPanel", "value_grid", "blend_heatmap", "heatmap_figure", "render_heatmaps_png", "resize_labels"]
+
+_OUTLINE_COLOUR = "#00e5ff"  # cyan: apart from magma's and viridis's colours and from H&E pink and purple
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,8 @@ class HeatmapPanel:
     vmin: float | None = 0.0
     vmax: float | None = 1.0
     ticks: dict[float, str] | None = None  # colour-bar labels by value: a legend for categorical maps
+    caption: str = ""  # a smaller line under the title: what a value means
+    bar_label: str = ""  # the colour bar's label when it differs from ``label`` (a unit, a scale)
 
 
 def value_grid(coords: np.ndarray, values: np.ndarray, tile_size_level0: float | None, downsample: float,
@@ -104,8 +108,13 @@ def blend_heatmap(thumbnail: np.ndarray, grid: np.ndarray, cmap: str = "viridis"
 
 
 def heatmap_figure(thumbnail: np.ndarray, panels: Sequence[HeatmapPanel], alpha: float = 0.5,
-                   title: str | None = None, panel_width_in: float = 5.0, dpi: int = 100):
+                   title: str | None = None, panel_width_in: float = 5.0, dpi: int = 100,
+                   outline: np.ndarray | None = None, outline_label: str = ""):
     """A matplotlib ``Figure`` with the panels side by side, each over the thumbnail with its colour bar.
+
+    Every panel has the thumbnail's size and extent, so a pixel means the same place in each.
+    ``outline`` (``(H, W)`` bool, e.g. a ground-truth region) is drawn as a contour on every panel and
+    named ``outline_label`` in a legend.
 
     Typical use: ``[HeatmapPanel(p_grid, "p(HCC)", "magma"), HeatmapPanel(att_grid, "attention",
     "viridis", None, None)]`` for one slide.
@@ -113,30 +122,39 @@ def heatmap_figure(thumbnail: np.ndarray, panels: Sequence[HeatmapPanel], alpha:
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
     height, width = np.asarray(thumbnail).shape[:2]
-    panel_height_in = panel_width_in * height / max(width, 1) + 0.6
+    if outline is not None and np.shape(outline) != (height, width):
+        raise ValueError(f"outline {np.shape(outline)} and thumbnail {(height, width)} differ")
+    captions = any(panel.caption for panel in panels)
+    panel_height_in = panel_width_in * height / max(width, 1) + 0.6 + 0.25 * captions + 0.3 * (outline is not None)
     figure = Figure(figsize=(panel_width_in * 1.25 * len(panels), panel_height_in), dpi=dpi, layout="constrained")
     axes = figure.subplots(1, len(panels), squeeze=False)[0]
     for ax, panel in zip(axes, panels):
         lo, hi = _limits(panel.grid, panel.vmin, panel.vmax)
         ax.imshow(blend_heatmap(thumbnail, panel.grid, panel.cmap, alpha, lo, hi), interpolation="nearest")
-        ax.set_title(panel.label)
+        ax.set_title(panel.label + (f"\n{panel.caption}" if panel.caption else ""), fontsize=10)
         ax.set_axis_off()
+        if outline is not None and np.any(outline) and not np.all(outline):
+            ax.contour(np.asarray(outline, dtype=np.float32), levels=[0.5], colors=[_OUTLINE_COLOUR], linewidths=1.2)
         colorbar = figure.colorbar(ScalarMappable(Normalize(lo, hi), panel.cmap), ax=ax, shrink=0.8)
         if panel.ticks:
             colorbar.set_ticks(list(panel.ticks), labels=list(panel.ticks.values()))
         else:
-            colorbar.set_label(panel.label)
+            colorbar.set_label(panel.bar_label or panel.label)
+    if outline is not None:
+        figure.legend(handles=[Line2D([], [], color=_OUTLINE_COLOUR, lw=1.5, label=outline_label or "outline")],
+                      loc="outside lower center", frameon=False, fontsize=9)
     if title:
         figure.suptitle(title)
     return figure
 
 
 def render_heatmaps_png(thumbnail: np.ndarray, panels: Sequence[HeatmapPanel], alpha: float = 0.5,
-                        title: str | None = None) -> bytes:
+                        title: str | None = None, outline: np.ndarray | None = None, outline_label: str = "") -> bytes:
     """``heatmap_figure`` as PNG bytes: one call for the slide's probability/attention picture."""
-    return figure_png(heatmap_figure(thumbnail, panels, alpha, title))
+    return figure_png(heatmap_figure(thumbnail, panels, alpha, title, outline=outline, outline_label=outline_label))
 
 
 def _limits(grid: np.ndarray, vmin: float | None, vmax: float | None) -> tuple[float, float]:
@@ -146,3 +164,16 @@ def _limits(grid: np.ndarray, vmin: float | None, vmax: float | None) -> tuple[f
     if hi <= lo:  # a constant map still needs a scale
         hi = lo + 1.0
     return lo, hi
+
+
+def resize_labels(labels: np.ndarray, shape_hw: tuple[int, int]) -> np.ndarray:
+    """A label image (``(h, w)`` integers, e.g. a ground-truth mask) resampled by nearest neighbour to
+    ``shape_hw`` ``(height, width)``: the same labels, on the heatmap's pixels."""
+    from PIL import Image
+
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"labels must be (h, w), got {labels.shape}")
+    height, width = shape_hw
+    resized = Image.fromarray(labels.astype(np.int32)).resize((width, height), Image.Resampling.NEAREST)
+    return np.asarray(resized).astype(labels.dtype)

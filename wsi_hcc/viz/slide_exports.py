@@ -12,9 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from wsi_hcc.qupath.export import DEFAULT_CLASS_COLORS, probability_regions, region_features, tile_features
-from wsi_hcc.viz.heatmap import HeatmapPanel, render_heatmaps_png, value_grid
+from wsi_hcc.viz.heatmap import HeatmapPanel, render_heatmaps_png, resize_labels, value_grid
 
-__all__ = ["TilePredictions", "slide_heatmap_png", "slide_geojson_features", "P_HCC", "class_maps_png",
+__all__ = ["TilePredictions", "slide_panels", "slide_heatmap_png", "truth_heatmap_png",
+           "slide_geojson_features", "P_HCC", "class_maps_png",
            "class_geojson_features", "measurement_name"]
 
 P_HCC = "p_HCC"  # the QuPath measurement of the positive class, whatever the bundle calls that class
@@ -44,17 +45,58 @@ class TilePredictions:
     grade_probs: np.ndarray | None = None
 
 
+TILE_ALONE_CAPTION = "the MIL model applied to each tile alone"
+ATTENTION_CAPTION = "where the slide's call looked (1 = its top tile)"
+
+
+def slide_panels(shape_hw: tuple[int, int], downsample: float, tiles: TilePredictions,
+                 positive_class: str) -> list[HeatmapPanel]:
+    """The two maps of one slide, each on a 0-1 scale with its own colour bar: the tile probability
+    of ``positive_class`` (each tile scored alone, as a bag of one) and the MIL attention as a share
+    of the slide's highest (raw attention sums to 1, so its values shrink with the tile count)."""
+    attention = np.asarray(tiles.attention, dtype=np.float64)
+    top = float(np.nanmax(attention)) if attention.size else 0.0
+    relative = attention / top if top > 0 else attention
+    return [
+        HeatmapPanel(value_grid(tiles.boxes, tiles.p_positive, None, downsample, shape_hw),
+                     f"P({positive_class}) per tile", "magma", 0.0, 1.0, caption=TILE_ALONE_CAPTION),
+        HeatmapPanel(value_grid(tiles.boxes, relative, None, downsample, shape_hw),
+                     "MIL attention", "viridis", 0.0, 1.0, caption=ATTENTION_CAPTION,
+                     bar_label="attention / the slide's highest"),
+    ]
+
+
 def slide_heatmap_png(thumbnail: np.ndarray, downsample: float, tiles: TilePredictions, positive_class: str,
                       title: str | None = None) -> bytes:
-    """The thumbnail twice: tile probability of ``positive_class`` (0-1 scale) and attention (its own range)."""
+    """The thumbnail twice, at one size: tile probability of ``positive_class`` and relative attention."""
+    return render_heatmaps_png(thumbnail, slide_panels(thumbnail.shape[:2], downsample, tiles, positive_class),
+                               title=title)
+
+
+def truth_heatmap_png(thumbnail: np.ndarray, downsample: float, tiles: TilePredictions, positive_class: str,
+                      truth: np.ndarray, truth_names: dict[int, str], title: str | None = None) -> bytes:
+    """Ground truth beside the slide's two maps, all at the thumbnail's size, the truth's
+    ``positive_class`` region outlined on each.
+
+    ``truth`` is a label image on any grid (it is resampled to the thumbnail's); ``truth_names`` maps
+    the labels to draw (e.g. ``{1: "tissue", 2: "tumour"}``) to their names; other labels are left clear.
+    """
+    from matplotlib.colors import ListedColormap
+
     shape = thumbnail.shape[:2]
-    panels = [
-        HeatmapPanel(value_grid(tiles.boxes, tiles.p_positive, None, downsample, shape),
-                     f"P({positive_class}) per tile", "magma", 0.0, 1.0),
-        HeatmapPanel(value_grid(tiles.boxes, tiles.attention, None, downsample, shape),
-                     "MIL attention", "viridis", None, None),
-    ]
-    return render_heatmaps_png(thumbnail, panels, title=title)
+    labels = resize_labels(truth, shape)
+    codes = sorted(truth_names)
+    grid = np.full(shape, np.nan, dtype=np.float32)
+    for k, code in enumerate(codes):
+        grid[labels == code] = k
+    colours = ListedColormap(["#f2b8d2", "#c81e28", "#1f77b4", "#ff7f0e"][:len(codes)])
+    truth_panel = HeatmapPanel(grid, "ground truth", colours, -0.5, len(codes) - 0.5,
+                               ticks={float(k): truth_names[c] for k, c in enumerate(codes)},
+                               caption="the slide's true regions")
+    positive = [c for c in codes if truth_names[c] == positive_class]
+    outline = np.isin(labels, positive) if positive else None
+    return render_heatmaps_png(thumbnail, [truth_panel, *slide_panels(shape, downsample, tiles, positive_class)],
+                               title=title, outline=outline, outline_label=f"true {positive_class} region")
 
 
 def slide_geojson_features(tiles: TilePredictions, class_names: Sequence[str], grade_names: Sequence[str] | None,
