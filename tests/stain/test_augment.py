@@ -86,7 +86,10 @@ def test_bad_pipeline_descriptions_are_one_line():
         build_augmentation([{"HorizontalFlip": {}, "VerticalFlip": {}}])
 
 
-def test_augment_preview_writes_a_grid(tile, tmp_path):
+def test_augment_preview_marks_the_original_and_separates_the_samples(tile, tmp_path):
+    from wsi_hcc.stain.augment import augment_samples, load_augmentation
+    from wsi_hcc.viz.tiles import augmentation_layout
+
     image = tmp_path / "tile.png"
     Image.fromarray(tile).save(image)
     out = tmp_path / "preview.png"
@@ -94,9 +97,18 @@ def test_augment_preview_writes_a_grid(tile, tmp_path):
                                        "--config", str(CONFIGS / "augment" / "stain.yaml"),
                                        "--out", str(out), "--n", "7", "--tile-px", "128"])
     assert result.exit_code == 0, result.output
-    grid = np.asarray(Image.open(out))
-    assert grid.shape == (2 * 128, 4 * 128, 3)
-    np.testing.assert_array_equal(grid[:128, :128], tile[32:160, 32:160])  # the original comes first
+    grid = np.asarray(Image.open(out).convert("RGB"))
+    (width, height), corners = augmentation_layout(8, (128, 128), title=True)
+    assert grid.shape == (height, width, 3) and len(set(corners)) == 8
+    crop = tile[32:160, 32:160]
+    samples = augment_samples(crop, load_augmentation(CONFIGS / "augment" / "stain.yaml", seed=0), 7)
+    for picture, (x, y) in zip([crop, *samples], corners):  # the original first, each drawn whole and unresampled
+        np.testing.assert_array_equal(grid[y:y + 128, x:x + 128], picture)
+    for x, y in corners[1:]:
+        assert (grid[y + 129:y + 132, x - 2:x + 130] == 255).all()  # white gaps between the samples
+    x, y = corners[0]
+    frame = grid[y + 128 + 4, x:x + 128].astype(int)  # a red frame in the gap around the original
+    assert (frame[:, 0] > 150).all() and (frame[:, 1] < 100).all()
     missing = CliRunner().invoke(main, ["augment-preview", str(tmp_path / "nope.png"), "--config",
                                         str(CONFIGS / "augment" / "stain.yaml"), "--out", str(out)])
     assert missing.exit_code == 2 and missing.output.startswith("error: ")

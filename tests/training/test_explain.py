@@ -97,9 +97,19 @@ def test_overlay_and_picture():
     np.testing.assert_array_equal(hot[0, 0], [128, 0, 0])  # jet(1.0) is dark red
     cold = heat_overlay(tile, np.zeros((8, 8)), alpha=1.0)
     np.testing.assert_array_equal(cold[0, 0], [0, 0, 128])  # jet(0.0) is dark blue
-    picture = np.asarray(Image.open(io.BytesIO(explanation_png(tile, np.ones((8, 8))))))
-    assert picture.shape == (8, 20, 3)
-    np.testing.assert_array_equal(picture[:, :8], tile)
+    picture = Image.open(io.BytesIO(explanation_png(tile, np.ones((8, 8)), title="t")))
+    assert picture.format == "PNG" and picture.width > 2 * picture.height * 0.9  # tile and overlay side by side
+
+
+def test_explanation_figure_has_a_title_with_class_and_score_and_a_colour_bar():
+    from wsi_hcc.viz.tiles import explanation_figure, explanation_title
+
+    title = explanation_title("tumour", 0.934, "tumour", "s1 tile 7")
+    assert title == "s1 tile 7: Grad-CAM for tumour, P = 0.93 (predicted: tumour)"
+    figure = explanation_figure(np.full((64, 64, 3), 200, np.uint8), np.linspace(0, 1, 64 * 64).reshape(64, 64), title)
+    assert figure.get_suptitle() == title
+    bar = [ax for ax in figure.axes if ax.get_ylabel() == "evidence for the class"]
+    assert len(bar) == 1 and [t.get_text() for t in bar[0].get_yticklabels()] == ["0 none", "0.5", "1 strongest"]
 
 
 # -- wsi-hcc explain --------------------------------------------------------------------------------
@@ -143,9 +153,11 @@ def test_explain_writes_an_overlay_per_tile_and_the_scores(classifier, tmp_path)
     for record in report["tiles"]:
         assert record["explained_class"] == record["predicted"]
         np.testing.assert_allclose(list(record["scores"].values()), probs[record["tile"]], atol=1e-5)
-        picture = np.asarray(Image.open(tmp_path / record["picture"]))
-        assert picture.shape == (64, 132, 3)
-        np.testing.assert_array_equal(picture[:, :64], TileReader(store)[record["tile"]])
+        picture = Image.open(tmp_path / record["picture"])
+        assert picture.width > 2 * picture.height * 0.9  # the tile, then its overlay with a colour bar
+        score = record["scores"][record["explained_class"]]
+        assert record["title"] == (f"e tile {record['tile']}: Grad-CAM for {record['explained_class']}, "
+                                   f"P = {score:.2f} (predicted: {record['predicted']})")
     assert {p.name for p in tmp_path.glob("*.png")} == {t["picture"] for t in report["tiles"]}
     assert not list(tmp_path.glob(".*partial"))
 

@@ -184,15 +184,16 @@ Examples:
 @click.option("--seed", type=int, default=0, show_default=True)
 def augment_preview(image, config_path, out_path, n_samples, tile_px, seed):
     """Write a grid of augmented samples of IMAGE, to choose augmentation strengths by eye."""
-    import io
     from pathlib import Path
 
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
     from wsi_hcc.errors import WsiHccError
-    from wsi_hcc.stain.augment import load_augmentation, preview_grid
+    from wsi_hcc.stain.augment import augment_samples, load_augmentation
     from wsi_hcc.utils.atomic import atomic_write_bytes
+    from wsi_hcc.viz.figures import figure_png
+    from wsi_hcc.viz.tiles import augmentation_figure
 
     try:
         with Image.open(image) as handle:
@@ -201,11 +202,10 @@ def augment_preview(image, config_path, out_path, n_samples, tile_px, seed):
         raise WsiHccError(f"{image}: cannot read the image ({exc}); use a PNG or JPEG") from None
     y0, x0 = max(0, (rgb.shape[0] - tile_px) // 2), max(0, (rgb.shape[1] - tile_px) // 2)
     crop = np.ascontiguousarray(rgb[y0:y0 + tile_px, x0:x0 + tile_px])
-    grid = preview_grid(crop, load_augmentation(config_path, seed=seed), n=n_samples)
-    buffer = io.BytesIO()
-    Image.fromarray(grid).save(buffer, format="PNG")
+    samples = augment_samples(crop, load_augmentation(config_path, seed=seed), n=n_samples)
+    title = f"{Path(image).name}: {n_samples} samples of {Path(config_path).name} (seed {seed})"
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(Path(out_path), buffer.getvalue())
+    atomic_write_bytes(Path(out_path), figure_png(augmentation_figure(crop, samples, title=title)))
     click.echo(f"wrote {out_path} ({n_samples} samples of a {crop.shape[1]}x{crop.shape[0]} crop)")
 
 

@@ -59,6 +59,7 @@ from wsi_hcc.utils.devices import resolve_device
 from wsi_hcc.utils.progress import Progress, silent_progress
 from wsi_hcc.utils.runs import prepare_out_dir
 from wsi_hcc.utils.versions import stack_versions, utc_now
+from wsi_hcc.viz.tiles import explanation_title
 
 __all__ = ["TrainReport", "run_training", "ExplainReport", "run_explain", "OUTPUTS"]
 
@@ -481,12 +482,14 @@ def run_explain(store: str | Path, weights: str | Path, out_dir: str | Path, *, 
         for k, tile in enumerate(chosen):
             name = card.class_names[classes[k]]
             path = out_dir / f"{stem}_tile{tile}_{_safe(name)}.png"
-            atomic_write_bytes(path, explanation_png(raw[k], maps[k], alpha))
+            title = explanation_title(name, float(probs[k][classes[k]]), card.class_names[int(predicted[k])],
+                                      f"{stem} tile {tile}")
+            atomic_write_bytes(path, explanation_png(raw[k], maps[k], alpha, title))
             pictures.append(path)
             records.append({"tile": int(tile), "x": int(coords[tile][0]), "y": int(coords[tile][1]),
                             "explained_class": name, "predicted": card.class_names[int(predicted[k])],
                             "scores": {c: float(p) for c, p in zip(card.class_names, probs[k])},
-                            "picture": path.name})
+                            "picture": path.name, "title": title})
         progress.steps_done(len(chosen))
     json_path = out_dir / f"{stem}.explain.json"
     atomic_write_json(json_path, {

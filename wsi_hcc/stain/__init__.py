@@ -7,7 +7,7 @@ from wsi_hcc.utils.lazy import lazy_exports
 # each public name and the module that defines it, loaded on first use
 _API = {
     "MacenkoStainAugment": "augment", "build_augmentation": "augment", "load_augmentation": "augment",
-    "preview_grid": "augment", "reseed_augmentation": "augment",
+    "preview_grid": "augment", "augment_samples": "augment", "reseed_augmentation": "augment",
     "LabMoments": "cielab", "lab_moments": "cielab", "reinhard_to_srgb": "cielab", "srgb_to_lab": "cielab",
     "SRGB_TO_LINEAR": "cielab", "XYZ_FROM_RGB": "cielab", "RGB_FROM_XYZ": "cielab", "WHITE": "cielab",
     "T_KNEE": "cielab", "F_KNEE": "cielab", "SLOPE": "cielab", "GAMMA_KNEE": "cielab",

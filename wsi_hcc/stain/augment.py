@@ -18,7 +18,8 @@ from wsi_hcc.errors import ConfigError
 from wsi_hcc.stain.common import StainError
 from wsi_hcc.stain.normalizers import MacenkoNormalizer
 
-__all__ = ["MacenkoStainAugment", "build_augmentation", "load_augmentation", "preview_grid", "reseed_augmentation"]
+__all__ = ["MacenkoStainAugment", "build_augmentation", "load_augmentation", "augment_samples", "preview_grid",
+           "reseed_augmentation"]
 
 try:
     import albumentations as A
@@ -136,6 +137,11 @@ def load_augmentation(path: str | Path, seed: int | None = None) -> A.Compose:
     return build_augmentation(steps, seed=seed, where=str(path))
 
 
+def augment_samples(image: np.ndarray, pipeline: A.Compose, n: int = 15) -> list[np.ndarray]:
+    """``n`` augmented samples of ``image`` (uint8 RGB), drawn one after another from ``pipeline``."""
+    return [pipeline(image=image)["image"] for _ in range(n)]
+
+
 def preview_grid(image: np.ndarray, pipeline: A.Compose, n: int = 15, columns: int = 4) -> np.ndarray:
     """The original and ``n`` augmented samples of ``image`` (uint8 RGB) in a grid, original first.
 
@@ -144,7 +150,7 @@ def preview_grid(image: np.ndarray, pipeline: A.Compose, n: int = 15, columns: i
     numpy.ndarray
         ``(rows * H, columns * W, 3)`` uint8; unused cells are white.
     """
-    samples = [image] + [pipeline(image=image)["image"] for _ in range(n)]
+    samples = [image, *augment_samples(image, pipeline, n)]
     height, width = image.shape[:2]
     rows = -(-len(samples) // columns)
     grid = np.full((rows * height, columns * width, 3), 255, dtype=np.uint8)

@@ -21,6 +21,8 @@ import numpy as np
 
 from wsi_hcc.models import ModelCard, to_model_input
 from wsi_hcc.training.errors import TrainError
+from wsi_hcc.viz.figures import figure_png
+from wsi_hcc.viz.tiles import explanation_figure, heat_overlay
 
 __all__ = ["GradCam", "find_cam_layer", "explain_tiles", "heat_overlay", "explanation_png"]
 
@@ -125,24 +127,7 @@ def explain_tiles(model, tiles, class_idx: int | Sequence[int] | None = None, la
     return maps, torch.softmax(logits.float(), dim=1).cpu().numpy()
 
 
-def heat_overlay(tile: np.ndarray, cam: np.ndarray, alpha: float = 0.45) -> np.ndarray:
-    """``tile`` (H, W, 3) uint8 blended with the jet colour map of ``cam`` (H, W) in [0, 1]."""
-    from matplotlib import colormaps
-
-    colour = colormaps["jet"](np.clip(cam, 0, 1))[..., :3] * 255.0
-    return np.clip((1 - alpha) * tile.astype(np.float64) + alpha * colour, 0, 255).round().astype(np.uint8)
-
-
-def explanation_png(tile: np.ndarray, cam: np.ndarray, alpha: float = 0.45, gap: int = 4) -> bytes:
-    """A PNG with the tile on the left and its Grad-CAM overlay on the right."""
-    import io
-
-    from PIL import Image
-
-    height, width = tile.shape[:2]
-    canvas = np.full((height, 2 * width + gap, 3), 255, dtype=np.uint8)
-    canvas[:, :width] = tile
-    canvas[:, width + gap:] = heat_overlay(tile, cam, alpha)
-    buffer = io.BytesIO()
-    Image.fromarray(canvas).save(buffer, format="PNG")
-    return buffer.getvalue()
+def explanation_png(tile: np.ndarray, cam: np.ndarray, alpha: float = 0.45, title: str = "") -> bytes:
+    """A PNG with the tile on the left, its Grad-CAM overlay on the right with a colour bar, and
+    ``title`` (``wsi_hcc.viz.tiles.explanation_title``: the class explained and its score) on top."""
+    return figure_png(explanation_figure(tile, cam, title, alpha))
