@@ -322,7 +322,8 @@ def explain(weights, model_kind, task, images, tumour_path, tumour_label, liver_
     class_index = None if class_name is None else model.classes.index(class_name)
     cam, class_index = grad_cam(model, crop, class_index)
     tmp = prepare_out(out_dir)
-    files = write_cam(cam, crop, tmp, n_slices=n_slices)
+    files = write_cam(cam, crop, tmp, n_slices=n_slices,
+                      cam_label=f"Grad-CAM: evidence for {model.classes[class_index]}")
     energy = cam_energy(cam, crop.regions(outside=True))
     probabilities = predict_proba(model, [crop])[0]
     atomic_write_json(tmp / "energy.json", {

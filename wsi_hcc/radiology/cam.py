@@ -115,27 +115,27 @@ def _slices(crop: Crop, n_slices: int) -> list[int]:
     return sorted({int(round(v)) for v in np.linspace(rows[0], rows[-1], n_slices + 2)[1:-1]})
 
 
-def cam_figure(cam: np.ndarray, crop: Crop, z: int, background: str, title: str = ""):
-    """One axial slice: the ``background`` channel in grey, the CAM in colour, region outlines."""
-    from matplotlib.figure import Figure
+def cam_figure(cam: np.ndarray, crop: Crop, z: int, background: str, title: str = "", cam_label: str = "Grad-CAM"):
+    """One axial slice: the ``background`` channel in grey, the CAM in colour with a colour bar
+    labelled ``cam_label``, and the outer edges of the tumour, the ring around it and the liver named
+    in a legend (the regions are disjoint, so each is outlined with what lies inside it, and no edge
+    hides another)."""
+    from wsi_hcc.viz.cam_slices import cam_slice_figure
 
-    fig = Figure(figsize=(4, 4.3))
-    ax = fig.add_subplot()
-    image = crop.channels[background][z]
-    ax.imshow(image, cmap="gray", interpolation="nearest")
-    ax.imshow(np.ma.masked_less(cam[z], 0.05), cmap="jet", alpha=0.45, vmin=0.0, vmax=1.0, interpolation="bilinear")
-    for name, mask in crop.regions().items():
-        if mask[z].any() and not mask[z].all():
-            ax.contour(mask[z].astype(float), levels=[0.5], colors=[REGION_COLOURS[name]], linewidths=0.8)
-    ax.set_title(title or f"{background}, slice {z}", fontsize=8)
-    ax.axis("off")
-    fig.tight_layout()
-    return fig
+    regions = crop.regions()
+    tumour = regions["tumour"][z]
+    with_ring = tumour | regions["ring"][z]
+    contours = {"liver": with_ring | regions["liver"][z], "peritumoural ring": with_ring, "tumour": tumour}
+    colours = {"liver": REGION_COLOURS["liver"], "peritumoural ring": REGION_COLOURS["ring"],
+               "tumour": REGION_COLOURS["tumour"]}
+    return cam_slice_figure(crop.channels[background][z], cam[z], contours, colours,
+                            title or f"{background}, slice {z}", cam_label)
 
 
 def write_cam(cam: np.ndarray, crop: Crop, out_dir: str | Path, prefix: str = "cam", n_slices: int = 3,
-              background: str | None = None) -> dict:
-    """Write ``<prefix>.nii.gz`` (CAM on the crop grid), ``crop_<channel>.nii.gz`` and per-slice PNG overlays.
+              background: str | None = None, cam_label: str = "Grad-CAM") -> dict:
+    """Write ``<prefix>.nii.gz`` (CAM on the crop grid), ``crop_<channel>.nii.gz`` and per-slice PNG overlays
+    (``cam_label`` names the colour bar, e.g. "Grad-CAM: evidence for MVI").
 
     Returns the written file names and the slices drawn.
     """
@@ -159,7 +159,8 @@ def write_cam(cam: np.ndarray, crop: Crop, out_dir: str | Path, prefix: str = "c
     slices = _slices(crop, n_slices)
     for z in slices:
         png = f"{prefix}_z{z:03d}.png"
-        atomic_write_bytes(out_dir / png, figure_png(cam_figure(cam, crop, z, background), dpi=100))
+        figure = cam_figure(cam, crop, z, background, cam_label=cam_label)
+        atomic_write_bytes(out_dir / png, figure_png(figure, dpi=100))
         files["png"].append(png)
     files["slices"] = slices
     return files

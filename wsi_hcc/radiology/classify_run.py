@@ -110,7 +110,8 @@ def run_training(config: TrainConfig, cases: Sequence[CohortCase], out_dir: str 
     if positives:
         (tmp / "cam_example").mkdir()
         cam, class_index = grad_cam(model, positives[0].crop)
-        files = write_cam(cam, positives[0].crop, tmp / "cam_example")
+        files = write_cam(cam, positives[0].crop, tmp / "cam_example",
+                          cam_label=f"Grad-CAM: evidence for {model.classes[class_index]}")
         atomic_write_json(tmp / "cam_example" / "energy.json",
                           {"case": positives[0].case_id, "class": model.classes[class_index], "files": files,
                            "energy": cam_energy(cam, positives[0].crop.regions(outside=True))})

@@ -134,7 +134,8 @@ def heatmap_figure(thumbnail: np.ndarray, panels: Sequence[HeatmapPanel], alpha:
     for ax, panel in zip(axes, panels):
         lo, hi = _limits(panel.grid, panel.vmin, panel.vmax)
         ax.imshow(blend_heatmap(thumbnail, panel.grid, panel.cmap, alpha, lo, hi), interpolation="nearest")
-        ax.set_title(panel.label + (f"\n{panel.caption}" if panel.caption else ""), fontsize=10)
+        second_line = f"\n{panel.caption or ' '}" if captions else ""  # titles of one height: panels of one size
+        ax.set_title(panel.label + second_line, fontsize=10)
         ax.set_axis_off()
         if outline is not None and np.any(outline) and not np.all(outline):
             ax.contour(np.asarray(outline, dtype=np.float32), levels=[0.5], colors=[_OUTLINE_COLOUR], linewidths=1.2)

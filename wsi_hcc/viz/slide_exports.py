@@ -134,7 +134,8 @@ def class_maps_png(thumbnail: np.ndarray, downsample: float, boxes: np.ndarray, 
     """One panel per class (its tile probability, 0-1) and one of the top class of each tile."""
     shape = thumbnail.shape[:2]
     panels = [HeatmapPanel(value_grid(boxes, probs[:, k], None, downsample, shape), f"P({name}) per tile",
-                           "magma", 0.0, 1.0) for k, name in enumerate(class_names)]
+                           "magma", 0.0, 1.0, caption="the patch classifier on each tile")
+              for k, name in enumerate(class_names)]
     import matplotlib
 
     one_colour_per_class = matplotlib.colors.ListedColormap(np.asarray(class_colours(len(class_names))) / 255.0)
