@@ -24,7 +24,7 @@ def test_demo_then_classify_on_a_tiny_cohort(tmp_path):
     from PIL import Image  # the ground truth beside the two tile maps, one figure per held-out slide
 
     with Image.open(out / "figures" / "heldout00.compare.png") as compare:
-        assert compare.mode == "P" and compare.width > 3 * compare.height
+        assert compare.width > 3 * compare.height
 
     slide = out / "heldout" / "heldout00.svs"
     result = CliRunner().invoke(main, ["classify", str(slide), "--model", str(out / "model"),

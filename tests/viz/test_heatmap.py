@@ -128,3 +128,13 @@ def test_truth_heatmap_png_has_three_panels_at_the_thumbnails_size():
                              {1: "tissue", 2: "tumour"}, title="s")
     image = Image.open(io.BytesIO(data))
     assert image.width > 3 * image.height  # three panels side by side
+
+
+def test_a_slide_without_the_positive_class_gets_no_outline_and_no_legend_for_one(monkeypatch):
+    import wsi_hcc.viz.slide_exports as exports
+
+    seen = {}
+    monkeypatch.setattr(exports, "render_heatmaps_png", lambda *a, **k: seen.update(k) or b"")
+    exports.truth_heatmap_png(np.full((40, 60, 3), 230, np.uint8), DS, _slide_tiles(), "tumour",
+                              np.ones((4, 6), np.uint8), {1: "tissue", 2: "tumour"})
+    assert seen["outline"] is None

@@ -136,7 +136,6 @@ def _truth_pictures(figures: Path, stores_dir: Path, bundle_dir: Path, masks: di
     from wsi_hcc.mil.bundle import load_mil_bundle
     from wsi_hcc.pipelines.classify import _predict, slide_picture
     from wsi_hcc.store.feature_array import read_store_meta, store_records
-    from wsi_hcc.viz.figures import palette_png
     from wsi_hcc.viz.slide_exports import truth_heatmap_png
 
     bundle = load_mil_bundle(bundle_dir)
@@ -146,8 +145,8 @@ def _truth_pictures(figures: Path, stores_dir: Path, bundle_dir: Path, masks: di
         thumbnail, downsample, _ = slide_picture(Path(slide.path), slide.slide_mpp)
         with Image.open(mask_path) as mask:
             truth = np.asarray(mask)
-        atomic_write_bytes(figures / f"{stem}.compare.png", palette_png(truth_heatmap_png(
-            thumbnail, downsample, tiles, "tumour", truth, _TRUTH_NAMES, title=stem)))
+        atomic_write_bytes(figures / f"{stem}.compare.png", truth_heatmap_png(
+            thumbnail, downsample, tiles, "tumour", truth, _TRUTH_NAMES, title=stem))
 
 
 def _grade_lines(grade: dict | None) -> list[str]:

@@ -22,7 +22,8 @@ def figure_png(figure, dpi: float | None = None) -> bytes:
 
 def palette_png(png: bytes, colours: int = 256) -> bytes:
     """``png`` re-encoded with a palette of at most ``colours`` (median cut, no dithering): an H&E picture
-    keeps its look at a third to half of the RGB size."""
+    with a few flat overlay colours keeps its look at a third to half of the RGB size. Not for pictures
+    with colour maps: their gradients turn into bands."""
     from PIL import Image
 
     with Image.open(io.BytesIO(png)) as image:

@@ -94,7 +94,8 @@ def truth_heatmap_png(thumbnail: np.ndarray, downsample: float, tiles: TilePredi
                                ticks={float(k): truth_names[c] for k, c in enumerate(codes)},
                                caption="the slide's true regions")
     positive = [c for c in codes if truth_names[c] == positive_class]
-    outline = np.isin(labels, positive) if positive else None
+    outline = np.isin(labels, positive)
+    outline = outline if outline.any() else None  # a slide without the class: no outline, no legend for one
     return render_heatmaps_png(thumbnail, [truth_panel, *slide_panels(shape, downsample, tiles, positive_class)],
                                title=title, outline=outline, outline_label=f"true {positive_class} region")
 
