@@ -183,7 +183,7 @@ def test_qc_picture_shows_tiles_and_outline(real_svs, tmp_path):
     from PIL import Image
 
     tile_slide(real_svs, tmp_path, TileConfig())
-    picture = np.asarray(Image.open(tmp_path / "CMU-1-Small-Region.qc.png"))
+    picture = np.asarray(Image.open(tmp_path / "CMU-1-Small-Region.qc.png").convert("RGB"))  # a palette PNG
     assert picture.ndim == 3 and picture.shape[2] == 3
     assert ((picture == (30, 60, 220)).all(axis=2)).sum() > 50  # tile borders
     assert ((picture == (0, 160, 0)).all(axis=2)).sum() > 50  # tissue outline
