@@ -70,9 +70,10 @@ def curves_figure(epochs: Sequence[int], series: dict[str, dict[str, Sequence[fl
 
     figure = Figure(figsize=(4 * len(series), 3.6), layout="constrained")
     axes = figure.subplots(1, len(series), squeeze=False)[0]
+    style = "o-" if len(epochs) <= 20 else "-"  # dots on a long run would merge into a thick line
     for ax, (panel, lines) in zip(axes, series.items()):
         for label, values in lines.items():
-            ax.plot(epochs, values, "o-", label=label)
+            ax.plot(epochs, values, style, label=label)
         if panel in log_scale:
             ax.set_yscale("log")
         ax.set_title(panel)
