@@ -14,6 +14,9 @@ from wsi_hcc.cli.options import renamed_option, stores_argument
 
 __all__ = ["COMMANDS", "train_patches", "explain", "bundle"]
 
+# early_stopping.metric's choices (wsi_hcc.training.config.MONITOR_MODES, not imported: --help stays instant)
+MONITOR_METRICS = ("val_loss", "val_auc", "val_balanced_accuracy", "val_accuracy")
+
 
 def _parse_tiles(_ctx, _param, value):
     if value is None:
@@ -51,12 +54,17 @@ Rerunning the same command resumes from runs/.../last-checkpoint.pt; a finished 
 @click.option("--patience", type=click.IntRange(min=1), help="Early-stopping patience in epochs.")
 @click.option("--max-tiles-per-slide", type=click.IntRange(min=1), help="Use at most N tiles per slide (quick runs).")
 @click.option("--seed", type=click.IntRange(min=0), help="Seed for initialisation, tile order and augmentation.")
+@click.option("--split-seed", type=click.IntRange(min=0), help="Seed that deals patients to train, validation and "
+              "test (split.seed).")
+@click.option("--monitor", type=click.Choice(list(MONITOR_METRICS)), help="Validation metric for early stopping and "
+              "the best epoch (early_stopping.metric); val_loss works when the validation split lacks a class.")
 @click.option("--device", help="auto, cpu, cuda or cuda:N.")
-@click.option("--workers", "num_workers", type=click.IntRange(0, 64), help="DataLoader worker processes.")
+@click.option("--workers", "num_workers", type=click.IntRange(0, 64),
+              help="DataLoader worker processes [from the CPU count].")
 @click.option("--amp/--no-amp", default=None, help="Mixed precision on CUDA [on].")
 @click.option("--restart", is_flag=True, help="Discard a previous run in --out and start over.")
 def train_patches(config_path, out_dir, stores, backbone, weights, epochs, batch_size, lr, patience,
-                  max_tiles_per_slide, seed, device, num_workers, amp, restart):
+                  max_tiles_per_slide, seed, split_seed, monitor, device, num_workers, amp, restart):
     """Train a patch classifier on patch STORES (or folders of them; default: the config's stores) with
     slide-level or QuPath-annotation labels.
 
@@ -69,7 +77,8 @@ def train_patches(config_path, out_dir, stores, backbone, weights, epochs, batch
 
     config = load_train_config(config_path).with_overrides(
         stores=list(stores) or None, backbone=backbone, weights=weights, epochs=epochs, batch_size=batch_size,
-        **{"optimizer.lr": lr, "early_stopping.patience": patience}, max_tiles_per_slide=max_tiles_per_slide,
+        **{"optimizer.lr": lr, "early_stopping.patience": patience, "early_stopping.metric": monitor,
+           "split.seed": split_seed}, max_tiles_per_slide=max_tiles_per_slide,
         seed=seed, device=device, num_workers=num_workers, amp=amp)
     with RichProgress() as progress:
         report = run_training(config, out_dir, config_path=str(config_path), restart=restart, progress=progress)

@@ -304,7 +304,7 @@ def _check_splits(data: TrainingData, config: TrainConfig) -> None:
     train_classes = {int(v) for s in data.split_slides("train") for v in np.unique(s.labels) if v >= 0}
     if len(train_classes) < 2:
         raise TrainError(f"{where}: the train split has tiles of only {len(train_classes)} class; add slides of the "
-                         "other classes or change split.seed")
+                         "other classes or pass --split-seed N for another split")
 
 
 # -- epochs ---------------------------------------------------------------------------------------
