@@ -4,6 +4,7 @@ test_mil_synthetic.py)."""
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import pickle
@@ -272,6 +273,11 @@ def test_train_mil_writes_metrics_pictures_and_a_bundle_and_skips_finished_folds
     assert pooled["n_slides"] == 16 and pooled["threshold"] == "per fold"
     assert {"roc_auc", "roc_auc_ci95", "balanced_accuracy", "sensitivity", "specificity", "ece"} <= set(pooled)
     assert "quadratic_weighted_kappa" in metrics["pooled"]["grade"]
+    with open(out / "predictions.csv", newline="") as handle:
+        predictions = list(csv.DictReader(handle))
+    assert {r["predicted"] for r in predictions} == {"non-HCC", "HCC"}
+    for row in predictions:  # a grade is called only for a slide called HCC
+        assert (row["predicted_grade"] in ("G1", "G2", "G3")) == (row["predicted"] == "HCC"), row
     splits = json.loads((out / "splits.json").read_text())["folds"]
     patients = [set(f["patients"]) for f in splits]
     assert not (patients[0] & patients[1] or patients[0] & patients[2] or patients[1] & patients[2])
@@ -329,7 +335,7 @@ def test_train_mil_writes_metrics_pictures_and_a_bundle_and_skips_finished_folds
     assert (out / "folds" / "fold1" / "result.json").read_bytes() == first
     (out / "folds" / "fold2" / "result.json").unlink()  # as if killed during fold 2
     third = CliRunner().invoke(train_mil, ["--config", str(config), "--out", str(out)])
-    assert "1 folds trained, 2 already done" in third.output, third.output
+    assert "1 fold trained, 2 already done" in third.output, third.output
 
 
 @pytest.mark.parametrize("name", ["clam_mb", "max"])

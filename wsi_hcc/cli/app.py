@@ -260,7 +260,7 @@ def features(stores, backbone, weights, out_dir, h5, h5_layout, device, batch_si
                               h5_layout=h5_layout or "flat",
                               overwrite=overwrite, gpu_decode=gpu_decode and not cpu_decode,
                               allow_resize=allow_resize, progress=progress)
-    progress.print_summary(report)
+    progress.print_summary(report, noun="store")
     sys.exit(1 if report.failed or not report.outcomes else 0)
 
 

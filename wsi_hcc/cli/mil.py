@@ -56,6 +56,7 @@ def train_mil(config_path, out_dir, stores, labels_csv, model, folds, epochs, pa
     from wsi_hcc.cli.progress import RichProgress
     from wsi_hcc.mil.config import load_mil_config
     from wsi_hcc.pipelines.train_mil import run_mil_training
+    from wsi_hcc.utils.words import counted
 
     config = load_mil_config(config_path).with_overrides(
         stores=list(stores) or None, labels_csv=labels_csv, **{"model.name": model}, folds=folds, epochs=epochs,
@@ -69,8 +70,8 @@ def train_mil(config_path, out_dir, stores, labels_csv, model, folds, epochs, pa
     def fmt(value):
         return "-" if value is None else f"{value:.3f}"
 
-    line = (f"{len(report.folds_run)} folds trained, {len(report.folds_skipped)} already done; pooled held-out "
-            f"ROC AUC {fmt(pooled['roc_auc'])} (95% CI {fmt(low)}-{fmt(high)}), balanced accuracy "
+    line = (f"{counted(len(report.folds_run), 'fold')} trained, {len(report.folds_skipped)} already done; "
+            f"pooled held-out ROC AUC {fmt(pooled['roc_auc'])} (95% CI {fmt(low)}-{fmt(high)}), balanced accuracy "
             f"{fmt(pooled['balanced_accuracy'])}, sensitivity {fmt(pooled['sensitivity'])}, specificity "
             f"{fmt(pooled['specificity'])}")
     grade = report.metrics["pooled"].get("grade")

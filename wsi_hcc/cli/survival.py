@@ -123,11 +123,12 @@ the table has them) and OUT/metrics.json; with outcomes also OUT/km.png.""")
 def predict(model_dir, table, out_dir, embeddings, id_col, time_col, event_col):
     """Risk scores and risk groups for new patients with a trained model."""
     from wsi_hcc.survival.pipeline import DataSpec, run_prediction
+    from wsi_hcc.utils.words import counted
 
     spec = DataSpec(table, time_col or "", event_col or "", None, id_col, tuple(embeddings))
     result = run_prediction(model_dir, spec, out_dir)
     counts = ", ".join(f"{name} {count}" for name, count in result["groups"].items())
-    line = f"{result['n']} patients scored ({counts})"
+    line = f"{counted(result['n'], 'patient')} scored ({counts})"
     if "metrics" in result:
         line += f"; C-index {_fmt(result['metrics']['c_index_harrell'])} (Harrell)"
     click.echo(f"{line} -> {out_dir}")

@@ -74,6 +74,7 @@ def train_patches(config_path, out_dir, stores, backbone, weights, epochs, batch
     from wsi_hcc.cli.progress import RichProgress
     from wsi_hcc.pipelines.train_patches import run_training
     from wsi_hcc.training.config import load_train_config
+    from wsi_hcc.utils.words import counted
 
     config = load_train_config(config_path).with_overrides(
         stores=list(stores) or None, backbone=backbone, weights=weights, epochs=epochs, batch_size=batch_size,
@@ -90,7 +91,7 @@ def train_patches(config_path, out_dir, stores, backbone, weights, epochs, batch
         return "-" if value is None else f"{value:.3f}"
 
     prefix = "already trained: " if report.status == "already done" else ""
-    click.echo(f"{prefix}{report.epochs_run} epochs ({report.stop_reason}); best epoch "
+    click.echo(f"{prefix}{counted(report.epochs_run, 'epoch')} ({report.stop_reason}); best epoch "
                f"{(report.best_epoch or 0) + 1}; {where}: accuracy {fmt(split.get('accuracy'))}, balanced accuracy "
                f"{fmt(split.get('balanced_accuracy'))}, ROC AUC {fmt(split.get('roc_auc'))} -> {report.out_dir}")
 
@@ -122,11 +123,12 @@ def explain(store, weights, backbone, tiles, top, class_name, out_dir, device, b
     """
     from wsi_hcc.cli.progress import RichProgress
     from wsi_hcc.pipelines.train_patches import run_explain
+    from wsi_hcc.utils.words import counted
 
     with RichProgress() as progress:
         report = run_explain(store, weights, out_dir, backbone=backbone, tiles=tiles, top=top, class_name=class_name,
                              device=device, batch_size=batch_size, alpha=alpha, progress=progress)
-    click.echo(f"wrote {len(report.pictures)} overlays and {report.json_path}")
+    click.echo(f"wrote {counted(len(report.pictures), 'overlay')} and {report.json_path}")
 
 
 @click.command("bundle", cls=OneLineCommand, epilog="""\b

@@ -68,6 +68,7 @@ from wsi_hcc.utils.devices import resolve_device
 from wsi_hcc.utils.progress import Progress, silent_progress
 from wsi_hcc.utils.runs import prepare_out_dir, write_manifest
 from wsi_hcc.utils.versions import utc_now
+from wsi_hcc.utils.words import counted
 
 __all__ = ["MilReport", "run_mil_training", "MilCohort", "load_cohort"]
 
@@ -272,8 +273,8 @@ def _train_fold(config: MilConfig, cohort: MilCohort, fold: int, train: list[str
             state.stop_reason = f"no better validation loss for {config.patience} epochs"
             break
     state.stop_reason = state.stop_reason or "reached the configured epochs"
-    progress.message(f"fold {fold}: {len(state.history)} epochs, best {state.best_epoch + 1} (validation loss "
-        f"{state.best_value:.4f}); {state.stop_reason}")
+    progress.message(f"fold {fold}: {counted(len(state.history), 'epoch')}, best {state.best_epoch + 1} "
+        f"(validation loss {state.best_value:.4f}); {state.stop_reason}")
     model.load_state_dict(best)
     return model, state
 
@@ -387,7 +388,8 @@ def _evaluation(config: MilConfig, cohort: MilCohort, results: list[dict]) -> tu
                    "predicted": names[int(p["probs"][i, 1] >= r["threshold"])]}
             if config.grade_names:
                 row["grade"] = config.grade_names[p["grades"][i]] if p["grades"][i] >= 0 else ""
-                row["predicted_grade"] = config.grade_names[int(p["grade_probs"][i].argmax())]
+                grade = config.grade_names[int(p["grade_probs"][i].argmax())]
+                row["predicted_grade"] = grade if row["predicted"] == names[1] else ""  # only for a tumour call
             rows.append(row)
     return metrics, rows, pictures
 
@@ -503,7 +505,7 @@ def run_mil_training(config: MilConfig, out_dir: str | Path, *, config_path: str
                 progress.message(f"fold {k}: already done, skipped")
                 skipped.append(k)
             else:
-                progress.message(f"fold {k}: training on {len(split['train'])} slides, validating on "
+                progress.message(f"fold {k}: training on {counted(len(split['train']), 'slide')}, validating on "
                     f"{len(split['validation'])}, testing on {len(split['test'])}")
                 result = _run_fold(config, cohort, k, split, out_dir, device, progress)
                 ran.append(k)

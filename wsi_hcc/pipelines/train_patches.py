@@ -173,8 +173,8 @@ class _Run:
             classes = {int(v) for s in self.data.split_slides("validation") for v in np.unique(s.labels) if v >= 0}
             if len(classes) < len(self.data.class_names):
                 raise TrainError(f"{config.labels.slide_csv or config.labels.annotations}: the validation split lacks "
-                                 "some classes, so its ROC AUC is undefined; pass --monitor val_loss, or --split-seed N "
-                                 "for another split")
+                                 "some classes, so its ROC AUC is undefined; pass --monitor val_loss, or "
+                                 "--split-seed N for another split")
         torch.manual_seed(config.seed)
         model = create_backbone(config.backbone, num_classes=len(self.data.class_names), weights=config.weights)
         self.init_weights_sha256 = model.card.weights_sha256
