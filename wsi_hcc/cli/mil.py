@@ -56,8 +56,10 @@ def train_mil(config_path, out_dir, stores, labels_csv, model, folds, epochs, pa
     from wsi_hcc.cli.progress import RichProgress
     from wsi_hcc.mil.config import load_mil_config
     from wsi_hcc.pipelines.train_mil import run_mil_training
+    from wsi_hcc.utils.config import locate_config
     from wsi_hcc.utils.words import counted
 
+    config_path = locate_config(config_path, "MIL", "mil")  # a shipped name: the manifest names its file
     config = load_mil_config(config_path).with_overrides(
         stores=list(stores) or None, labels_csv=labels_csv, **{"model.name": model}, folds=folds, epochs=epochs,
         patience=patience, lr=lr, seed=seed, bootstrap=bootstrap, device=device,

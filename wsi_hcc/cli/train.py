@@ -74,8 +74,10 @@ def train_patches(config_path, out_dir, stores, backbone, weights, epochs, batch
     from wsi_hcc.cli.progress import RichProgress
     from wsi_hcc.pipelines.train_patches import run_training
     from wsi_hcc.training.config import load_train_config
+    from wsi_hcc.utils.config import locate_config
     from wsi_hcc.utils.words import counted
 
+    config_path = locate_config(config_path, "training", "train")  # a shipped name: the manifest names its file
     config = load_train_config(config_path).with_overrides(
         stores=list(stores) or None, backbone=backbone, weights=weights, epochs=epochs, batch_size=batch_size,
         **{"optimizer.lr": lr, "early_stopping.patience": patience, "early_stopping.metric": monitor,
