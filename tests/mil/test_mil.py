@@ -9,6 +9,7 @@ import dataclasses
 import json
 import pickle
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -338,6 +339,34 @@ def test_train_mil_writes_metrics_pictures_and_a_bundle_and_skips_finished_folds
     assert "1 fold trained, 2 already done" in third.output, third.output
 
 
+def test_the_readme_config_trains_on_the_labels_the_demo_writes(tiny_cohort, tmp_path, monkeypatch):
+    """`wsi-hcc train-mil --config mil/gated_hcc` (the shipped config, named from another folder) on a CSV
+    that says tumour / non_tumour, as `wsi-hcc demo` writes: its class_map gives HCC / non-HCC."""
+    from wsi_hcc.cli.mil import train_mil
+
+    root, config = tiny_cohort
+    monkeypatch.chdir(tmp_path)
+    demo_style = (root / "slides.csv").read_text().replace("non-HCC", "non_tumour").replace(",HCC,", ",tumour,")
+    assert "HCC" not in demo_style and demo_style.count(",tumour,") == 8
+    Path("slides.csv").write_text(demo_style)
+    weights = yaml.safe_load(config.read_text())["mil"]["backbone_weights"]
+    result = CliRunner().invoke(train_mil, ["--config", "mil/gated_hcc", str(root / "stores"), "--out", "run",
+                                            "--folds", "2", "--epochs", "2", "--bootstrap", "0", "--device", "cpu",
+                                            "--backbone-weights", weights])
+    assert result.exit_code == 0, result.output
+    with open(tmp_path / "run" / "predictions.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {r["slide"]: r["label"] for r in rows} == {
+        f"t{i:02d}": "HCC" if i % 2 == 0 else "non-HCC" for i in range(16)}
+    assert json.loads((tmp_path / "run" / "model" / "card.json").read_text())["class_names"] == ["non-HCC", "HCC"]
+    # a label neither in class_names nor in class_map: one line with the fix
+    Path("slides.csv").write_text(demo_style.replace("non_tumour", "normal"))
+    result = CliRunner().invoke(train_mil, ["--config", "mil/gated_hcc", str(root / "stores"), "--out", "run2"])
+    assert result.exit_code == 2 and result.output == (
+        "error: slides.csv:3: label 'normal' is not one of class_names ['non-HCC', 'HCC']; fix the CSV or map it in "
+        "the config (class_map: {normal: non-HCC})\n")
+
+
 @pytest.mark.parametrize("name", ["clam_mb", "max"])
 def test_other_models_run_through_the_pipeline(tiny_cohort, name):
     from wsi_hcc.mil.config import load_mil_config
@@ -395,6 +424,8 @@ def test_one_line_errors_name_the_file_and_the_fix(tiny_cohort, tmp_path):
 
     result = run({**data["mil"], "modle": {}})
     assert result.exit_code == 2 and "modle: unknown setting" in result.output
+    result = run({**data["mil"], "class_map": {"tumour": "cancer"}})
+    assert result.exit_code == 2 and "class_map maps to ['cancer'], which are not in class_names" in result.output
 
     result = CliRunner().invoke(train_mil, ["--help"])
     assert result.exit_code == 0 and "Examples:" in result.output and "wsi-hcc train-mil --config" in result.output

@@ -104,9 +104,11 @@ def load_cohort(config: MilConfig) -> MilCohort:
     found = {store.name.removesuffix(".zarr"): store for store in find_stores(config.stores)}
     stores, labels, grades = {}, {}, {}
     for line, row in enumerate(rows, start=2):
-        if row.label not in config.class_names:
+        label = config.class_map.get(row.label, row.label)
+        if label not in config.class_names:
             raise WsiHccError(f"{csv_path}:{line}: label {row.label!r} is not one of class_names "
-                              f"{config.class_names}; fix the CSV or the config")
+                              f"{config.class_names}; fix the CSV or map it in the config (class_map: "
+                              f"{{{row.label}: {config.class_names[0]}}})")
         grade = -1
         if row.grade is not None and config.grade_names is not None:
             if row.grade not in config.grade_names:
@@ -117,7 +119,7 @@ def load_cohort(config: MilConfig) -> MilCohort:
         if store is None:
             raise WsiHccError(f"{csv_path}:{line}: slide {row.slide!r} has no store {row.slide}.zarr in "
                               f"{', '.join(config.stores)}; tile it (wsi-hcc tile) or remove the row")
-        stores[row.slide], labels[row.slide], grades[row.slide] = store, config.class_names.index(row.label), grade
+        stores[row.slide], labels[row.slide], grades[row.slide] = store, config.class_names.index(label), grade
     features = shared_features(list(stores.values()))
     return MilCohort(rows, stores, labels, grades, features, int(features["feature_dim"]))
 
