@@ -178,6 +178,14 @@ def test_slide_csv_labels_patient_splits_and_left_out_slides(tiny, tmp_path):
     # a label outside class_names names the row and both fixes
     with pytest.raises(TrainError, match=r"slides.csv:2: label 'HCC' is not one of class_names \['a', 'b'\]"):
         load_training_data(config.with_overrides(class_names=["a", "b"]))
+    # labels.class_map maps the CSV's own words (as wsi-hcc demo writes them) to the classes
+    demo_style = tmp_path / "demo_style.csv"
+    demo_style.write_text((tiny / "slides.csv").read_text().replace("non-HCC", "non_tumour")
+                          .replace(",HCC,", ",tumour,"))
+    mapped = load_training_data(config.with_overrides(**{"labels.slide_csv": str(demo_style), "labels.class_map": {
+        "tumour": "HCC", "non_tumour": "non-HCC"}}))
+    assert mapped.class_names == data.class_names and mapped.splits == data.splits
+    assert all((m.labels == s.labels).all() for m, s in zip(mapped.slides, data.slides))
     # slides without a store and stores without a row are left out, and said so
     partial = tmp_path / "partial.csv"
     partial.write_text("slide,patient,label,split\nt0,p0,HCC,train\nt2,p2,non-HCC,train\nt3,p3,non-HCC,validation\n"

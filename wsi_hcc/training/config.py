@@ -52,8 +52,9 @@ class LabelConfig(_Strict):
         Folder of QuPath exports named ``<slide stem>.geojson`` (or ``.geojson.gz``/``.json``); each
         tile takes the class covering most of it. Slides without a file are left out.
     class_map : dict
-        QuPath class name -> one of ``class_names`` (``{Tumor: HCC, Normal: non-HCC}``); QuPath
-        classes that are neither mapped nor in ``class_names`` are ignored.
+        QuPath class name or CSV label -> one of ``class_names`` (``{Tumor: HCC, Normal: non-HCC}``;
+        ``{tumour: HCC, non_tumour: non-HCC}`` for the labels ``wsi-hcc demo`` writes); QuPath classes
+        that are neither mapped nor in ``class_names`` are ignored.
     min_coverage : float
         Fraction of a tile its class must cover for the tile to be labelled.
     """
