@@ -18,6 +18,7 @@ import yaml
 import zarr
 from click.testing import CliRunner
 
+from wsi_hcc.errors import WsiHccError
 from wsi_hcc.mil import MODEL_NAMES, build_mil_model, load_mil_bundle, patient_folds, split_validation
 from wsi_hcc.mil.metrics import (
     binary_metrics,
@@ -124,6 +125,12 @@ def test_patient_folds_never_share_a_patient_and_cover_every_slide():
         assert not {patient_of[x] for x in train} & {patient_of[x] for x in validation}
         assert {s.label for s in rest if s.slide in validation} == {"HCC", "non-HCC"}
     assert patient_folds(slides, 5, 3) == patient_folds(slides, 5, 3)
+    # too few patients: the flag that fixes it
+    three = [SlideLabel(f"s{i}", f"p{i}", "HCC") for i in range(3)]
+    with pytest.raises(WsiHccError, match=r"^3 patients cannot make 5 folds; pass --folds 3 or fewer$"):
+        patient_folds(three, 5)
+    with pytest.raises(WsiHccError, match=r"^1 patient cannot make 2 folds; add patients$"):
+        patient_folds(three[:1], 2)
 
 
 def test_binary_and_grade_metrics_equal_scikit_learn():

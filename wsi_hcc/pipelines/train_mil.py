@@ -489,7 +489,7 @@ def run_mil_training(config: MilConfig, out_dir: str | Path, *, config_path: str
         train, validation = split_validation(rest, config.validation_fraction, config.seed + k)
         if len({cohort.labels[s] for s in train}) < 2:
             raise WsiHccError(f"{config.labels_csv}: fold {k} has training slides of one class only; "
-                              "add slides of both classes or lower 'folds'")
+                              "add slides of both classes or pass a lower --folds")
         splits.append({"train": train, "validation": validation, "test": test})
     atomic_write_json(out_dir / "splits.json", {
         "folds": [{"fold": k, **s, "patients": sorted({by_stem[x].patient for x in s["test"]})}
