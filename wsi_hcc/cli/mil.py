@@ -26,7 +26,7 @@ label and optionally grade. Rerunning the same command skips the folds already f
 config) and redoes only the rest. The bundle in OUT/model loads with
 wsi_hcc.mil.load_mil_bundle (JSON + safetensors, nothing unpickled).""")
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
-              help="MIL YAML with a 'mil:' section (see configs/mil/).")
+              help="MIL YAML with a 'mil:' section, or a shipped one by name (mil/gated_hcc).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Run folder: metrics.json, predictions.csv, roc/reliability/confusion PNGs, folds/, model/.")
 @stores_argument

@@ -56,8 +56,8 @@ card.json; cut-offs fitted on training patients only).""")
 @click.option("--id", "id_col", help="Patient id column for risks.csv (default: row number).")
 @click.option("--slide-col", default="slide", show_default=True, help="Column naming each row's store stem.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Run folder.")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML with a 'survival:' section "
-              "(see configs/survival/).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML with a 'survival:' section, "
+              "or a shipped one by name (survival/cox_nomogram).")
 @click.option("--arch", "model", type=click.Choice(["deepsurv", "cox"]), help="Architecture (default deepsurv).")
 @renamed_option("--model", "--arch", "model", type=click.Choice(["deepsurv", "cox"]))
 @click.option("--folds", type=click.IntRange(1, 50), help="Cross-validation folds (1: none).")

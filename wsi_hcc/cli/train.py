@@ -41,7 +41,7 @@ Examples:
 Rerunning the same command resumes from runs/.../last-checkpoint.pt; a finished run is not redone
 (raise --epochs to train a finished run further).""")
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
-              help="Training YAML with a 'train:' section (see configs/train/).")
+              help="Training YAML with a 'train:' section, or a shipped one by name (train/resnet34_hcc).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Run folder: best.safetensors, metrics.json, confusion.png, curves.png, checkpoints.")
 @stores_argument
