@@ -33,6 +33,7 @@ def test_every_shipped_config_is_found_by_name_from_another_folder(tmp_path, mon
     assert shipped_configs_root() == CONFIGS  # this checkout, where the package runs from it
     assert shipped_config_names() == SHIPPED and "train/resnet34_hcc" in SHIPPED
     assert shipped_config_names("mil") == [n for n in SHIPPED if n.startswith("mil/")]
+    assert shipped_config_names("") == ["tile"]
     for name in SHIPPED:
         expected = CONFIGS / f"{name}.yaml"
         for spelling in (name, f"{name}.yaml", f"configs/{name}.yaml", f"./configs/{name}.yaml"):
@@ -56,6 +57,8 @@ def test_an_unknown_name_is_one_line_listing_the_shipped_configs(tmp_path, monke
         locate_config(name, "training", "train")
     assert str(err.value) == (f"{name}: training config not found; give a YAML file's path or a shipped name; "
                               "shipped training configs: train/livernet_grading, train/resnet34_hcc")
+    with pytest.raises(ConfigError, match=r"shipped tile configs: tile$"):
+        locate_config(name, "tile", "")
 
 
 def test_an_installed_wheel_finds_its_configs_inside_the_package(tmp_path, monkeypatch):

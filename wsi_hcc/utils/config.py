@@ -29,12 +29,19 @@ def shipped_configs_root() -> Path | None:
     return checkout if checkout.is_dir() else None
 
 
-def shipped_config_names(folder: str = "") -> list[str]:
-    """Names of the shipped configs under ``folder`` (``train``), as ``train/resnet34_hcc``."""
+def shipped_config_names(folder: str | None = None) -> list[str]:
+    """Names of the shipped configs under ``folder`` (``train``: ``train/resnet34_hcc``, ...); ``""``: the
+    top-level ones (``tile``); None: all."""
     root = shipped_configs_root()
-    if root is None or not (root / folder).is_dir():
+    if root is None or not (root / (folder or "")).is_dir():
         return []
-    return sorted(p.relative_to(root).with_suffix("").as_posix() for p in (root / folder).rglob("*.yaml"))
+    found = (root / folder).glob("*.yaml") if folder == "" else (root / (folder or "")).rglob("*.yaml")
+    return sorted(p.relative_to(root).with_suffix("").as_posix() for p in found)
+
+
+def _offer(folder: str, kind: str, form: str) -> str:
+    names = shipped_config_names(folder)
+    return form.format(kind=kind, names=", ".join(names)) if names else ""
 
 
 def _shipped(name: str) -> Path | None:
@@ -61,8 +68,7 @@ def locate_config(path: str | Path, kind: str, folder: str) -> Path:
     shipped = _shipped(str(path))
     if shipped is not None:
         return shipped
-    names = shipped_config_names(folder)
-    offer = f"; shipped {kind} configs: {', '.join(names)}" if names else ""
+    offer = _offer(folder, kind, "; shipped {kind} configs: {names}")
     raise ConfigError(f"{path}: {kind} config not found; give a YAML file's path or a shipped name{offer}")
 
 
@@ -75,8 +81,7 @@ def config_reference(value: str, config_file: str | Path, kind: str, folder: str
     shipped = _shipped(value)
     if shipped is not None:
         return shipped.resolve()
-    names = shipped_config_names(folder)
-    offer = f" or a shipped name ({', '.join(names)})" if names else ""
+    offer = _offer(folder, kind, " or a shipped name ({names})")
     raise ConfigError(f"{config_file}: {kind} config {value} not found next to it ({candidate}); give a path "
                       f"relative to {Path(config_file).name}{offer}")
 
