@@ -89,7 +89,6 @@ def test_a_config_named_inside_a_config_is_relative_to_that_config(tmp_path, mon
                               "(augment/chen2022, augment/stain)")
 
 
-@pytest.mark.slow
 def test_a_built_wheel_ships_every_config(tmp_path):
     """The wheel pip builds from this checkout holds configs/ as wsi_hcc/configs (built from a copy, so the
     checkout gets no build/ folder)."""
