@@ -424,20 +424,29 @@ def test_only_plain_jpeg_stores_are_decoded_on_the_gpu(tmp_path, codec, on_gpu):
     assert TileReader(path).jpeg is on_gpu
 
 
-def test_random_weights_are_kept_so_features_can_be_reproduced(store, tmp_path):
+def test_random_weights_are_kept_so_features_can_be_reproduced(store, tmp_path, recording_progress):
     from wsi_hcc.models import file_sha256
 
     out = tmp_path / "out"
     torch.manual_seed(5)
-    report = run_features([store], out, "test_resnet", device="cpu", allow_resize=True)
-    assert report.count("done") == 1
+    result = CliRunner().invoke(main, ["features", str(store), "--arch", "test_resnet", "--out", str(out),
+                                       "--device", "cpu", "--allow-resize"])
+    assert result.exit_code == 0, result.output
     saved = list(out.glob("test_resnet-random-*.safetensors"))
     assert len(saved) == 1
+    # one line says so, and the summary counts stores
+    n_tiles = int(read_store_meta(store)["n_tiles"])
+    assert result.output.splitlines() == [
+        f"note: no --weights, so these features come from random test_resnet weights, not a trained model (saved as "
+        f"{saved[0]}; pass --weights {saved[0]} to embed more stores alike)",
+        f"1 store: 1 done ({n_tiles} tiles), 0 skipped, 0 failed -> {out}"]
     assert read_store_meta(store)["features"]["weights_sha256"] == file_sha256(saved[0])
     manifest = json.loads((out / "features-manifest.json").read_text())
     assert manifest["weights"] == str(saved[0])
-    again = run_features([store], out, "test_resnet", weights=saved[0], device="cpu", allow_resize=True)
+    again = run_features([store], out, "test_resnet", weights=saved[0], device="cpu", allow_resize=True,
+                         progress=recording_progress)
     assert again.count("skipped") == 1  # the same weights: nothing to redo
+    assert recording_progress.of("message") == []  # and nothing said about random weights
 
 
 def test_a_model_folder_gives_the_features_of_its_weights(store, small_features, tmp_path):

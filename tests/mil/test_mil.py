@@ -4,10 +4,12 @@ test_mil_synthetic.py)."""
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import pickle
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +18,7 @@ import yaml
 import zarr
 from click.testing import CliRunner
 
+from wsi_hcc.errors import WsiHccError
 from wsi_hcc.mil import MODEL_NAMES, build_mil_model, load_mil_bundle, patient_folds, split_validation
 from wsi_hcc.mil.metrics import (
     binary_metrics,
@@ -122,6 +125,12 @@ def test_patient_folds_never_share_a_patient_and_cover_every_slide():
         assert not {patient_of[x] for x in train} & {patient_of[x] for x in validation}
         assert {s.label for s in rest if s.slide in validation} == {"HCC", "non-HCC"}
     assert patient_folds(slides, 5, 3) == patient_folds(slides, 5, 3)
+    # too few patients: the flag that fixes it
+    three = [SlideLabel(f"s{i}", f"p{i}", "HCC") for i in range(3)]
+    with pytest.raises(WsiHccError, match=r"^3 patients cannot make 5 folds; pass --folds 3 or fewer$"):
+        patient_folds(three, 5)
+    with pytest.raises(WsiHccError, match=r"^1 patient cannot make 2 folds; add patients$"):
+        patient_folds(three[:1], 2)
 
 
 def test_binary_and_grade_metrics_equal_scikit_learn():
@@ -272,6 +281,11 @@ def test_train_mil_writes_metrics_pictures_and_a_bundle_and_skips_finished_folds
     assert pooled["n_slides"] == 16 and pooled["threshold"] == "per fold"
     assert {"roc_auc", "roc_auc_ci95", "balanced_accuracy", "sensitivity", "specificity", "ece"} <= set(pooled)
     assert "quadratic_weighted_kappa" in metrics["pooled"]["grade"]
+    with open(out / "predictions.csv", newline="") as handle:
+        predictions = list(csv.DictReader(handle))
+    assert {r["predicted"] for r in predictions} == {"non-HCC", "HCC"}
+    for row in predictions:  # a grade is called only for a slide called HCC
+        assert (row["predicted_grade"] in ("G1", "G2", "G3")) == (row["predicted"] == "HCC"), row
     splits = json.loads((out / "splits.json").read_text())["folds"]
     patients = [set(f["patients"]) for f in splits]
     assert not (patients[0] & patients[1] or patients[0] & patients[2] or patients[1] & patients[2])
@@ -329,7 +343,35 @@ def test_train_mil_writes_metrics_pictures_and_a_bundle_and_skips_finished_folds
     assert (out / "folds" / "fold1" / "result.json").read_bytes() == first
     (out / "folds" / "fold2" / "result.json").unlink()  # as if killed during fold 2
     third = CliRunner().invoke(train_mil, ["--config", str(config), "--out", str(out)])
-    assert "1 folds trained, 2 already done" in third.output, third.output
+    assert "1 fold trained, 2 already done" in third.output, third.output
+
+
+def test_the_readme_config_trains_on_the_labels_the_demo_writes(tiny_cohort, tmp_path, monkeypatch):
+    """`wsi-hcc train-mil --config mil/gated_hcc` (the shipped config, named from another folder) on a CSV
+    that says tumour / non_tumour, as `wsi-hcc demo` writes: its class_map gives HCC / non-HCC."""
+    from wsi_hcc.cli.mil import train_mil
+
+    root, config = tiny_cohort
+    monkeypatch.chdir(tmp_path)
+    demo_style = (root / "slides.csv").read_text().replace("non-HCC", "non_tumour").replace(",HCC,", ",tumour,")
+    assert "HCC" not in demo_style and demo_style.count(",tumour,") == 8
+    Path("slides.csv").write_text(demo_style)
+    weights = yaml.safe_load(config.read_text())["mil"]["backbone_weights"]
+    result = CliRunner().invoke(train_mil, ["--config", "mil/gated_hcc", str(root / "stores"), "--out", "run",
+                                            "--folds", "2", "--epochs", "2", "--bootstrap", "0", "--device", "cpu",
+                                            "--backbone-weights", weights])
+    assert result.exit_code == 0, result.output
+    with open(tmp_path / "run" / "predictions.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {r["slide"]: r["label"] for r in rows} == {
+        f"t{i:02d}": "HCC" if i % 2 == 0 else "non-HCC" for i in range(16)}
+    assert json.loads((tmp_path / "run" / "model" / "card.json").read_text())["class_names"] == ["non-HCC", "HCC"]
+    # a label neither in class_names nor in class_map: one line with the fix
+    Path("slides.csv").write_text(demo_style.replace("non_tumour", "normal"))
+    result = CliRunner().invoke(train_mil, ["--config", "mil/gated_hcc", str(root / "stores"), "--out", "run2"])
+    assert result.exit_code == 2 and result.output == (
+        "error: slides.csv:3: label 'normal' is not one of class_names ['non-HCC', 'HCC']; fix the CSV or map it in "
+        "the config (class_map: {normal: non-HCC})\n")
 
 
 @pytest.mark.parametrize("name", ["clam_mb", "max"])
@@ -389,6 +431,8 @@ def test_one_line_errors_name_the_file_and_the_fix(tiny_cohort, tmp_path):
 
     result = run({**data["mil"], "modle": {}})
     assert result.exit_code == 2 and "modle: unknown setting" in result.output
+    result = run({**data["mil"], "class_map": {"tumour": "cancer"}})
+    assert result.exit_code == 2 and "class_map maps to ['cancer'], which are not in class_names" in result.output
 
     result = CliRunner().invoke(train_mil, ["--help"])
     assert result.exit_code == 0 and "Examples:" in result.output and "wsi-hcc train-mil --config" in result.output

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -177,6 +178,14 @@ def test_slide_csv_labels_patient_splits_and_left_out_slides(tiny, tmp_path):
     # a label outside class_names names the row and both fixes
     with pytest.raises(TrainError, match=r"slides.csv:2: label 'HCC' is not one of class_names \['a', 'b'\]"):
         load_training_data(config.with_overrides(class_names=["a", "b"]))
+    # labels.class_map maps the CSV's own words (as wsi-hcc demo writes them) to the classes
+    demo_style = tmp_path / "demo_style.csv"
+    demo_style.write_text((tiny / "slides.csv").read_text().replace("non-HCC", "non_tumour")
+                          .replace(",HCC,", ",tumour,"))
+    mapped = load_training_data(config.with_overrides(**{"labels.slide_csv": str(demo_style), "labels.class_map": {
+        "tumour": "HCC", "non_tumour": "non-HCC"}}))
+    assert mapped.class_names == data.class_names and mapped.splits == data.splits
+    assert all((m.labels == s.labels).all() for m, s in zip(mapped.slides, data.slides))
     # slides without a store and stores without a row are left out, and said so
     partial = tmp_path / "partial.csv"
     partial.write_text("slide,patient,label,split\nt0,p0,HCC,train\nt2,p2,non-HCC,train\nt3,p3,non-HCC,validation\n"
@@ -555,7 +564,7 @@ def test_cli_trains_and_reports_one_line_errors(tiny, tmp_path):
     ok = runner.invoke(main, ["train-patches", "--config", str(path), "--out", str(tmp_path / "out"), "--epochs", "1",
                               "--lr", "0.002", "--device", "cpu"])
     assert ok.exit_code == 0, ok.output
-    assert "1 epochs" in ok.output and "ROC AUC" in ok.output
+    assert "1 epoch (" in ok.output and "ROC AUC" in ok.output
     assert json.loads(
         (tmp_path / "out" / "metrics.json").read_text())["provenance"]["config"]["optimizer"]["lr"] == 0.002
     again = runner.invoke(main, ["train-patches", "--config", str(path), "--out", str(tmp_path / "out"),
@@ -571,3 +580,52 @@ def test_cli_trains_and_reports_one_line_errors(tiny, tmp_path):
         assert expected in result.output and "Traceback" not in result.output
         if expected.endswith("found"):
             assert result.output.startswith("error: ") and len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.slow  # about 20 s on 2 shared cores; tests/utils/test_shipped_configs.py checks the lookups fast
+def test_shipped_config_trains_from_another_folder_and_a_class_missing_from_validation_has_a_flag(
+        tiny, tmp_path, monkeypatch):
+    """`--config configs/train/resnet34_hcc.yaml` and `--config train/resnet34_hcc` work outside the
+    repository: the augmentation file is found next to the config; data paths stay relative to the folder."""
+    from wsi_hcc.pipelines.train_patches import default_loader_workers
+
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    # fixed splits: the validation split holds HCC only
+    (work / "labels.csv").write_text("slide,patient,label,split\nt0,p0,HCC,train\nt1,p1,HCC,validation\n"
+                                     "t2,p2,non-HCC,train\nt3,p3,non-HCC,test\n")
+    quick = [str(tiny / "stores"), "--arch", "test_resnet", "--epochs", "1", "--max-tiles-per-slide", "4",
+             "--device", "cpu"]
+    runner = CliRunner()
+    lacking = runner.invoke(main, ["train-patches", "--config", "configs/train/resnet34_hcc.yaml", "--out", "run",
+                                   *quick])
+    assert lacking.exit_code == 2
+    assert lacking.output == ("error: labels.csv: the validation split lacks some classes, so its ROC AUC is "
+                              "undefined; pass --monitor val_loss, or --split-seed N for another split\n")
+    # the path form got as far as the data above; the named form trains
+    result = runner.invoke(main, ["train-patches", "--config", "train/resnet34_hcc", "--out", "run", *quick,
+                                  "--monitor", "val_loss"])
+    assert result.exit_code == 0, result.output
+    assert "\n1 epoch (reached the configured epochs); best epoch 1" in result.output
+    manifest = json.loads((work / "run" / "run-manifest.json").read_text())
+    augmentation = Path(manifest["config"]["augmentation"])
+    assert augmentation.is_absolute() and augmentation == (CONFIGS / "augment" / "chen2022.yaml").resolve()
+    assert manifest["config"]["early_stopping"]["metric"] == "val_loss"
+    assert Path(manifest["config_file"]) == CONFIGS / "train" / "resnet34_hcc.yaml"
+    assert manifest["config"]["num_workers"] is None
+    assert manifest["loader_workers"] == default_loader_workers(torch.device("cpu"))
+
+
+def test_loader_workers_default_from_the_cpu_count_and_the_device():
+    from wsi_hcc.cli.train import MONITOR_METRICS
+    from wsi_hcc.pipelines.train_patches import default_loader_workers
+    from wsi_hcc.training.config import MONITOR_MODES
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert [default_loader_workers(cpu, n) for n in (1, 2, 4, 8, 16, 64)] == [0, 0, 0, 2, 4, 4]
+    assert [default_loader_workers(cuda, n) for n in (1, 2, 4, 16)] == [0, 1, 3, 8]
+    assert default_loader_workers(cpu) <= (os.cpu_count() or 1)  # this machine: never above torch's suggestion
+    for name in ("resnet34_hcc", "livernet_grading"):
+        assert load_train_config(CONFIGS / "train" / f"{name}.yaml").num_workers is None
+    assert MONITOR_METRICS == tuple(MONITOR_MODES)

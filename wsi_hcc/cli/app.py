@@ -69,7 +69,7 @@ def _tile_options(func):
         click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
                      help="Output folder; one <stem>.zarr store per slide."),
         click.option("--config", "config_path", type=click.Path(dir_okay=False),
-                     help="YAML config (see configs/tile.yaml); flags override it."),
+                     help="YAML config, or a shipped one by name (tile); flags override it."),
         click.option("--mpp", "target_mpp", type=float, help="Target microns per pixel of tiles [0.5]."),
         click.option("--tile-px", type=int, help="Tile edge in pixels [256]."),
         click.option("--for-model", help="Take --mpp and --tile-px from a model's card: a backbone name "
@@ -177,7 +177,7 @@ Examples:
   wsi-hcc augment-preview patch.png --config my.yaml --out p.png --n 23 --tile-px 224 --seed 1""")
 @click.argument("image", type=click.Path(dir_okay=False))
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
-              help="Augmentation YAML (see configs/augment/).")
+              help="Augmentation YAML, or a shipped one by name (augment/chen2022, augment/stain).")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="PNG to write.")
 @click.option("--n", "n_samples", type=click.IntRange(1, 99), default=15, show_default=True, help="Augmented samples.")
 @click.option("--tile-px", type=int, default=256, show_default=True, help="Centre crop of IMAGE to augment.")
@@ -260,7 +260,7 @@ def features(stores, backbone, weights, out_dir, h5, h5_layout, device, batch_si
                               h5_layout=h5_layout or "flat",
                               overwrite=overwrite, gpu_decode=gpu_decode and not cpu_decode,
                               allow_resize=allow_resize, progress=progress)
-    progress.print_summary(report)
+    progress.print_summary(report, noun="store")
     sys.exit(1 if report.failed or not report.outcomes else 0)
 
 

@@ -87,10 +87,12 @@ def classify(inputs, bundle_dir, out_dir, stores_dir, labels_csv, region_thresho
 def _summarise(report) -> None:
     from collections import Counter
 
+    from wsi_hcc.utils.words import counted
+
     done, skipped, failed = (report.count(s) for s in ("done", "skipped", "failed"))
     predicted = Counter(r["predicted_label"] for r in report.rows if r["status"] != "failed")
     calls = ", ".join(f"{n} {label}" for label, n in sorted(predicted.items())) or "none"
-    click.echo(f"{len(report.rows)} slides: {done} classified, {skipped} already done, {failed} failed; "
+    click.echo(f"{counted(len(report.rows), 'slide')}: {done} classified, {skipped} already done, {failed} failed; "
                f"predicted: {calls} -> {report.predictions_csv}")
     if not report.rows:
         click.echo("no slides found in the given paths")
@@ -122,6 +124,7 @@ def demo(out_dir, train_slides, heldout_slides, seed):
     """Run the whole pathology chain on generated slides and write a report."""
     from wsi_hcc.cli.progress import RichProgress
     from wsi_hcc.pipelines.demo import run_demo
+    from wsi_hcc.utils.words import counted
 
     with RichProgress() as progress:
         report = run_demo(out_dir, n_train=train_slides, n_heldout=heldout_slides, seed=seed,
@@ -131,7 +134,7 @@ def demo(out_dir, train_slides, heldout_slides, seed):
         return "-" if value is None else f"{value:.3f}"
 
     click.echo(f"done in {report.seconds['total']:.0f} s: cross-validated ROC AUC {fmt(report.cv_auc)}, "
-               f"held-out accuracy {report.heldout_accuracy:.3f} on {len(report.classify.rows)} slides")
+               f"held-out accuracy {report.heldout_accuracy:.3f} on {counted(len(report.classify.rows), 'slide')}")
     click.echo(f"report:      {report.report_path}")
     click.echo(f"predictions: {report.classify.predictions_csv}")
     click.echo(f"model:       {report.bundle_dir}  (wsi-hcc classify SLIDES --model {report.bundle_dir} --out DIR)")

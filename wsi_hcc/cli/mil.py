@@ -26,7 +26,7 @@ label and optionally grade. Rerunning the same command skips the folds already f
 config) and redoes only the rest. The bundle in OUT/model loads with
 wsi_hcc.mil.load_mil_bundle (JSON + safetensors, nothing unpickled).""")
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
-              help="MIL YAML with a 'mil:' section (see configs/mil/).")
+              help="MIL YAML with a 'mil:' section, or a shipped one by name (mil/gated_hcc).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Run folder: metrics.json, predictions.csv, roc/reliability/confusion PNGs, folds/, model/.")
 @stores_argument
@@ -56,7 +56,10 @@ def train_mil(config_path, out_dir, stores, labels_csv, model, folds, epochs, pa
     from wsi_hcc.cli.progress import RichProgress
     from wsi_hcc.mil.config import load_mil_config
     from wsi_hcc.pipelines.train_mil import run_mil_training
+    from wsi_hcc.utils.config import locate_config
+    from wsi_hcc.utils.words import counted
 
+    config_path = locate_config(config_path, "MIL", "mil")  # a shipped name: the manifest names its file
     config = load_mil_config(config_path).with_overrides(
         stores=list(stores) or None, labels_csv=labels_csv, **{"model.name": model}, folds=folds, epochs=epochs,
         patience=patience, lr=lr, seed=seed, bootstrap=bootstrap, device=device,
@@ -69,8 +72,8 @@ def train_mil(config_path, out_dir, stores, labels_csv, model, folds, epochs, pa
     def fmt(value):
         return "-" if value is None else f"{value:.3f}"
 
-    line = (f"{len(report.folds_run)} folds trained, {len(report.folds_skipped)} already done; pooled held-out "
-            f"ROC AUC {fmt(pooled['roc_auc'])} (95% CI {fmt(low)}-{fmt(high)}), balanced accuracy "
+    line = (f"{counted(len(report.folds_run), 'fold')} trained, {len(report.folds_skipped)} already done; "
+            f"pooled held-out ROC AUC {fmt(pooled['roc_auc'])} (95% CI {fmt(low)}-{fmt(high)}), balanced accuracy "
             f"{fmt(pooled['balanced_accuracy'])}, sensitivity {fmt(pooled['sensitivity'])}, specificity "
             f"{fmt(pooled['specificity'])}")
     grade = report.metrics["pooled"].get("grade")

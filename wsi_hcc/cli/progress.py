@@ -67,12 +67,15 @@ class RichProgress:
     def message(self, text):
         self.console.print(text, highlight=False, markup=False)
 
-    def print_summary(self, report) -> None:
+    def print_summary(self, report, noun: str = "slide") -> None:
+        """One line for a batch: ``noun`` is what its items are (slides for tile, stores for features)."""
+        from wsi_hcc.utils.words import counted
+
         done, skipped, failed = (report.count(s) for s in ("done", "skipped", "failed"))
         tiles = sum(o.n_tiles for o in report.outcomes)
-        self.console.print(f"{len(report.outcomes)} slides: {done} done ({tiles} tiles), {skipped} skipped, "
-                           f"{failed} failed -> {report.out_dir}", highlight=False)
+        self.console.print(f"{counted(len(report.outcomes), noun)}: {done} done ({counted(tiles, 'tile')}), "
+                           f"{skipped} skipped, {failed} failed -> {report.out_dir}", highlight=False)
         if not report.outcomes:
-            self.console.print("no slides found in the given paths", highlight=False)
+            self.console.print(f"no {noun}s found in the given paths", highlight=False)
         for outcome in report.failed:
             self.console.print(f"[red]FAILED[/] {outcome.reason}", markup=True, highlight=False)

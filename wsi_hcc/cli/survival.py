@@ -56,8 +56,8 @@ card.json; cut-offs fitted on training patients only).""")
 @click.option("--id", "id_col", help="Patient id column for risks.csv (default: row number).")
 @click.option("--slide-col", default="slide", show_default=True, help="Column naming each row's store stem.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Run folder.")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML with a 'survival:' section "
-              "(see configs/survival/).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="YAML with a 'survival:' section, "
+              "or a shipped one by name (survival/cox_nomogram).")
 @click.option("--arch", "model", type=click.Choice(["deepsurv", "cox"]), help="Architecture (default deepsurv).")
 @renamed_option("--model", "--arch", "model", type=click.Choice(["deepsurv", "cox"]))
 @click.option("--folds", type=click.IntRange(1, 50), help="Cross-validation folds (1: none).")
@@ -123,11 +123,12 @@ the table has them) and OUT/metrics.json; with outcomes also OUT/km.png.""")
 def predict(model_dir, table, out_dir, embeddings, id_col, time_col, event_col):
     """Risk scores and risk groups for new patients with a trained model."""
     from wsi_hcc.survival.pipeline import DataSpec, run_prediction
+    from wsi_hcc.utils.words import counted
 
     spec = DataSpec(table, time_col or "", event_col or "", None, id_col, tuple(embeddings))
     result = run_prediction(model_dir, spec, out_dir)
     counts = ", ".join(f"{name} {count}" for name, count in result["groups"].items())
-    line = f"{result['n']} patients scored ({counts})"
+    line = f"{counted(result['n'], 'patient')} scored ({counts})"
     if "metrics" in result:
         line += f"; C-index {_fmt(result['metrics']['c_index_harrell'])} (Harrell)"
     click.echo(f"{line} -> {out_dir}")

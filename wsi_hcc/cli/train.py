@@ -14,6 +14,9 @@ from wsi_hcc.cli.options import renamed_option, stores_argument
 
 __all__ = ["COMMANDS", "train_patches", "explain", "bundle"]
 
+# early_stopping.metric's choices (wsi_hcc.training.config.MONITOR_MODES, not imported: --help stays instant)
+MONITOR_METRICS = ("val_loss", "val_auc", "val_balanced_accuracy", "val_accuracy")
+
 
 def _parse_tiles(_ctx, _param, value):
     if value is None:
@@ -38,7 +41,7 @@ Examples:
 Rerunning the same command resumes from runs/.../last-checkpoint.pt; a finished run is not redone
 (raise --epochs to train a finished run further).""")
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
-              help="Training YAML with a 'train:' section (see configs/train/).")
+              help="Training YAML with a 'train:' section, or a shipped one by name (train/resnet34_hcc).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Run folder: best.safetensors, metrics.json, confusion.png, curves.png, checkpoints.")
 @stores_argument
@@ -51,12 +54,17 @@ Rerunning the same command resumes from runs/.../last-checkpoint.pt; a finished 
 @click.option("--patience", type=click.IntRange(min=1), help="Early-stopping patience in epochs.")
 @click.option("--max-tiles-per-slide", type=click.IntRange(min=1), help="Use at most N tiles per slide (quick runs).")
 @click.option("--seed", type=click.IntRange(min=0), help="Seed for initialisation, tile order and augmentation.")
+@click.option("--split-seed", type=click.IntRange(min=0), help="Seed that deals patients to train, validation and "
+              "test (split.seed).")
+@click.option("--monitor", type=click.Choice(list(MONITOR_METRICS)), help="Validation metric for early stopping and "
+              "the best epoch (early_stopping.metric); val_loss works when the validation split lacks a class.")
 @click.option("--device", help="auto, cpu, cuda or cuda:N.")
-@click.option("--workers", "num_workers", type=click.IntRange(0, 64), help="DataLoader worker processes.")
+@click.option("--workers", "num_workers", type=click.IntRange(0, 64),
+              help="DataLoader worker processes [from the CPU count].")
 @click.option("--amp/--no-amp", default=None, help="Mixed precision on CUDA [on].")
 @click.option("--restart", is_flag=True, help="Discard a previous run in --out and start over.")
 def train_patches(config_path, out_dir, stores, backbone, weights, epochs, batch_size, lr, patience,
-                  max_tiles_per_slide, seed, device, num_workers, amp, restart):
+                  max_tiles_per_slide, seed, split_seed, monitor, device, num_workers, amp, restart):
     """Train a patch classifier on patch STORES (or folders of them; default: the config's stores) with
     slide-level or QuPath-annotation labels.
 
@@ -66,10 +74,14 @@ def train_patches(config_path, out_dir, stores, backbone, weights, epochs, batch
     from wsi_hcc.cli.progress import RichProgress
     from wsi_hcc.pipelines.train_patches import run_training
     from wsi_hcc.training.config import load_train_config
+    from wsi_hcc.utils.config import locate_config
+    from wsi_hcc.utils.words import counted
 
+    config_path = locate_config(config_path, "training", "train")  # a shipped name: the manifest names its file
     config = load_train_config(config_path).with_overrides(
         stores=list(stores) or None, backbone=backbone, weights=weights, epochs=epochs, batch_size=batch_size,
-        **{"optimizer.lr": lr, "early_stopping.patience": patience}, max_tiles_per_slide=max_tiles_per_slide,
+        **{"optimizer.lr": lr, "early_stopping.patience": patience, "early_stopping.metric": monitor,
+           "split.seed": split_seed}, max_tiles_per_slide=max_tiles_per_slide,
         seed=seed, device=device, num_workers=num_workers, amp=amp)
     with RichProgress() as progress:
         report = run_training(config, out_dir, config_path=str(config_path), restart=restart, progress=progress)
@@ -81,7 +93,7 @@ def train_patches(config_path, out_dir, stores, backbone, weights, epochs, batch
         return "-" if value is None else f"{value:.3f}"
 
     prefix = "already trained: " if report.status == "already done" else ""
-    click.echo(f"{prefix}{report.epochs_run} epochs ({report.stop_reason}); best epoch "
+    click.echo(f"{prefix}{counted(report.epochs_run, 'epoch')} ({report.stop_reason}); best epoch "
                f"{(report.best_epoch or 0) + 1}; {where}: accuracy {fmt(split.get('accuracy'))}, balanced accuracy "
                f"{fmt(split.get('balanced_accuracy'))}, ROC AUC {fmt(split.get('roc_auc'))} -> {report.out_dir}")
 
@@ -113,11 +125,12 @@ def explain(store, weights, backbone, tiles, top, class_name, out_dir, device, b
     """
     from wsi_hcc.cli.progress import RichProgress
     from wsi_hcc.pipelines.train_patches import run_explain
+    from wsi_hcc.utils.words import counted
 
     with RichProgress() as progress:
         report = run_explain(store, weights, out_dir, backbone=backbone, tiles=tiles, top=top, class_name=class_name,
                              device=device, batch_size=batch_size, alpha=alpha, progress=progress)
-    click.echo(f"wrote {len(report.pictures)} overlays and {report.json_path}")
+    click.echo(f"wrote {counted(len(report.pictures), 'overlay')} and {report.json_path}")
 
 
 @click.command("bundle", cls=OneLineCommand, epilog="""\b

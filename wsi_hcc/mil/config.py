@@ -44,6 +44,10 @@ class MilConfig(_Strict):
         CSV with ``slide`` (store stem), ``patient``, ``label`` and optionally ``grade``.
     class_names : list of str
         The two ``label`` classes, negative first: ROC AUC, sensitivity and the threshold are for the second.
+    class_map : dict
+        A label of the CSV -> one of ``class_names``, for a CSV in another vocabulary
+        (``{non_tumour: non-HCC, tumour: HCC}``: the labels ``wsi-hcc demo`` writes). Labels already in
+        ``class_names`` need no entry.
     grade_names : list of str, optional
         Grades in ascending order (``[G1, G2, G3]``): adds a grade head, trained on the slides that
         have a grade, evaluated with quadratic-weighted kappa. None: no grade head.
@@ -83,6 +87,7 @@ class MilConfig(_Strict):
     stores: list[str] = Field(min_length=1)
     labels_csv: str
     class_names: list[str] = Field(min_length=2, max_length=2)
+    class_map: dict[str, str] = Field(default_factory=dict)
     grade_names: list[str] | None = None
     grade_loss_weight: float = Field(1.0, ge=0)
     model: MilModelConfig = MilModelConfig()
@@ -111,6 +116,9 @@ class MilConfig(_Strict):
             names = getattr(self, field)
             if names is not None and len(set(names)) != len(names):
                 raise ValueError(f"{field} has a duplicate")
+        unknown = sorted(set(self.class_map.values()) - set(self.class_names))
+        if unknown:
+            raise ValueError(f"class_map maps to {unknown}, which are not in class_names {self.class_names}")
         if self.grade_names is not None and len(self.grade_names) < 2:
             raise ValueError("grade_names needs at least two grades")
         if isinstance(self.threshold, float) and not 0 < self.threshold < 1:
@@ -125,6 +133,8 @@ class MilConfig(_Strict):
         data = self.model_dump(mode="json")
         for key in ("device", "bootstrap", "bundle", "cpu_threads", "backbone_weights"):
             data.pop(key)
+        if not data["class_map"]:
+            data.pop("class_map")  # folds trained before class_map existed are still reused
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from wsi_hcc.errors import WsiHccError
 from wsi_hcc.training.datasets import SlideLabel
+from wsi_hcc.utils.words import counted
 
 __all__ = ["patient_folds", "split_validation", "patients_by_class"]
 
@@ -35,7 +36,8 @@ def patient_folds(slides: Sequence[SlideLabel], k: int, seed: int = 0) -> list[l
     by_class = patients_by_class(slides)
     n_patients = sum(len(v) for v in by_class.values())
     if n_patients < k:
-        raise WsiHccError(f"{n_patients} patients cannot make {k} folds; lower 'folds' in the config")
+        fix = f"pass --folds {n_patients} or fewer" if n_patients >= 2 else "add patients"
+        raise WsiHccError(f"{counted(n_patients, 'patient')} cannot make {k} folds; {fix}")
     rng = np.random.default_rng(seed)
     slides_of: dict[str, list[str]] = {}
     for s in slides:

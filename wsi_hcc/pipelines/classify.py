@@ -245,8 +245,8 @@ def _prediction_columns(prediction: SlidePrediction, bundle: MilBundle) -> dict[
     columns = {"p_hcc": round(float(prediction.label_probs[1]), 6), "predicted_label": prediction.label}
     for g, name in enumerate(bundle.card.grade_names):
         columns[f"p_{name}"] = round(float(prediction.grade_probs[g]), 6)
-    if prediction.grade is not None:
-        columns["predicted_grade"] = prediction.grade
+    if prediction.grade is not None and prediction.label == bundle.card.class_names[-1]:
+        columns["predicted_grade"] = prediction.grade  # a grade only for a slide called tumour (p_G* stay)
     return columns
 
 

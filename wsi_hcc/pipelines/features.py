@@ -90,6 +90,8 @@ def run_features(stores: list[str | Path], out_dir: str | Path | None, backbone:
         model = create_backbone(backbone, num_classes=0, weights=weights)
     if weights is None:
         weights = _keep_random_weights(model, backbone, out_dir)
+        progress.message(f"note: no --weights, so these features come from random {backbone} weights, not a trained "
+                         f"model (saved as {weights}; pass --weights {weights} to embed more stores alike)")
     extractor = FeatureExtractor(model, torch_device)
     if decode_threads is None and decode_processes is None:
         decoders = default_decoders(torch_device)
@@ -123,7 +125,6 @@ def _keep_random_weights(model, backbone: str, out_dir: Path) -> Path:
     if not path.exists():
         save_weights(model, model.card, path)
     model.card = replace(model.card, weights_sha256=file_sha256(path))
-    log.info("random %s weights saved to %s; pass --weights %s to reuse them", backbone, path, path)
     return path
 
 

@@ -68,6 +68,7 @@ from wsi_hcc.utils.devices import resolve_device
 from wsi_hcc.utils.progress import Progress, silent_progress
 from wsi_hcc.utils.runs import prepare_out_dir, write_manifest
 from wsi_hcc.utils.versions import utc_now
+from wsi_hcc.utils.words import counted
 
 __all__ = ["MilReport", "run_mil_training", "MilCohort", "load_cohort"]
 
@@ -103,9 +104,11 @@ def load_cohort(config: MilConfig) -> MilCohort:
     found = {store.name.removesuffix(".zarr"): store for store in find_stores(config.stores)}
     stores, labels, grades = {}, {}, {}
     for line, row in enumerate(rows, start=2):
-        if row.label not in config.class_names:
+        label = config.class_map.get(row.label, row.label)
+        if label not in config.class_names:
             raise WsiHccError(f"{csv_path}:{line}: label {row.label!r} is not one of class_names "
-                              f"{config.class_names}; fix the CSV or the config")
+                              f"{config.class_names}; fix the CSV or map it in the config (class_map: "
+                              f"{{{row.label}: {config.class_names[0]}}})")
         grade = -1
         if row.grade is not None and config.grade_names is not None:
             if row.grade not in config.grade_names:
@@ -116,7 +119,7 @@ def load_cohort(config: MilConfig) -> MilCohort:
         if store is None:
             raise WsiHccError(f"{csv_path}:{line}: slide {row.slide!r} has no store {row.slide}.zarr in "
                               f"{', '.join(config.stores)}; tile it (wsi-hcc tile) or remove the row")
-        stores[row.slide], labels[row.slide], grades[row.slide] = store, config.class_names.index(row.label), grade
+        stores[row.slide], labels[row.slide], grades[row.slide] = store, config.class_names.index(label), grade
     features = shared_features(list(stores.values()))
     return MilCohort(rows, stores, labels, grades, features, int(features["feature_dim"]))
 
@@ -272,8 +275,8 @@ def _train_fold(config: MilConfig, cohort: MilCohort, fold: int, train: list[str
             state.stop_reason = f"no better validation loss for {config.patience} epochs"
             break
     state.stop_reason = state.stop_reason or "reached the configured epochs"
-    progress.message(f"fold {fold}: {len(state.history)} epochs, best {state.best_epoch + 1} (validation loss "
-        f"{state.best_value:.4f}); {state.stop_reason}")
+    progress.message(f"fold {fold}: {counted(len(state.history), 'epoch')}, best {state.best_epoch + 1} "
+        f"(validation loss {state.best_value:.4f}); {state.stop_reason}")
     model.load_state_dict(best)
     return model, state
 
@@ -387,7 +390,8 @@ def _evaluation(config: MilConfig, cohort: MilCohort, results: list[dict]) -> tu
                    "predicted": names[int(p["probs"][i, 1] >= r["threshold"])]}
             if config.grade_names:
                 row["grade"] = config.grade_names[p["grades"][i]] if p["grades"][i] >= 0 else ""
-                row["predicted_grade"] = config.grade_names[int(p["grade_probs"][i].argmax())]
+                grade = config.grade_names[int(p["grade_probs"][i].argmax())]
+                row["predicted_grade"] = grade if row["predicted"] == names[1] else ""  # only for a tumour call
             rows.append(row)
     return metrics, rows, pictures
 
@@ -485,7 +489,7 @@ def run_mil_training(config: MilConfig, out_dir: str | Path, *, config_path: str
         train, validation = split_validation(rest, config.validation_fraction, config.seed + k)
         if len({cohort.labels[s] for s in train}) < 2:
             raise WsiHccError(f"{config.labels_csv}: fold {k} has training slides of one class only; "
-                              "add slides of both classes or lower 'folds'")
+                              "add slides of both classes or pass a lower --folds")
         splits.append({"train": train, "validation": validation, "test": test})
     atomic_write_json(out_dir / "splits.json", {
         "folds": [{"fold": k, **s, "patients": sorted({by_stem[x].patient for x in s["test"]})}
@@ -503,7 +507,7 @@ def run_mil_training(config: MilConfig, out_dir: str | Path, *, config_path: str
                 progress.message(f"fold {k}: already done, skipped")
                 skipped.append(k)
             else:
-                progress.message(f"fold {k}: training on {len(split['train'])} slides, validating on "
+                progress.message(f"fold {k}: training on {counted(len(split['train']), 'slide')}, validating on "
                     f"{len(split['validation'])}, testing on {len(split['test'])}")
                 result = _run_fold(config, cohort, k, split, out_dir, device, progress)
                 ran.append(k)

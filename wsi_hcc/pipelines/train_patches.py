@@ -13,6 +13,7 @@ command resumes from the last checkpoint; a finished run is not redone.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import time
 from dataclasses import dataclass, replace
@@ -61,7 +62,7 @@ from wsi_hcc.utils.runs import prepare_out_dir
 from wsi_hcc.utils.versions import stack_versions, utc_now
 from wsi_hcc.viz.tiles import explanation_title
 
-__all__ = ["TrainReport", "run_training", "ExplainReport", "run_explain", "OUTPUTS"]
+__all__ = ["TrainReport", "run_training", "ExplainReport", "run_explain", "OUTPUTS", "default_loader_workers"]
 
 OUTPUTS = ("best.safetensors", "last-checkpoint.pt", "metrics.json", "predictions.csv", "confusion.png",
            "curves.png", "splits.json", "run-manifest.json")
@@ -125,12 +126,24 @@ def _check_forward(model, card: ModelCard, device) -> None:
                          f"({card.num_classes},) class scores; use a classifier backbone")
 
 
-def _loader(items, batch_size: int, config: TrainConfig, device, drop_last: bool = False):
+def default_loader_workers(device, cpus: int | None = None) -> int:
+    """DataLoader worker processes when the config leaves ``num_workers`` out: a GPU wants tiles decoded
+    and augmented beside it (one core stays with the training loop); on the CPU a worker only takes a
+    core from the model, so small machines decode in the loop. Never more than the cores this process
+    may use (torch warns above that)."""
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if device.type == "cuda":
+        return max(0, min(8, cpus - 1))
+    return 0 if cpus <= 4 else min(4, cpus // 4)
+
+
+def _loader(items, batch_size: int, workers: int, device, drop_last: bool = False):
     from torch.utils.data import DataLoader
 
-    return DataLoader(items, batch_size=batch_size, shuffle=False, num_workers=config.num_workers,
+    return DataLoader(items, batch_size=batch_size, shuffle=False, num_workers=workers,
                       collate_fn=collate_tiles, pin_memory=device.type == "cuda", drop_last=drop_last,
-                      prefetch_factor=4 if config.num_workers else None)
+                      prefetch_factor=4 if workers else None)
 
 
 def _iterate(loader):
@@ -155,13 +168,14 @@ class _Run:
         self.checkpoint_path = out_dir / "last-checkpoint.pt"
         self.data = load_training_data(config)
         self.device = resolve_device(config.device)
+        self.workers = config.num_workers if config.num_workers is not None else default_loader_workers(self.device)
         self.monitor = config.early_stopping.metric
         if self.monitor == "val_auc":
             classes = {int(v) for s in self.data.split_slides("validation") for v in np.unique(s.labels) if v >= 0}
             if len(classes) < len(self.data.class_names):
                 raise TrainError(f"{config.labels.slide_csv or config.labels.annotations}: the validation split lacks "
-                                 "some classes, so its ROC AUC is undefined; use early_stopping.metric: val_loss or "
-                                 "another split.seed")
+                                 "some classes, so its ROC AUC is undefined; pass --monitor val_loss, or "
+                                 "--split-seed N for another split")
         torch.manual_seed(config.seed)
         model = create_backbone(config.backbone, num_classes=len(self.data.class_names), weights=config.weights)
         self.init_weights_sha256 = model.card.weights_sha256
@@ -204,7 +218,8 @@ class _Run:
             "init_weights": str(Path(self.config.weights).resolve()) if self.config.weights else None,
             "init_weights_sha256": self.init_weights_sha256, "card": self.card.to_dict(),
             "best_weights_sha256": file_sha256(best) if best.is_file() else None,
-            "stores": self.stores, "device": str(self.device), "amp": self.trainer.amp,
+            "stores": self.stores, "device": str(self.device), "loader_workers": self.workers,
+            "amp": self.trainer.amp,
             "class_loss_weights": None if self.class_weights is None else [float(w) for w in self.class_weights],
             "versions": stack_versions(),
         }
@@ -259,7 +274,7 @@ class _Run:
             self.progress.item_started(f"epoch {epoch + 1}/{config.epochs}", epoch, config.epochs)
             self.progress.steps_planned(n_batches, state.batch)
             last_save = time.monotonic()
-            for tiles, batch_labels, _ in _iterate(_loader(items, bs, config, self.device, drop_last)):
+            for tiles, batch_labels, _ in _iterate(_loader(items, bs, self.workers, self.device, drop_last)):
                 try:
                     loss = self.trainer.step(tiles, batch_labels)
                 except torch.cuda.OutOfMemoryError:
@@ -281,7 +296,7 @@ class _Run:
             return None, index
         items = EpochItems(dataset, np.arange(len(dataset)), index=index)
         self.progress.steps_planned(len(dataset), name=split)
-        result = self.trainer.evaluate(_iterate(_loader(items, max(self.config.batch_size, 64), self.config,
+        result = self.trainer.evaluate(_iterate(_loader(items, max(self.config.batch_size, 64), self.workers,
                                                         self.device)),
                                        on_batch=self.progress.steps_done)
         return result, index
@@ -324,7 +339,7 @@ class _Run:
         best = self.out_dir / "best.safetensors"
         if self.state.best_epoch is None or not best.is_file():
             raise TrainError(f"{self.out_dir}: no best.safetensors (the {self.monitor} of every epoch was undefined); "
-                             "use early_stopping.metric: val_loss")
+                             "pass --monitor val_loss")
         # the checkpoint keeps the last epoch's weights; metrics are those of the best epoch
         self.model.load_state_dict({k: v.to(self.device) for k, v in read_state_dict(best).items()})
         self.model.card = card_from_weights(best)

@@ -17,6 +17,7 @@ import numpy as np
 from wsi_hcc.errors import ConfigError
 from wsi_hcc.stain.common import StainError
 from wsi_hcc.stain.normalizers import MacenkoNormalizer
+from wsi_hcc.utils.config import locate_config
 
 __all__ = ["MacenkoStainAugment", "build_augmentation", "load_augmentation", "augment_samples", "preview_grid",
            "reseed_augmentation"]
@@ -124,7 +125,7 @@ def load_augmentation(path: str | Path, seed: int | None = None) -> A.Compose:
     """Build the pipeline described by a YAML file (top-level key ``augmentation``)."""
     import yaml
 
-    path = Path(path)
+    path = locate_config(path, "augmentation", "augment")
     try:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:

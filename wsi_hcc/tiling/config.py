@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from wsi_hcc.errors import ConfigError
 from wsi_hcc.tiling.tissue import TissueParams
-from wsi_hcc.utils.config import first_error
+from wsi_hcc.utils.config import first_error, locate_config
 
 __all__ = ["TileConfig", "load_config"]
 
@@ -112,7 +112,7 @@ def load_config(path: str | Path | None) -> TileConfig:
 
     if path is None:
         return TileConfig()
-    path = Path(path)
+    path = locate_config(path, "tile", "")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:

@@ -1,7 +1,8 @@
 """The training configuration: YAML with top key ``train``, validated on load, overridden by flags.
 
-Relative paths in a config (stores, label CSV, annotation folder, augmentation YAML, initial
-weights) are relative to the folder ``wsi-hcc`` runs in, like paths given as flags.
+Paths to data in a config (stores, label CSV, annotation folder, initial weights) are relative to
+the folder ``wsi-hcc`` runs in, like paths given as flags. The augmentation YAML is a config itself:
+relative to the config file that names it (or a shipped name such as ``augment/chen2022``).
 """
 
 from __future__ import annotations
@@ -14,11 +15,19 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from wsi_hcc.errors import ConfigError
-from wsi_hcc.utils.config import read_config_section, validate_section, with_dotted_overrides
+from wsi_hcc.utils.config import (
+    config_reference,
+    locate_config,
+    read_config_section,
+    validate_section,
+    with_dotted_overrides,
+)
 
 __all__ = ["TrainConfig", "LabelConfig", "SplitConfig", "OptimizerConfig", "ScheduleConfig",
            "ClassWeightingConfig", "EarlyStoppingConfig", "load_train_config", "validate_train_config",
            "MONITOR_MODES"]
+
+EXAMPLE = "configs/train/resnet34_hcc.yaml"
 
 # metric -> "min" (lower is better) or "max"
 MONITOR_MODES = {"val_loss": "min", "val_auc": "max", "val_balanced_accuracy": "max", "val_accuracy": "max"}
@@ -43,8 +52,9 @@ class LabelConfig(_Strict):
         Folder of QuPath exports named ``<slide stem>.geojson`` (or ``.geojson.gz``/``.json``); each
         tile takes the class covering most of it. Slides without a file are left out.
     class_map : dict
-        QuPath class name -> one of ``class_names`` (``{Tumor: HCC, Normal: non-HCC}``); QuPath
-        classes that are neither mapped nor in ``class_names`` are ignored.
+        QuPath class name or CSV label -> one of ``class_names`` (``{Tumor: HCC, Normal: non-HCC}``;
+        ``{tumour: HCC, non_tumour: non-HCC}`` for the labels ``wsi-hcc demo`` writes); QuPath classes
+        that are neither mapped nor in ``class_names`` are ignored.
     min_coverage : float
         Fraction of a tile its class must cover for the tile to be labelled.
     """
@@ -132,14 +142,15 @@ class TrainConfig(_Strict):
     labels, split, optimizer, schedule, class_weighting, early_stopping
         See their classes.
     augmentation : str or list, optional
-        Albumentations pipeline for training tiles: a YAML file (``configs/augment/``) or the list
-        of steps itself (``[{HorizontalFlip: {p: 0.5}}, ...]``).
+        Albumentations pipeline for training tiles: a YAML file (relative to the training config, or
+        a shipped name such as ``augment/chen2022``) or the list of steps itself
+        (``[{HorizontalFlip: {p: 0.5}}, ...]``).
     flip_copies : bool
         Every training tile also enters each epoch flipped vertically and flipped horizontally
         (three copies), as LiverNet's release built its training set.
     batch_size, epochs, seed, num_workers
         ``seed`` fixes initialisation, tile order and augmentation; ``num_workers`` DataLoader
-        processes (results do not depend on it).
+        processes (results do not depend on it; None: chosen from the CPU count and the device).
     device, amp
         ``auto`` picks CUDA when present; ``amp`` uses float16 autocast with a GradScaler on CUDA
         only (CPU runs in float32).
@@ -165,7 +176,7 @@ class TrainConfig(_Strict):
     class_weighting: ClassWeightingConfig = ClassWeightingConfig()
     early_stopping: EarlyStoppingConfig = EarlyStoppingConfig()
     seed: int = Field(0, ge=0)
-    num_workers: int = Field(0, ge=0, le=64)
+    num_workers: int | None = Field(None, ge=0, le=64)
     device: str = "auto"
     amp: bool = True
     max_tiles_per_slide: int | None = Field(None, ge=1)
@@ -213,6 +224,11 @@ def validate_train_config(data: Any, where: str) -> TrainConfig:
 
 
 def load_train_config(path: str | Path) -> TrainConfig:
-    """Load and validate a training config (top-level key ``train``) from YAML."""
-    section = read_config_section(path, "train", "training", "configs/train/resnet34_hcc.yaml")
-    return validate_train_config(section, str(path))
+    """Load and validate a training config (top-level key ``train``) from YAML: a path or a shipped name
+    (``train/resnet34_hcc``). An augmentation file it names becomes an absolute path, found next to it."""
+    path = locate_config(path, "training", "train")
+    config = validate_train_config(read_config_section(path, "train", "training", EXAMPLE), str(path))
+    if isinstance(config.augmentation, str):
+        augmentation = config_reference(config.augmentation, path, "augmentation", "augment")
+        config = config.model_copy(update={"augmentation": str(augmentation)})
+    return config

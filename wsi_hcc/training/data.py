@@ -201,11 +201,13 @@ def _csv_labels(config, metas, table, left_out):
         if not row["label"]:
             raise TrainError(f"{csv_path}:{row['line']}: slide {stem!r} has no {config.labels.column}; "
                              "fill it in or remove the row")
-    class_names = list(config.class_names or sorted({r["label"] for r in table.values()}))
+    class_map = config.labels.class_map
+    names_of = {stem: class_map.get(row["label"], row["label"]) for stem, row in table.items()}
+    class_names = list(config.class_names or sorted(set(names_of.values())))
     for stem, row in table.items():
-        if row["label"] not in class_names:
+        if names_of[stem] not in class_names:
             raise TrainError(f"{csv_path}:{row['line']}: {config.labels.column} {row['label']!r} is not one of "
-                             f"class_names {class_names}; fix the CSV or class_names")
+                             f"class_names {class_names}; fix the CSV, class_names or labels.class_map")
     labelled = []
     for store, meta in metas.items():
         stem = store.name.removesuffix(".zarr")
@@ -213,7 +215,7 @@ def _csv_labels(config, metas, table, left_out):
         if row is None:
             left_out.append({"slide": stem, "reason": f"not in {csv_path}"})
             continue
-        labels = np.full(int(meta["n_tiles"]), class_names.index(row["label"]), dtype=np.int64)
+        labels = np.full(int(meta["n_tiles"]), class_names.index(names_of[stem]), dtype=np.int64)
         labelled.append(LabelledSlide(stem, store, row["patient"], labels, meta, row["split"]))
     stems = {s.stem for s in labelled}
     left_out.extend({"slide": stem, "reason": "in the slide CSV but no store"} for stem in table if stem not in stems)
@@ -304,7 +306,7 @@ def _check_splits(data: TrainingData, config: TrainConfig) -> None:
     train_classes = {int(v) for s in data.split_slides("train") for v in np.unique(s.labels) if v >= 0}
     if len(train_classes) < 2:
         raise TrainError(f"{where}: the train split has tiles of only {len(train_classes)} class; add slides of the "
-                         "other classes or change split.seed")
+                         "other classes or pass --split-seed N for another split")
 
 
 # -- epochs ---------------------------------------------------------------------------------------

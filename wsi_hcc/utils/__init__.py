@@ -20,6 +20,7 @@ _API = {
     "SlideOutcome": "runs", "BatchReport": "runs", "StateFiles": "runs", "run_items": "runs",
     "one_line_reason": "runs", "prepare_out_dir": "runs", "provenance": "runs", "write_manifest": "runs",
     "stack_versions": "versions", "utc_now": "versions",
+    "counted": "words",
 }
 __all__ = sorted(_API)
 __getattr__, __dir__ = lazy_exports(__name__, _API)
