@@ -83,7 +83,14 @@ def _canvas(page) -> np.ndarray:
 
 
 def _full_resolution_at(page, cx: int, cy: int) -> np.ndarray:
-    page.evaluate(f"() => window.wsiView.setView({cx}, {cy}, 1)")
+    """Centre the view on level-0 ``(cx, cy)`` zoomed out, wheel in a little, then press ``1:1``."""
+    page.evaluate(f"() => window.wsiView.setView({cx}, {cy}, 4)")
+    page.mouse.move(VIEWPORT[0] // 2, 40 + VIEWPORT[1] // 2)
+    page.mouse.wheel(0, -200)  # zooms about the cursor, the canvas centre: the centre stays put
+    page.wait_for_function("window.wsiView.state().scale < 4")
+    page.locator("#zoom-full").click()
+    state = page.evaluate("() => window.wsiView.state()")
+    assert (state["scale"], state["cx"], state["cy"]) == (1, cx, cy), state
     page.evaluate("() => window.wsiView.idle()")
     return _canvas(page)
 
