@@ -294,7 +294,7 @@ def test_view_shows_each_tiles_geojson_measurements_and_its_regions(demo):
 
     out, _ = demo
     folder = out / "classify"
-    with TestClient(create_app(load_catalog(folder))) as client:
+    with TestClient(create_app(load_catalog(folder)), base_url="http://localhost") as client:
         for row in _rows(folder / "predictions.csv")[:2]:
             stem = row["slide"]
             info = client.get(f"/api/slides/{stem}").json()

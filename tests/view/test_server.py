@@ -20,7 +20,7 @@ from wsi_hcc.view.overlays import colour_table
 def client(classified):
     from starlette.testclient import TestClient
 
-    with TestClient(create_app(load_catalog(classified.out))) as client:
+    with TestClient(create_app(load_catalog(classified.out)), base_url="http://127.0.0.1") as client:
         yield client
 
 
@@ -117,6 +117,12 @@ def test_paths_outside_the_folder_are_refused(client, classified, path):
     assert client.get(path).status_code == 404
 
 
+def test_a_request_for_another_host_name_is_refused(client):
+    # A page on another site that rebinds its name to 127.0.0.1 sends its own name as Host.
+    assert client.get("/api/slides", headers={"Host": "evil.example"}).status_code == 400
+    assert client.get("/api/slides", headers={"Host": "localhost:8000"}).status_code == 200
+
+
 def test_files_inside_the_folder_are_served_and_nothing_is_written(client, classified):
     assert client.get("/files/predictions.csv").content == (classified.out / "predictions.csv").read_bytes()
     for method in ("post", "put", "delete"):
@@ -129,7 +135,7 @@ def test_files_inside_the_folder_are_served_and_nothing_is_written(client, class
 def test_a_bare_slide_shows_with_its_tissue_mask_only(real_svs):
     from starlette.testclient import TestClient
 
-    with TestClient(create_app(load_catalog(real_svs))) as client:
+    with TestClient(create_app(load_catalog(real_svs)), base_url="http://127.0.0.1") as client:
         info = client.get("/api/slides/CMU-1-Small-Region").json()
         assert (info["width"], info["height"], info["mpp"]) == (2220, 2967, 0.499)
         assert [layer["name"] for layer in info["layers"]] == ["tissue"] and info["regions"] == []
@@ -149,6 +155,13 @@ def test_a_folder_without_predictions_is_one_line(tmp_path):
         load_catalog(tmp_path)
 
 
+def test_a_demo_folder_shows_its_classify_results(classified, tmp_path):
+    demo = tmp_path / "wsi-hcc-demo"
+    demo.mkdir()
+    (demo / "classify").symlink_to(classified.out)
+    assert list(load_catalog(demo).entries) == ["case01", "gone"]
+
+
 def test_the_command_listens_on_localhost_unless_told(monkeypatch, classified):
     import uvicorn
 
@@ -165,3 +178,30 @@ def test_the_command_listens_on_localhost_unless_told(monkeypatch, classified):
     assert "warning: listening on 0.0.0.0" in result.output
     result = CliRunner().invoke(main, ["view", str(classified.out / "stores")])
     assert result.exit_code == 2 and "no predictions.csv" in result.output
+
+
+def test_a_patch_classifiers_folder_has_a_layer_per_class_and_the_top_class(classified, tmp_path):
+    import json
+
+    from starlette.testclient import TestClient
+
+    from wsi_hcc.utils.atomic import atomic_write_csv
+    from wsi_hcc.viz.tile_table import write_tile_table
+
+    names = ["normal liver", "HCC G1", "HCC G2"]
+    probs = np.random.default_rng(3).dirichlet(np.ones(3), size=len(classified.coords))
+    write_tile_table(tmp_path / "case01.tiles.csv.gz", classified.coords, classified.tile_size_level0,
+                     {f"p_{n.replace(' ', '_')}": probs[:, k] for k, n in enumerate(names)})
+    atomic_write_csv(tmp_path / "predictions.csv", ["slide", "status"], [{"slide": "case01", "status": "done"}])
+    (tmp_path / "classify-manifest.json").write_text(json.dumps({
+        "stores_dir": str(classified.out / "stores"), "model": {"kind": "patch-classifier", "card": {
+            "class_names": names}}}))
+    with TestClient(create_app(load_catalog(tmp_path)), base_url="http://127.0.0.1") as client:
+        info = client.get("/api/slides/case01").json()
+        assert [layer["name"] for layer in info["layers"]] == ["p_normal_liver", "p_HCC_G1", "p_HCC_G2", "top_class",
+                                                                 "tissue"]
+        assert [i["name"] for i in info["layers"][3]["legend"]["items"]] == names and info["regions"] == []
+        x, y = (classified.coords[7] + 5).tolist()
+        values = client.get(f"/api/slides/case01/values?x={x}&y={y}").json()["values"]
+        assert values["top_class"] == names[int(probs[7].argmax())]
+        assert values["p_HCC_G2"] == pytest.approx(probs[7, 2], abs=1e-6)

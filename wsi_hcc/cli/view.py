@@ -40,7 +40,8 @@ def view(path, port, host):
     if host != LOCAL_HOST:
         click.echo(f"warning: listening on {host}: anyone who can reach this computer can see these slides", err=True)
     click.echo(f"{len(catalog.entries)} slide(s) from {path}: open http://{_shown(host)}:{port}/  (Ctrl+C stops)")
-    uvicorn.run(create_app(catalog), host=host, port=port, log_level="warning")
+    app = create_app(catalog, allowed_hosts=("127.0.0.1", "localhost") if host == LOCAL_HOST else ("*",))
+    uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 def _shown(host: str) -> str:

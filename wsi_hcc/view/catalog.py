@@ -49,6 +49,8 @@ def load_catalog(path: str | Path) -> Catalog:
     path = Path(path)
     if not path.exists():
         raise WsiHccError(f"{path}: not found; pass the --out folder of wsi-hcc classify or a slide file")
+    if path.is_dir() and not (path / "predictions.csv").is_file() and (path / "classify" / "predictions.csv").is_file():
+        path = path / "classify"  # the folder of wsi-hcc demo
     if path.is_dir() and not (path / "predictions.csv").is_file():
         from wsi_hcc.slide.readers.dicom_folder import is_dicom_folder
 

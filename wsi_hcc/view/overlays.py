@@ -10,8 +10,10 @@ per tile, transparent where it says nothing; the page sets its opacity.
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -65,25 +67,47 @@ def colour_table(cmap: str) -> np.ndarray:
     return np.round(matplotlib.colormaps[cmap](np.linspace(0.0, 1.0, 256))[:, :3] * 255).astype(np.uint8)
 
 
+class _Once:
+    """A value computed on first use (by one thread; the others wait for it)."""
+
+    def __init__(self, make: Callable[[], Any]):
+        self._make, self._lock, self._done, self._value = make, threading.Lock(), False, None
+
+    def __call__(self) -> Any:
+        with self._lock:
+            if not self._done:
+                self._value, self._done = self._make(), True
+            return self._value
+
+
 @dataclass
 class SlideOverlays:
-    """Everything drawn over one slide; ``layers`` by name, in menu order."""
+    """Everything drawn over one slide; ``layers`` by name, in menu order.
+
+    The tissue mask (``tissue``: ``(mask, level-0 px per mask pixel)``) and the region polygons
+    (``regions``: ``[{"class", "colour", "polygons": [[ring, ...], ...]}]``) cost seconds on a big
+    slide, so they are made on first use; ``region_legend`` says beforehand what ``regions`` holds.
+    """
 
     index: TileIndex
     layers: dict[str, Layer] = field(default_factory=dict)
-    tissue_mask: np.ndarray | None = None  # (H, W) bool, ``tissue_downsample`` level-0 px per pixel
-    tissue_downsample: float = 1.0
-    regions: list[dict] = field(default_factory=list)  # {"class", "colour", "polygons": [[ring, ...], ...]}
+    tissue: Callable[[], tuple[np.ndarray, float]] | None = None
+    regions: Callable[[], list[dict]] = lambda: []
+    region_legend: list[dict] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.tissue = _Once(self.tissue) if self.tissue is not None else None
+        self.regions = _Once(self.regions)
 
     def names(self) -> list[str]:
-        return list(self.layers) + (["tissue"] if self.tissue_mask is not None else [])
+        return list(self.layers) + (["tissue"] if self.tissue is not None else [])
 
     def render(self, name: str, x0: float, y0: float, scale: float, width: int, height: int) -> np.ndarray:
         """RGBA ``(height, width, 4)`` of layer ``name`` for pixels ``scale`` level-0 px wide whose
         grid starts at level-0 ``(x0, y0)``; KeyError for an unknown layer."""
         xs = x0 + (np.arange(width) + 0.5) * scale
         ys = y0 + (np.arange(height) + 0.5) * scale
-        if name == "tissue" and self.tissue_mask is not None:
+        if name == "tissue" and self.tissue is not None:
             return self._tissue(xs, ys)
         return self.layers[name].rgba(self.index.index_image(xs, ys))
 
@@ -91,7 +115,7 @@ class SlideOverlays:
         """The tile under level-0 ``(x, y)`` and every layer's value there."""
         i = self.index.at(x, y)
         out: dict = {"tile": None, "values": {}}
-        if self.tissue_mask is not None:
+        if self.tissue is not None:
             out["tissue"] = bool(self._tissue_at(np.array([x]), np.array([y]))[0, 0])
         if i < 0:
             return out
@@ -103,9 +127,9 @@ class SlideOverlays:
         return out
 
     def _tissue_at(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-        mask = self.tissue_mask
-        cols = np.floor(xs / self.tissue_downsample).astype(np.int64)
-        rows = np.floor(ys / self.tissue_downsample).astype(np.int64)
+        mask, downsample = self.tissue()
+        cols = np.floor(xs / downsample).astype(np.int64)
+        rows = np.floor(ys / downsample).astype(np.int64)
         inside = ((rows >= 0) & (rows < mask.shape[0]))[:, None] & ((cols >= 0) & (cols < mask.shape[1]))[None, :]
         picked = mask[np.clip(rows, 0, mask.shape[0] - 1)[:, None], np.clip(cols, 0, mask.shape[1] - 1)[None, :]]
         return picked & inside

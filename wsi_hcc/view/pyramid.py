@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from wsi_hcc.errors import SlideError
 from wsi_hcc.slide.readers.base import SlideReader
 
 __all__ = ["DeepZoomGrid", "DeepZoomPyramid", "dzi_xml"]
@@ -73,6 +74,14 @@ class DeepZoomPyramid:
         width, height = reader.dimensions
         self.grid = DeepZoomGrid(int(width), int(height), tile_px)
         self._lock = threading.Lock()
+        self._closed = False
+
+    def close(self) -> None:
+        """Close the reader once no tile is being read from it."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self.reader.close()
 
     def tile(self, level: int, col: int, row: int) -> np.ndarray:
         """``(h, w, 3)`` uint8 RGB of the tile."""
@@ -83,6 +92,8 @@ class DeepZoomPyramid:
         slide_level = self._best_level(scale)
         level_ds = self.reader.level_downsamples[slide_level]
         with self._lock:
+            if self._closed:
+                raise SlideError(f"{self.reader.path}: closed to make room for other slides; reload the page")
             if slide_level == 0 and scale == 1:
                 return self.reader.read_region((x0, y0), 0, (w0, h0))
             return self._read_shrunk(x0, y0, w0, h0, slide_level, level_ds, w, h)

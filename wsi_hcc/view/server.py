@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from wsi_hcc.errors import WsiHccError
@@ -34,13 +35,21 @@ __all__ = ["create_app", "STATIC_DIR"]
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 _TILE_NAME = re.compile(r"^(\d+)_(\d+)\.(jpeg|jpg|png)$")
-_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=3600"}
+_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "private, max-age=3600"}  # tiles, files
+_PAGE_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"}  # a new release shows at once
+LOCAL_NAMES = ("127.0.0.1", "localhost")
 
 
-def create_app(catalog: Catalog, cache_bytes: int = 256 * 2**20):
-    """The app for one catalogue; its ``state.shelf`` holds the opened slides, ``state.cache`` the tiles."""
+def create_app(catalog: Catalog, cache_bytes: int = 256 * 2**20, allowed_hosts: Sequence[str] = LOCAL_NAMES):
+    """The app for one catalogue; its ``state.shelf`` holds the opened slides, ``state.cache`` the tiles.
+
+    Requests naming another host than ``allowed_hosts`` in their ``Host`` header are refused (400),
+    so a web page elsewhere cannot read the slides through DNS rebinding; ``("*",)`` allows all
+    (``wsi-hcc view --host``)."""
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
+    from starlette.middleware import Middleware
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
     from starlette.responses import FileResponse, JSONResponse, Response
     from starlette.routing import Mount, Route
     from starlette.staticfiles import StaticFiles
@@ -70,7 +79,7 @@ def create_app(catalog: Catalog, cache_bytes: int = 256 * 2**20):
 
     async def page(request):
         return FileResponse(STATIC_DIR / ("index.html" if request.url.path == "/" else "viewer.html"),
-                            headers=_HEADERS)
+                            headers=_PAGE_HEADERS)
 
     async def slide_list(request):
         return JSONResponse({"title": catalog.title, "columns": catalog.columns,
@@ -87,8 +96,11 @@ def create_app(catalog: Catalog, cache_bytes: int = 256 * 2**20):
     def slide_tile(request):
         slide = opened(request)
         level, col, row, image_format = tile_address(request, slide)
-        data = cache.get_or_make((slide.entry.id, "slide", level, col, row, image_format),
-                                 lambda: encode_tile(slide.pyramid.tile(level, col, row), image_format))
+        try:
+            data = cache.get_or_make((slide.entry.id, "slide", level, col, row, image_format),
+                                     lambda: encode_tile(slide.pyramid.tile(level, col, row), image_format))
+        except WsiHccError as exc:  # the slide was closed for others while this request ran
+            raise HTTPException(503, str(exc).splitlines()[0]) from None
         return Response(data, media_type=f"image/{image_format}", headers=_HEADERS)
 
     def overlay_tile(request):
@@ -120,7 +132,7 @@ def create_app(catalog: Catalog, cache_bytes: int = 256 * 2**20):
         return JSONResponse({"x": x, "y": y} | slide.overlays.values_at(x, y))
 
     def regions(request):
-        return JSONResponse(opened(request).overlays.regions)
+        return JSONResponse(opened(request).overlays.regions())
 
     def served_file(request):
         if catalog.root is None:
@@ -144,6 +156,7 @@ def create_app(catalog: Catalog, cache_bytes: int = 256 * 2**20):
         yield
         shelf.close()
 
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))])
     app.state.shelf, app.state.cache = shelf, cache
     return app

@@ -72,12 +72,12 @@ class OpenedSlide:
         grid = self.pyramid.grid
         layers = [{"name": layer.name, "label": layer.label, "legend": layer.legend()}
                   for layer in self.overlays.layers.values()]
-        if self.overlays.tissue_mask is not None:
+        if self.overlays.tissue is not None:
             layers.append({"name": "tissue", "label": "tissue mask", "legend": {
                 "kind": "classes", "items": [{"name": "tissue", "colour": "#00aa00"}]}})
         return {"id": self.entry.id, "width": grid.width, "height": grid.height, "tile_px": grid.tile_px,
                 "levels": grid.level_count, "mpp": self.mpp, "layers": layers,
-                "regions": [{"class": r["class"], "colour": r["colour"]} for r in self.overlays.regions],
+                "regions": self.overlays.region_legend,
                 "row": self.entry.row}
 
 
@@ -88,28 +88,34 @@ class SlideShelf:
         self.catalog = catalog
         self.keep_open = keep_open
         self._open: OrderedDict[str, OpenedSlide] = OrderedDict()
+        self._opening: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
     def get(self, slide_id: str) -> OpenedSlide:
-        """KeyError for an id not in the catalogue; WsiHccError (one line) for a slide that cannot open."""
+        """KeyError for an id not in the catalogue; WsiHccError (one line) for a slide that cannot open.
+
+        A slide opens once (its first request waits for it, requests for other slides do not)."""
         entry = self.catalog.entries[slide_id]
-        with self._lock:  # one opening at a time: the first request of a slide computes its tissue mask
-            if slide_id in self._open:
-                self._open.move_to_end(slide_id)
-                return self._open[slide_id]
+        with self._lock:
+            opening = self._opening.setdefault(slide_id, threading.Lock())
+        with opening:
+            with self._lock:
+                if slide_id in self._open:
+                    self._open.move_to_end(slide_id)
+                    return self._open[slide_id]
             if entry.slide_path is None:
                 raise WsiHccError(entry.problem or f"{slide_id}: no slide to show")
             opened = _open(entry, self.catalog)
-            self._open[slide_id] = opened
-            while len(self._open) > self.keep_open:
-                _, closed = self._open.popitem(last=False)
-                closed.pyramid.reader.close()
+            with self._lock:
+                self._open[slide_id] = opened
+                while len(self._open) > self.keep_open:
+                    self._open.popitem(last=False)[1].pyramid.close()
             return opened
 
     def close(self) -> None:
         with self._lock:
             for opened in self._open.values():
-                opened.pyramid.reader.close()
+                opened.pyramid.close()
             self._open.clear()
 
 
@@ -150,17 +156,15 @@ def _overlays(entry: SlideEntry, catalog: Catalog, meta: dict | None, reader, mp
     from wsi_hcc.records import TileSpec, as_boxes
     from wsi_hcc.viz.tile_table import read_tile_table
 
+    tissue = (lambda: _tissue(reader, mpp, meta)) if mpp is not None else None
     if entry.tile_table is None:
-        overlays = SlideOverlays(TileIndex(np.zeros((0, 4))))
-    else:
-        table = read_tile_table(entry.tile_table)
-        boxes = (TileSpec.from_dict(meta["tile_spec"]).tile_boxes(table.coords) if meta is not None
-                 else as_boxes(table.coords, table.tile_size_level0))
-        overlays = SlideOverlays(TileIndex(boxes), layers=_layers(table.scores, catalog))
-        overlays.regions = _regions(boxes, table.scores, catalog)
-    if mpp is not None:
-        overlays.tissue_mask, overlays.tissue_downsample = _tissue(reader, mpp, meta)
-    return overlays
+        return SlideOverlays(TileIndex(np.zeros((0, 4))), tissue=tissue)
+    table = read_tile_table(entry.tile_table)
+    boxes = (TileSpec.from_dict(meta["tile_spec"]).tile_boxes(table.coords) if meta is not None
+             else as_boxes(table.coords, table.tile_size_level0))
+    legend, regions = _regions(boxes, table.scores, catalog)
+    return SlideOverlays(TileIndex(boxes), layers=_layers(table.scores, catalog), tissue=tissue, regions=regions,
+                         region_legend=legend)
 
 
 def _layers(scores: dict[str, np.ndarray], catalog: Catalog) -> dict[str, Layer]:
@@ -168,12 +172,12 @@ def _layers(scores: dict[str, np.ndarray], catalog: Catalog) -> dict[str, Layer]
 
     magma, viridis = colour_table("magma"), colour_table("viridis")
     grade_columns = [measurement_name(g) for g in catalog.grade_names]
-    class_columns = [measurement_name(c) for c in catalog.class_names]
-    if not class_columns or not all(c in scores for c in class_columns):
+    class_columns, names = [measurement_name(c) for c in catalog.class_names], list(catalog.class_names)
+    if not class_columns or not all(c in scores for c in class_columns):  # no manifest: every p_ but grades
         class_columns = [c for c in scores if c.startswith("p_") and c not in grade_columns]
-    layers = {c: Layer(c, f"P({c[2:]}) per tile", scores[c], magma) for c in class_columns}
-    if len(class_columns) >= 2:
         names = [c[2:] for c in class_columns]
+    layers = {c: Layer(c, f"P({name}) per tile", scores[c], magma) for c, name in zip(class_columns, names)}
+    if len(class_columns) >= 2:
         top = np.stack([scores[c] for c in class_columns], axis=1).argmax(axis=1).astype(np.float64)
         layers["top_class"] = Layer("top_class", "top class per tile", top,
                                     np.asarray(class_colours(len(names)), dtype=np.uint8), classes=names)
@@ -182,31 +186,38 @@ def _layers(scores: dict[str, np.ndarray], catalog: Catalog) -> dict[str, Layer]
         finite = attention[np.isfinite(attention)]
         lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
         layers["attention"] = Layer("attention", "MIL attention", attention, viridis, lo, hi if hi > lo else lo + 1)
-    for c in grade_columns:
+    for c, name in zip(grade_columns, catalog.grade_names):
         if c in scores:
-            layers[c] = Layer(c, f"P({c[2:]}) per tile", scores[c], magma)
+            layers[c] = Layer(c, f"P({name}) per tile", scores[c], magma)
     return layers
 
 
-def _regions(boxes: np.ndarray, scores: dict[str, np.ndarray], catalog: Catalog) -> list[dict]:
+def _regions(boxes: np.ndarray, scores: dict[str, np.ndarray],
+             catalog: Catalog) -> tuple[list[dict], Callable[[], list[dict]]]:
     """The tumour regions classify exported to QuPath: tiles of the positive (last) class at or
-    above the run's region threshold, merged (MIL runs; a patch classifier's run records none)."""
-    from wsi_hcc.qupath.export import DEFAULT_CLASS_COLORS, probability_regions
+    above the run's region threshold, merged (MIL runs; a patch classifier's run records none).
+    Their legend now, their polygons when first asked for."""
+    from wsi_hcc.qupath.export import DEFAULT_CLASS_COLORS
     from wsi_hcc.viz.slide_exports import measurement_name
 
-    if catalog.region_threshold is None or len(catalog.class_names) != 2:
-        return []
-    positive = measurement_name(catalog.class_names[-1])
-    if positive not in scores:
-        return []
-    import shapely
-
-    geometry = probability_regions(boxes, scores[positive], None, catalog.region_threshold)
-    polygons = [[np.asarray(ring.coords)[:, :2].round(2).tolist() for ring in (p.exterior, *p.interiors)]
-                for p in shapely.get_parts(geometry) if not p.is_empty]
+    threshold = catalog.region_threshold
+    positive = measurement_name(catalog.class_names[-1]) if len(catalog.class_names) == 2 else None
+    if threshold is None or positive not in scores or not np.any(scores[positive] >= threshold):
+        return [], lambda: []
     r, g, b = DEFAULT_CLASS_COLORS[0]
-    return [{"class": f"{catalog.class_names[-1]} (p >= {catalog.region_threshold:g})",
-             "colour": f"#{r:02x}{g:02x}{b:02x}", "polygons": polygons}] if polygons else []
+    legend = {"class": f"{catalog.class_names[-1]} (p >= {threshold:g})", "colour": f"#{r:02x}{g:02x}{b:02x}"}
+
+    def polygons() -> list[dict]:
+        import shapely
+
+        from wsi_hcc.qupath.export import probability_regions
+
+        geometry = probability_regions(boxes, scores[positive], None, threshold)
+        return [legend | {"polygons": [[np.asarray(ring.coords)[:, :2].round(2).tolist()
+                                        for ring in (p.exterior, *p.interiors)]
+                                       for p in shapely.get_parts(geometry) if not p.is_empty]}]
+
+    return [legend], polygons
 
 
 def _tissue(reader, mpp: float, meta: dict | None) -> tuple[np.ndarray, float]:
