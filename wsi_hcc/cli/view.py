@@ -40,7 +40,8 @@ def view(path, port, host):
     if host != LOCAL_HOST:
         click.echo(f"warning: listening on {host}: anyone who can reach this computer can see these slides", err=True)
     click.echo(f"{len(catalog.entries)} slide(s) from {path}: open http://{_shown(host)}:{port}/  (Ctrl+C stops)")
-    app = create_app(catalog, allowed_hosts=("127.0.0.1", "localhost") if host == LOCAL_HOST else ("*",))
+    # Only local names in the Host header on 127.0.0.1 (no DNS rebinding); any once the user opens it up.
+    app = create_app(catalog) if host == LOCAL_HOST else create_app(catalog, allowed_hosts=("*",))
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 

@@ -123,7 +123,10 @@ class SlideOverlays:
         out["tile"] = {"index": i, "x0": x0, "y0": y0, "x1": x1, "y1": y1}
         for layer in self.layers.values():
             value = float(layer.values[i])
-            out["values"][layer.name] = layer.classes[int(value)] if layer.classes else value
+            if not np.isfinite(value):  # an empty cell of the table: JSON has no NaN
+                out["values"][layer.name] = None
+            else:
+                out["values"][layer.name] = layer.classes[int(value)] if layer.classes else value
         return out
 
     def _tissue_at(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:

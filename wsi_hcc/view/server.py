@@ -151,6 +151,7 @@ def create_app(catalog: Catalog, cache_bytes: int = 256 * 2**20, allowed_hosts: 
         Route("/files/{path:path}", served_file),
         Mount("/static", StaticFiles(directory=STATIC_DIR)),
     ]
+
     @contextlib.asynccontextmanager
     async def lifespan(app):
         yield
