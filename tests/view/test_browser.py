@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 import pytest
+from classified_folder import classified_folder
 from PIL import Image
 
 from wsi_hcc.view import create_app, load_catalog
@@ -24,6 +25,11 @@ from wsi_hcc.view.overlays import colour_table
 pytestmark = pytest.mark.slow
 
 VIEWPORT = (1000, 700)  # the canvas: viewport minus the 300 px panel and the 40 px header
+
+
+@pytest.fixture(scope="module")
+def classified(tmp_path_factory):
+    return classified_folder(tmp_path_factory)
 
 
 def _chromium() -> str:

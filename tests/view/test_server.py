@@ -8,12 +8,18 @@ import io
 
 import numpy as np
 import pytest
+from classified_folder import classified_folder
 from click.testing import CliRunner
 from PIL import Image
 
 from wsi_hcc.slide.readers import open_slide
 from wsi_hcc.view import create_app, load_catalog
 from wsi_hcc.view.overlays import colour_table
+
+
+@pytest.fixture(scope="module")
+def classified(tmp_path_factory):
+    return classified_folder(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

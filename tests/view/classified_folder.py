@@ -1,6 +1,10 @@
 """A classify output folder made quickly: a generated slide tiled by ``run_tile``, and per-tile
 scores taken from the slide's ground-truth tumour mask (p_tumour = the tile's tumour fraction), so
-what the viewer draws at a tile is known without training a model."""
+what the viewer draws at a tile is known without training a model.
+
+Not a conftest.py: a second module named ``conftest`` would hide tests/conftest.py from the test
+modules that import from it. Each view test module makes ``classified`` a fixture from
+``classified_folder``, which builds the folder once per session."""
 
 from __future__ import annotations
 
@@ -9,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 
 @dataclass(frozen=True)
@@ -23,8 +26,17 @@ class Classified:
     attention: np.ndarray
 
 
-@pytest.fixture(scope="session")
-def classified(tmp_path_factory) -> Classified:
+_BUILT: dict[Path, Classified] = {}
+
+
+def classified_folder(tmp_path_factory) -> Classified:
+    base = tmp_path_factory.getbasetemp()
+    if base not in _BUILT:
+        _BUILT[base] = _build(tmp_path_factory)
+    return _BUILT[base]
+
+
+def _build(tmp_path_factory) -> Classified:
     from PIL import Image
 
     from wsi_hcc.pipelines.tile import run_tile
