@@ -40,3 +40,9 @@ def test_demo_then_classify_on_a_tiny_cohort(tmp_path):
     assert (tmp_path / "classify" / "heldout00.heatmap.png").read_bytes().startswith(b"\x89PNG")
     geojson = json.loads(gzip.decompress((tmp_path / "classify" / "heldout00.geojson.gz").read_bytes()))
     assert len(geojson["features"]) >= int(rows[0]["n_tiles"])
+    from wsi_hcc.viz.tile_table import read_tile_table
+
+    table = read_tile_table(tmp_path / "classify" / "heldout00.tiles.csv.gz")  # what wsi-hcc view draws
+    assert len(table.coords) == int(rows[0]["n_tiles"])
+    assert list(table.scores) == ["p_non_tumour", "p_tumour", "attention", "p_G1", "p_G2", "p_G3"]
+    assert abs(table.scores["attention"].sum() - 1) < 1e-3

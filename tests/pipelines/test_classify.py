@@ -290,3 +290,35 @@ def test_real_slide_regions_are_one_polygon_per_connected_group_of_tumour_tiles(
     n_groups = ndimage.label(grid, structure=[[0, 1, 0], [1, 1, 1], [0, 1, 0]])[1]
     regions = [f for f in exported if f["properties"]["objectType"] == "annotation"]
     assert n_groups >= 3 and len(regions) == n_groups
+
+
+def test_view_shows_each_tiles_geojson_measurements_and_its_regions(demo):
+    """``wsi-hcc view`` on a real classify folder: at a tile's centre it reports what the GeoJSON
+    says of that tile, and its tumour regions cover the GeoJSON's annotations."""
+    import shapely
+    from starlette.testclient import TestClient
+
+    from wsi_hcc.view import create_app, load_catalog
+
+    out, _ = demo
+    folder = out / "classify"
+    with TestClient(create_app(load_catalog(folder)), base_url="http://localhost") as client:
+        for row in _rows(folder / "predictions.csv")[:2]:
+            stem = row["slide"]
+            info = client.get(f"/api/slides/{stem}").json()
+            assert [layer["name"] for layer in info["layers"]] == ["p_non_tumour", "p_tumour", "top_class",
+                                                                     "attention", "p_G1", "p_G2", "p_G3", "tissue"]
+            features = json.loads(gzip.decompress((folder / f"{stem}.geojson.gz").read_bytes()))["features"]
+            tiles = [f for f in features if f["properties"]["objectType"] == "tile"]
+            for feature in tiles[:: max(1, len(tiles) // 7)]:
+                (x0, y0), (x1, y1) = feature["geometry"]["coordinates"][0][0], feature["geometry"]["coordinates"][0][2]
+                values = client.get(f"/api/slides/{stem}/values?x={(x0 + x1) / 2}&y={(y0 + y1) / 2}").json()
+                assert (values["tile"]["x0"], values["tile"]["y0"]) == (x0, y0)
+                for name, measured in feature["properties"]["measurements"].items():
+                    shown = values["values"]["p_tumour" if name == "p_HCC" else name]
+                    assert shown == pytest.approx(measured, rel=1e-4, abs=1e-9), (stem, name)
+            annotations = [shapely.geometry.shape(f["geometry"]) for f in features
+                           if f["properties"]["objectType"] == "annotation"]
+            regions = client.get(f"/api/slides/{stem}/regions").json()
+            shown = [shapely.Polygon(p[0], p[1:]) for r in regions for p in r["polygons"]]
+            assert shapely.union_all(shown).symmetric_difference(shapely.union_all(annotations)).area < 1.0

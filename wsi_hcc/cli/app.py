@@ -273,11 +273,12 @@ def _add_other_commands() -> None:
     from wsi_hcc.cli import radiology_segment as cli_radiology_segment
     from wsi_hcc.cli import survival as cli_survival
     from wsi_hcc.cli import train as cli_train
+    from wsi_hcc.cli import view as cli_view
 
     for command in [cli_radiology_segment.segment] + cli_radiology_models.COMMANDS:
         cli_radiology.radiology.add_command(command)
     for command in (cli_train.COMMANDS + cli_mil.COMMANDS + cli_classify.COMMANDS + cli_radiology.COMMANDS
-                    + cli_survival.COMMANDS):
+                    + cli_survival.COMMANDS + cli_view.COMMANDS):
         main.add_command(command)
 
 

@@ -8,7 +8,8 @@ reported and the batch goes on; finished work is skipped on a rerun):
 2. features: with the bundle's backbone; features of this model already in a store are reused,
    another model's are replaced;
 3. MIL: slide probabilities, grade, attention and per-tile probabilities;
-4. export: ``OUT/<stem>.heatmap.png`` and ``OUT/<stem>.geojson.gz`` (QuPath).
+4. export: ``OUT/<stem>.heatmap.png``, ``OUT/<stem>.geojson.gz`` (QuPath) and ``OUT/<stem>.tiles.csv.gz``
+   (each tile's class probabilities, attention and grade probabilities: what ``wsi-hcc view`` draws).
 
 ``OUT/predictions.csv`` has one row per slide, failures included (status and reason), rewritten
 after every slide; ``OUT/<stem>.classify.json`` is the slide's state (its row, the bundle's digest,
@@ -40,7 +41,8 @@ from wsi_hcc.utils.atomic import atomic_write_bytes, atomic_write_csv
 from wsi_hcc.utils.progress import Progress, silent_progress
 from wsi_hcc.utils.runs import SlideOutcome, StateFiles, one_line_reason, prepare_out_dir, write_manifest
 from wsi_hcc.utils.versions import utc_now
-from wsi_hcc.viz.slide_exports import TilePredictions, slide_geojson_features, slide_heatmap_png
+from wsi_hcc.viz.slide_exports import TilePredictions, measurement_name, slide_geojson_features, slide_heatmap_png
+from wsi_hcc.viz.tile_table import TILE_TABLE_SUFFIX, write_tile_table
 
 __all__ = ["ClassifyReport", "run_classify", "CSV_COLUMNS", "classify_rows", "slide_picture"]
 
@@ -113,6 +115,8 @@ def run_classify(inputs: list[str | Path], bundle_dir: str | Path, out_dir: str 
     write_manifest(out_dir / "classify-manifest.json", "classify", started,
                    [SlideOutcome(r["slide"], o.path, r["status"], r["reason"]) for r, o in zip(rows, tiled)],
                    bundle={"path": str(Path(bundle_dir).resolve()), "card_sha256": bundle_digest,
+                           "class_names": list(bundle.card.class_names),
+                           "grade_names": list(bundle.card.grade_names or ()),
                            "features": dict(bundle.card.features), "backbone": backbone},
                    stores_dir=str(stores_dir.resolve()), region_threshold=region_threshold, device=device)
     return ClassifyReport(out_dir, rows, out_dir / "predictions.csv")
@@ -149,8 +153,8 @@ def _states(out_dir: Path) -> StateFiles:
     return StateFiles(out_dir, ".classify.json")
 
 
-def _outputs(out_dir: Path, stem: str) -> tuple[Path, Path]:
-    return out_dir / f"{stem}.heatmap.png", out_dir / f"{stem}.geojson.gz"
+def _outputs(out_dir: Path, stem: str) -> tuple[Path, Path, Path]:
+    return out_dir / f"{stem}.heatmap.png", out_dir / f"{stem}.geojson.gz", out_dir / f"{stem}{TILE_TABLE_SUFFIX}"
 
 
 def _previous_row(out_dir: Path, stem: str, bundle_digest: str, fingerprint: str | None) -> dict | None:
@@ -185,6 +189,7 @@ def _classify_one(tiled: SlideOutcome, featured: SlideOutcome | None, stores_dir
         row["seconds_mil"] = round(time.perf_counter() - started, 3)
         started = time.perf_counter()
         _export(Path(slide.path), slide.slide_mpp, tiled.stem, tiles, bundle, out_dir, region_threshold)
+        _write_tiles(out_dir, tiled.stem, store, spec, tiles, bundle)
         row["seconds_export"] = round(time.perf_counter() - started, 3)
     except KeyboardInterrupt:
         raise
@@ -233,12 +238,25 @@ def slide_picture(slide_path: Path, slide_mpp: float) -> tuple[np.ndarray, float
 
 def _export(slide_path: Path, slide_mpp: float, stem: str, tiles: TilePredictions, bundle: MilBundle,
             out_dir: Path, region_threshold: float) -> None:
-    heatmap_path, geojson_path = _outputs(out_dir, stem)
+    heatmap_path, geojson_path, _ = _outputs(out_dir, stem)
     thumbnail, downsample, offset = slide_picture(slide_path, slide_mpp)
     class_names = bundle.card.class_names
     atomic_write_bytes(heatmap_path, slide_heatmap_png(thumbnail, downsample, tiles, class_names[-1], title=stem))
     write_qupath_geojson(geojson_path, slide_geojson_features(tiles, class_names, bundle.card.grade_names or None,
                                                               region_threshold, offset))
+
+
+def _write_tiles(out_dir: Path, stem: str, store: Path, spec: TileSpec, tiles: TilePredictions,
+                 bundle: MilBundle) -> None:
+    """The tile table: ``p_<class>`` (two classes: 1 - p and p), ``attention``, ``p_<grade>``."""
+    from wsi_hcc.store.patch_store import open_store
+
+    negative, positive = (measurement_name(n) for n in bundle.card.class_names)
+    scores = {negative: 1.0 - tiles.p_positive, positive: tiles.p_positive, "attention": tiles.attention}
+    for g, name in enumerate(bundle.card.grade_names or ()):
+        if tiles.grade_probs is not None:
+            scores.setdefault(measurement_name(name), tiles.grade_probs[:, g])
+    write_tile_table(_outputs(out_dir, stem)[2], open_store(store)["coords"][:], spec.tile_size_level0, scores)
 
 
 def _prediction_columns(prediction: SlidePrediction, bundle: MilBundle) -> dict[str, Any]:

@@ -16,7 +16,6 @@ skips slides this model already scored from the same file):
 
 from __future__ import annotations
 
-import gzip
 import json
 import time
 from pathlib import Path
@@ -32,12 +31,13 @@ from wsi_hcc.qupath.export import write_qupath_geojson
 from wsi_hcc.store.feature_array import read_store_meta, store_records
 from wsi_hcc.store.patch_store import TileReader, open_store
 from wsi_hcc.tiling.config import TileConfig
-from wsi_hcc.utils.atomic import atomic_write_bytes, atomic_write_csv, csv_bytes, fresh_partial_dir, publish_dir
+from wsi_hcc.utils.atomic import atomic_write_bytes, atomic_write_csv, fresh_partial_dir, publish_dir
 from wsi_hcc.utils.devices import resolve_device
 from wsi_hcc.utils.progress import Progress, silent_progress
 from wsi_hcc.utils.runs import SlideOutcome, StateFiles, one_line_reason, prepare_out_dir, write_manifest
 from wsi_hcc.utils.versions import utc_now
 from wsi_hcc.viz.slide_exports import class_geojson_features, class_maps_png, measurement_name
+from wsi_hcc.viz.tile_table import TILE_TABLE_SUFFIX, write_tile_table
 
 __all__ = ["is_patch_model", "run_classify_patches", "bundle_patch_classifier", "score_tiles"]
 
@@ -146,7 +146,7 @@ def _write_csv(path: Path, rows: list[dict[str, Any]], card: ModelCard) -> None:
 
 
 def _outputs(out_dir: Path, stem: str) -> tuple[Path, Path, Path]:
-    return out_dir / f"{stem}.tiles.csv.gz", out_dir / f"{stem}.heatmap.png", out_dir / f"{stem}.geojson.gz"
+    return out_dir / f"{stem}{TILE_TABLE_SUFFIX}", out_dir / f"{stem}.heatmap.png", out_dir / f"{stem}.geojson.gz"
 
 
 def _classify_slide(tiled: SlideOutcome, stores_dir: Path, out_dir: Path, model, model_digest: str,
@@ -244,10 +244,8 @@ def score_tiles(store: Path, model, *, allow_resize: bool = False, batch_size: i
 def _export(slide_path: Path, slide_mpp: float, stem: str, coords: np.ndarray, spec, probs: np.ndarray,
             card: ModelCard, out_dir: Path) -> None:
     tiles_csv, heatmap, geojson = _outputs(out_dir, stem)
-    names = [measurement_name(n) for n in card.class_names]
-    table = [[int(x), int(y), round(spec.tile_size_level0, 4), *(f"{p:.6f}" for p in row)]
-             for (x, y), row in zip(coords, probs)]
-    atomic_write_bytes(tiles_csv, gzip.compress(csv_bytes(["x", "y", "tile_size_level0", *names], table), mtime=0))
+    write_tile_table(tiles_csv, coords, spec.tile_size_level0,
+                     {measurement_name(n): probs[:, k] for k, n in enumerate(card.class_names)})
     boxes = spec.tile_boxes(coords)
     thumbnail, downsample, offset = slide_picture(slide_path, slide_mpp)
     atomic_write_bytes(heatmap, class_maps_png(thumbnail, downsample, boxes, probs, card.class_names, title=stem))
