@@ -25,7 +25,7 @@ def test_the_package_list_names_every_sub_package_and_maps_configs_into_the_whee
     on_disk = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "wsi_hcc").rglob("__init__.py")}
     assert set(setuptools["packages"]) == on_disk | {"wsi_hcc.configs"}, "update [tool.setuptools] packages"
     assert setuptools["package-dir"] == {"wsi_hcc.configs": "configs"}
-    assert setuptools["package-data"] == {"wsi_hcc.configs": ["**/*.yaml"]}
+    assert setuptools["package-data"]["wsi_hcc.configs"] == ["**/*.yaml"]
 
 
 def test_every_shipped_config_is_found_by_name_from_another_folder(tmp_path, monkeypatch):
@@ -106,3 +106,5 @@ def test_a_built_wheel_ships_every_config(tmp_path):
     assert {f"wsi_hcc/configs/{n}.yaml" for n in SHIPPED} <= names
     assert not any(n.startswith(("configs/", "tests/", "benchmarks/")) for n in names)
     assert "wsi_hcc/utils/config.py" in names
+    static = REPO / "wsi_hcc" / "view" / "static"
+    assert {f"wsi_hcc/view/static/{p.name}" for p in static.iterdir()} <= names, "the viewer's page is package data"
