@@ -1,6 +1,7 @@
 """Whole slides as dask.distributed work: ``wsi-hcc classify --scheduler ADDRESS`` or ``--workers N``.
 
-Each slide's chain runs on the workers as a few dependent tasks, one per stage, keyed
+Each slide's chain runs on the workers as a few tasks, one per stage, each submitted when the one
+before it ends (:func:`run_chains`), keyed
 ``wsi-hcc-<stage>-<position>-<stem>-<run>`` so that a dashboard groups them by stage. The stage that
 runs the network is tagged with the resource ``GPU=1`` when a worker declares that resource (a
 worker with one GPU then runs one slide's model work at a time). The client plans, submits, gathers
@@ -195,6 +196,10 @@ def run_chains(cluster: Cluster, chain: SlideChain, tasks: Sequence[SlideTask],
                write_rows: Callable[[list[dict[str, Any]]], None], progress: Progress) -> list[dict[str, Any]]:
     """Every task's chain on the cluster; one row per task, in the tasks' order.
 
+    A slide's next stage is submitted when its stage before ends, with that stage's (small) result
+    as an argument rather than a dependency: the scheduler then gives it to the first free worker,
+    not to the one that holds the result and may be busy with another slide (everything a stage
+    reads is on the shared file system). Later stages go first, so slides finish in order.
     ``write_rows`` gets the rows finished so far after every slide (and once for an empty run). A
     slide whose task raised, or whose worker died more often than the scheduler retries, is
     ``failed_row(task, reason)``. ``progress`` hears one stage, ``"cluster"``: items are slides (in
@@ -203,38 +208,43 @@ def run_chains(cluster: Cluster, chain: SlideChain, tasks: Sequence[SlideTask],
     from distributed import as_completed
 
     client, run = cluster.client, uuid.uuid4().hex[:8]
-    finals, submitted, stage_of = [], [], {}
-    for position, task in enumerate(tasks):
-        earlier: list[Any] = []
-        for stage in chain.stages:
-            resources = {"GPU": 1} if stage == chain.gpu_stage and cluster.has_gpu_resource else None
-            future = client.submit(_run_stage, chain, stage, task, *earlier, pure=False, resources=resources,
-                                   key=f"wsi-hcc-{stage}-{position}-{task.stem}-{run}")
-            stage_of[future.key] = (position, stage)
-            earlier.append(future)
-            submitted.append(future)
-        finals.append(earlier[-1])
+    stage_of: dict[Any, tuple[int, int]] = {}
+    earlier: list[list[Any]] = [[] for _ in tasks]
+
+    def submit(position: int, k: int):
+        stage = chain.stages[k]
+        resources = {"GPU": 1} if stage == chain.gpu_stage and cluster.has_gpu_resource else None
+        key = f"wsi-hcc-{stage}-{position}-{tasks[position].stem}-{run}"
+        future = client.submit(_run_stage, chain, stage, tasks[position], *earlier[position], pure=False,
+                               resources=resources, priority=k, key=key)
+        stage_of[future.key] = (position, k)
+        return future
+
     rows: list[dict[str, Any] | None] = [None] * len(tasks)
     counts: Counter = Counter()
-    n_workers = len(cluster.description.get("workers", []))
+    n_workers, finished = len(cluster.description.get("workers", [])), 0
     progress.stage("cluster")
     if tasks:
         progress.item_started(f"on {n_workers} workers", 0, len(tasks))
         progress.steps_planned(len(tasks) * len(chain.stages))
-    for future in as_completed(submitted):
-        position, stage = stage_of[future.key]
-        counts[stage] += 1
-        status = " · ".join(f"{s} {counts[s]}/{len(tasks)}" for s in chain.stages)
-        progress.steps_done(1, status)
-        if future.key != finals[position].key:
+    running = as_completed([submit(position, 0) for position in range(len(tasks))])
+    for future in running:
+        position, k = stage_of.pop(future.key)
+        if future.status == "finished" and k + 1 < len(chain.stages):
+            earlier[position].append(future.result())
+            running.add(submit(position, k + 1))
+        counts[chain.stages[k]] += 1
+        progress.steps_done(1, " · ".join(f"{s} {counts[s]}/{len(tasks)}" for s in chain.stages))
+        if future.status == "finished" and k + 1 < len(chain.stages):
             continue
         warnings: tuple[str, ...] = ()
         if future.status == "finished":
             rows[position], warnings = future.result()
         else:
             rows[position] = failed_row(tasks[position], _failure_reason(tasks[position], future))
+        earlier[position] = []
         write_rows([r for r in rows if r is not None])
-        finished = counts[chain.stages[-1]]
+        finished += 1
         progress.item_finished(warnings)
         if finished < len(tasks):
             progress.item_started(f"on {n_workers} workers", finished, len(tasks))
