@@ -78,12 +78,15 @@ def _task_stream_figures(stream: list[dict]) -> tuple[dict[str, float], list[flo
     compute: dict[str, float] = defaultdict(float)
     for stage, *_, busy in tasks:
         compute[stage] += busy
+    idle_since = {}  # each task: when its worker ended the task it ran before (None: its first)
+    for worker in {t[2] for t in tasks}:
+        mine = sorted((t for t in tasks if t[2] == worker), key=lambda t: t[3])
+        idle_since.update({id(t): before[4] for before, t in zip(mine, mine[1:])})
     per_slide: dict[str, float] = defaultdict(float)
     for position in {t[1] for t in tasks}:
         mine = sorted((t for t in tasks if t[1] == position), key=lambda t: t[3])
-        for before, task in zip(mine, mine[1:]):
-            free = max((t[4] for t in tasks if t[2] == task[2] and t[4] <= task[3]), default=before[4])
-            per_slide[position] += task[3] - max(before[4], free)
+        for before, task in zip(mine, mine[1:]):  # how long the stage waited, ready, on an idle worker
+            per_slide[position] += max(0.0, task[3] - max(before[4], idle_since.get(id(task)) or before[4]))
     return dict(compute), list(per_slide.values()), min(t[3] for t in tasks)
 
 

@@ -111,10 +111,15 @@ def test_a_two_worker_cluster_classifies_whole_slides_as_a_local_run_does(demo, 
     statuses = [status for _, status in progress.of("steps")]
     assert statuses[-1] == "tile 5/5 · features 5/5 · classify 5/5"
 
-    # a rerun (as after a killed client) skips the slides the workers finished
-    again = run_classify(slides, out / "model", tmp_path / "out", device="cpu", scheduler=local.scheduler_address)
-    assert [r["status"] for r in again.rows] == ["skipped"] * 4 + ["failed"]
-    assert _same_but_timing(_rows(again.predictions_csv))[0]["p_hcc"] == rows[0]["p_hcc"]
+    # a rerun (as after a killed client), here on a local cluster of its own, skips the slides the workers finished
+    again = CliRunner().invoke(main, ["classify", *map(str, slides), "--model", str(out / "model"), "--out",
+                                      str(tmp_path / "out"), "--device", "cpu", "--workers", "2"])
+    assert again.exit_code == 1 and "5 slides: 0 classified, 4 already done, 1 failed" in again.output, again.output
+    rerun = _rows(tmp_path / "out" / "predictions.csv")
+    assert [r["status"] for r in rerun] == ["skipped"] * 4 + ["failed"] and rerun[0]["p_hcc"] == rows[0]["p_hcc"]
+    assert all(r["worker"].startswith("tcp://") and r["worker"] not in workers for r in rerun)
+    manifest = json.loads((tmp_path / "out" / "classify-manifest.json").read_text())
+    assert manifest["cluster"]["kind"] == "LocalCluster" and len(manifest["cluster"]["workers"]) == 2
 
 
 @pytest.mark.slow

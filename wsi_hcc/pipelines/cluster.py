@@ -30,7 +30,7 @@ from wsi_hcc.tiling.inputs import SlideTask
 from wsi_hcc.utils.progress import Progress
 from wsi_hcc.utils.runs import one_line_reason
 
-__all__ = ["SlideChain", "Cluster", "run_on_cluster", "open_cluster", "check_workers_see", "worker_cached",
+__all__ = ["SlideChain", "Cluster", "run_on_cluster", "connect", "open_cluster", "check_workers_see", "worker_cached",
            "run_chains", "LOCAL_WORKER", "SAME_PATHS_HELP"]
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,16 @@ def run_on_cluster(chain: SlideChain, tasks: list[SlideTask], readable: list[Pat
     return rows, cluster.description
 
 
+def connect(scheduler: str):
+    """A dask.distributed client of the scheduler at ``scheduler``, or one line saying it is unreachable."""
+    from distributed import Client
+
+    try:
+        return Client(scheduler, timeout="10s")
+    except (OSError, TimeoutError) as exc:
+        raise WsiHccError(f"cannot reach the dask scheduler at {scheduler} ({exc}); check the address") from None
+
+
 @contextmanager
 def open_cluster(workers: int = 1, scheduler: str | None = None) -> Iterator[Cluster]:
     """A client of the scheduler at ``scheduler``, or of a local cluster of ``workers`` processes
@@ -86,10 +96,7 @@ def open_cluster(workers: int = 1, scheduler: str | None = None) -> Iterator[Clu
 
     local, kind = None, "scheduler"
     if scheduler:
-        try:
-            client = Client(scheduler, timeout="10s")
-        except (OSError, TimeoutError) as exc:
-            raise WsiHccError(f"cannot reach the dask scheduler at {scheduler} ({exc}); check the address") from None
+        client = connect(scheduler)
     else:
         local, kind = _local_cluster(workers)
         client = Client(local)

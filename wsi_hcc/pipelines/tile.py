@@ -37,12 +37,9 @@ log = logging.getLogger(__name__)
 def make_executor(workers: int = 1, scheduler: str | None = None) -> Iterator[Executor | None]:
     """A process pool for ``workers`` > 1, a dask.distributed client for ``scheduler``, else None."""
     if scheduler:
-        from distributed import Client
+        from wsi_hcc.pipelines.cluster import connect
 
-        try:
-            client = Client(scheduler, timeout="10s")
-        except (OSError, TimeoutError) as exc:
-            raise WsiHccError(f"cannot reach the dask scheduler at {scheduler} ({exc}); check the address") from None
+        client = connect(scheduler)
         try:
             yield client.get_executor(pure=False)
         finally:
