@@ -123,7 +123,8 @@ def main() -> None:
     tiles = statistics.median(int(r["n_tiles"]) for r in local_rows)
     lines = [f"{n} generated slides of 3072 x 2048 px at 0.5 um/px (median {tiles:.0f} tiles of 32 px at 1 um/px), "
              f"the demo's bundle, device cpu; {platform.node()}, {os.cpu_count()} CPUs shared with other jobs, one run "
-             f"each, from empty outputs; predictions of both runs equal: {same}", "",
+             f"each, from empty outputs; predictions of both runs equal: {same}. Command: `python "
+             f"benchmarks/bench_classify_cluster.py --slides {n} --workers {args.workers} --results`", "",
              "| | 1 local process | local cluster, {w} worker processes |".format(w=args.workers),
              "|---|---:|---:|",
              f"| slides per hour | {3600 * n / local_wall:,.0f} | {3600 * n / cluster_wall:,.0f} |",
