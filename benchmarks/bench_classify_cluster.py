@@ -105,7 +105,7 @@ def main() -> None:
 
     started = time.perf_counter()
     with LocalCluster(n_workers=args.workers, processes=True, threads_per_worker=1,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
         startup = time.perf_counter() - started
         with get_task_stream(client) as stream:
             run_started = time.time()

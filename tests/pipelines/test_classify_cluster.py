@@ -41,7 +41,7 @@ def _same_but_timing(rows: list[dict]) -> list[dict]:
 def cluster():
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None) as local, \
+    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0") as local, \
             Client(local) as client:
         yield local, client
 

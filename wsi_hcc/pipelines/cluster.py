@@ -114,6 +114,8 @@ def open_cluster(workers: int = 1, scheduler: str | None = None) -> Iterator[Clu
 
 
 def _local_cluster(workers: int):
+    """A LocalCluster, or a LocalCUDACluster; its dashboard on a free port (":0"), never a clash with
+    another cluster on this machine."""
     from distributed import LocalCluster
 
     gpus = _visible_gpus()
@@ -124,8 +126,8 @@ def _local_cluster(workers: int):
             log.info("%d GPUs visible but dask-cuda is not installed: a plain local cluster shares them", gpus)
         else:
             return LocalCUDACluster(n_workers=min(workers, gpus), threads_per_worker=1, resources={"GPU": 1},
-                                    dashboard_address=None, silence_logs=logging.ERROR), "LocalCUDACluster"
-    return LocalCluster(n_workers=workers, processes=True, threads_per_worker=1, dashboard_address=None,
+                                    dashboard_address=":0", silence_logs=logging.ERROR), "LocalCUDACluster"
+    return LocalCluster(n_workers=workers, processes=True, threads_per_worker=1, dashboard_address=":0",
                         silence_logs=logging.ERROR), "LocalCluster"
 
 
