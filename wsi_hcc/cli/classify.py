@@ -22,6 +22,8 @@ Examples:
   wsi-hcc bundle --arch livernet --weights KMC/LiverNet_test_fold1_weights.h5 --out livernet_kmc
   wsi-hcc classify slide.svs --model livernet_kmc --out grades/
   wsi-hcc classify manifest.csv --model model/ --out results/ --stores stores/ --labels truth.csv
+  wsi-hcc classify slides/ --model model/ --out results/ --workers 4
+  wsi-hcc classify /shared/slides/ --model /shared/model --out /shared/results --scheduler tcp://10.0.0.5:8786
 
 \b
 Outputs in OUT: predictions.csv (one row per slide: p_hcc, predicted label, grade probabilities,
@@ -30,7 +32,15 @@ tiles, mpp and its source, status, reason, seconds per stage), <stem>.heatmap.pn
 are tiled the way the bundle's training slides were; rerunning skips finished slides. With a
 patch-classifier model folder (wsi-hcc bundle, or OUT/model of train-patches) every tile is scored:
 predictions.csv has p_<class> (mean over tiles) and frac_<class> (share of tiles on top) per class,
-<stem>.tiles.csv.gz the probabilities of each tile, and the heatmap a panel per class.""")
+<stem>.tiles.csv.gz the probabilities of each tile, and the heatmap a panel per class.
+
+\b
+On a dask cluster (--scheduler, or --workers N for a local one) each slide's whole chain (tile,
+features, model, exports) runs on a worker, the model loaded once per worker, its model stage
+tagged with the resource GPU=1 where workers declare it (dask worker ADDRESS --resources GPU=1);
+the worker column of predictions.csv names the worker. Workers must see the slides, the model and
+OUT (and --stores) at the same paths as this command (a shared file system): the command checks
+from every worker first and stops in one line if one cannot.""")
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--model", "bundle_dir", required=True, type=click.Path(file_okay=False),
               help="Model folder: a MIL bundle (OUT/model of train-mil or demo) or a patch classifier "
@@ -46,8 +56,10 @@ predictions.csv has p_<class> (mean over tiles) and frac_<class> (share of tiles
 @click.option("--slide-mpp", type=float, help="Override every slide's own mpp (um/px at level 0).")
 @click.option("--overwrite", is_flag=True, help="Redo slides that are already done.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Local worker processes for tiling.")
-@click.option("--scheduler", help="dask.distributed scheduler address (tcp://host:8786) to tile on.")
+              help="Above 1: a local dask cluster of N worker processes, each classifying whole slides (one "
+                   "worker per GPU where dask-cuda is installed).")
+@click.option("--scheduler", help="dask.distributed scheduler address (tcp://host:8786): classify whole slides on its "
+                                  "workers, which must see the slides, the model and OUT at the same paths.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=None,
               help="Tiles per model batch [default: 256 on a GPU, 64 on the CPU].")

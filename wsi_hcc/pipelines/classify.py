@@ -11,6 +11,10 @@ reported and the batch goes on; finished work is skipped on a rerun):
 4. export: ``OUT/<stem>.heatmap.png``, ``OUT/<stem>.geojson.gz`` (QuPath) and ``OUT/<stem>.tiles.csv.gz``
    (each tile's class probabilities, attention and grade probabilities: what ``wsi-hcc view`` draws).
 
+With ``scheduler`` (a dask.distributed address) or ``workers`` > 1 (a local cluster) each slide's
+whole chain runs on the cluster's workers instead (``wsi_hcc.pipelines.cluster``), with the same
+outputs; the ``worker`` column names the worker that scored the slide (``local`` without a cluster).
+
 ``OUT/predictions.csv`` has one row per slide, failures included (status and reason), rewritten
 after every slide; ``OUT/<stem>.classify.json`` is the slide's state (its row, the bundle's digest,
 the slide's fingerprint), so a killed run resumes at the first unfinished slide.
@@ -23,19 +27,21 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from wsi_hcc.errors import WsiHccError
 from wsi_hcc.mil.bundle import MilBundle, SlidePrediction, load_mil_bundle
 from wsi_hcc.models import file_sha256
+from wsi_hcc.pipelines.cluster import LOCAL_WORKER, SAME_PATHS_HELP, run_on_cluster, worker_cached
 from wsi_hcc.pipelines.features import run_features
-from wsi_hcc.pipelines.tile import run_tile
+from wsi_hcc.pipelines.tile import TilePlan, plan_tiles, run_tile, tile_task
 from wsi_hcc.qupath.export import slide_bounds_offset, write_qupath_geojson
 from wsi_hcc.records import TileSpec
 from wsi_hcc.store.feature_array import read_store_meta, store_records
 from wsi_hcc.tiling.config import TileConfig
+from wsi_hcc.tiling.inputs import SlideTask
 from wsi_hcc.training.datasets import read_slide_labels
 from wsi_hcc.utils.atomic import atomic_write_bytes, atomic_write_csv
 from wsi_hcc.utils.progress import Progress, silent_progress
@@ -50,7 +56,7 @@ log = logging.getLogger(__name__)
 
 CSV_COLUMNS = ["slide", "p_hcc", "predicted_label", "n_tiles", "slide_mpp", "mpp_source", "status", "reason",
                "seconds", "seconds_tile", "seconds_features", "seconds_mil", "seconds_export", "model_kind",
-               "model_training_data"]
+               "model_training_data", "worker"]
 _HEATMAP_LONG_SIDE_PX = 1024
 
 
@@ -76,7 +82,8 @@ def run_classify(inputs: list[str | Path], bundle_dir: str | Path, out_dir: str 
                  progress: Progress | None = None) -> ClassifyReport:
     """Score every slide named by ``inputs`` with the bundle in ``bundle_dir``; outputs into ``out_dir``.
 
-    ``progress`` hears three stages: ``"tile"``, ``"features"``, ``"classify"``.
+    ``progress`` hears three stages: ``"tile"``, ``"features"``, ``"classify"`` (on a cluster one,
+    ``"cluster"``: see ``wsi_hcc.pipelines.cluster.run_chains``).
     Raises only for what stops the whole run (bad bundle, unwritable output).
     """
     out_dir = Path(out_dir)
@@ -89,10 +96,46 @@ def run_classify(inputs: list[str | Path], bundle_dir: str | Path, out_dir: str 
     truth = _true_labels(labels_csv)
     started = utc_now()
 
+    write = lambda rows: _write_csv(out_dir / "predictions.csv", rows, bundle)  # noqa: E731
+    backbone = dict(bundle.card.backbone)
+    if scheduler or workers > 1:
+        tasks, plan = plan_tiles(inputs, stores_dir, TileConfig(**bundle.tile_config()), recursive=recursive,
+                                 slide_mpp=slide_mpp)
+        chain = _MilChain(plan, Path(bundle_dir), bundle_digest, out_dir, region_threshold, overwrite, device,
+                          batch_size)
+
+        def failed_row(task: SlideTask, reason: str) -> dict[str, Any]:
+            return _classify_one(SlideOutcome(task.stem, str(task.path), "failed", reason), None, stores_dir,
+                                 out_dir, bundle, bundle_digest, region_threshold, overwrite)
+
+        rows, cluster = run_on_cluster(chain, tasks, [Path(bundle_dir)], [out_dir, stores_dir], failed_row,
+                                   lambda rows: write(_with_truth(rows, truth)), workers, scheduler, progress)
+        rows, paths = _with_truth(rows, truth), [str(t.path) for t in tasks]
+    else:
+        rows, paths = _classify_here(inputs, bundle, backbone_model, bundle_digest, stores_dir, out_dir, truth,
+                                     write, region_threshold=region_threshold, recursive=recursive,
+                                     slide_mpp=slide_mpp, overwrite=overwrite, device=device, batch_size=batch_size,
+                                     progress=progress)
+        cluster = None
+    write_manifest(out_dir / "classify-manifest.json", "classify", started,
+                   [SlideOutcome(r["slide"], path, r["status"], r["reason"]) for r, path in zip(rows, paths)],
+                   bundle={"path": str(Path(bundle_dir).resolve()), "card_sha256": bundle_digest,
+                           "class_names": list(bundle.card.class_names),
+                           "grade_names": list(bundle.card.grade_names or ()),
+                           "features": dict(bundle.card.features), "backbone": backbone},
+                   stores_dir=str(stores_dir.resolve()), region_threshold=region_threshold, device=device,
+                   cluster=cluster)
+    return ClassifyReport(out_dir, rows, out_dir / "predictions.csv")
+
+
+def _classify_here(inputs, bundle: MilBundle, backbone_model, bundle_digest: str, stores_dir: Path, out_dir: Path,
+                   truth, write, *, region_threshold: float, recursive: bool, slide_mpp: float | None,
+                   overwrite: bool, device: str, batch_size: int | None,
+                   progress: Progress) -> tuple[list[dict[str, Any]], list[str]]:
+    """The run in this process, stage after stage over all slides; its rows and the slides' paths."""
     progress.stage("tile")
     tiled = run_tile(inputs, stores_dir, TileConfig(**bundle.tile_config()), recursive=recursive,
-                     slide_mpp=slide_mpp, overwrite=overwrite, workers=workers, scheduler=scheduler,
-                     progress=progress).outcomes
+                     slide_mpp=slide_mpp, overwrite=overwrite, progress=progress).outcomes
     stores = [stores_dir / f"{o.stem}.zarr" for o in tiled if o.status != "failed"]
     backbone = dict(bundle.card.backbone)
     progress.stage("features")
@@ -105,21 +148,57 @@ def run_classify(inputs: list[str | Path], bundle_dir: str | Path, out_dir: str 
     def classify_one(outcome: SlideOutcome) -> dict[str, Any]:
         row = _classify_one(outcome, features_of.get(outcome.stem), stores_dir, out_dir, bundle, bundle_digest,
                             region_threshold, overwrite)
-        if truth is not None:
-            row["true_label"], row["true_grade"] = truth.get(outcome.stem, ("", ""))
-        return row
+        return _with_truth([row], truth)[0] | {"worker": LOCAL_WORKER}
 
     progress.stage("classify")
-    rows = classify_rows(tiled, classify_one, lambda rows: _write_csv(out_dir / "predictions.csv", rows, bundle),
-                         progress)
-    write_manifest(out_dir / "classify-manifest.json", "classify", started,
-                   [SlideOutcome(r["slide"], o.path, r["status"], r["reason"]) for r, o in zip(rows, tiled)],
-                   bundle={"path": str(Path(bundle_dir).resolve()), "card_sha256": bundle_digest,
-                           "class_names": list(bundle.card.class_names),
-                           "grade_names": list(bundle.card.grade_names or ()),
-                           "features": dict(bundle.card.features), "backbone": backbone},
-                   stores_dir=str(stores_dir.resolve()), region_threshold=region_threshold, device=device)
-    return ClassifyReport(out_dir, rows, out_dir / "predictions.csv")
+    return classify_rows(tiled, classify_one, write, progress), [o.path for o in tiled]
+
+
+def _with_truth(rows: list[dict[str, Any]], truth: dict[str, tuple[str, str]] | None) -> list[dict[str, Any]]:
+    if truth is None:
+        return rows
+    return [row | dict(zip(("true_label", "true_grade"), truth.get(row["slide"], ("", "")))) for row in rows]
+
+
+@dataclass(frozen=True)
+class _MilChain:
+    """One slide's tile, features and classify (MIL and exports) on a cluster's worker, the bundle
+    loaded once per worker; the features are the GPU stage."""
+
+    plan: TilePlan
+    bundle_dir: Path
+    bundle_digest: str
+    out_dir: Path
+    region_threshold: float
+    overwrite: bool
+    device: str
+    batch_size: int | None
+    stages: ClassVar[tuple[str, ...]] = ("tile", "features", "classify")
+    gpu_stage: ClassVar[str] = "features"
+
+    def run(self, stage: str, task: SlideTask, *earlier):
+        if stage == "tile":
+            return tile_task(self.plan, task, overwrite=self.overwrite)
+        bundle, backbone_model = worker_cached(self.bundle_digest, self._load)
+        tiled, stores_dir = earlier[0], self.plan.out_dir
+        if stage == "features":
+            if tiled.status == "failed":
+                return None
+            backbone = dict(bundle.card.backbone)
+            return run_features([stores_dir / f"{tiled.stem}.zarr"], stores_dir, backbone["name"],
+                                weights=bundle.backbone_path, device=self.device, batch_size=self.batch_size,
+                                dtype=backbone["feature_dtype"], replace_other=True, allow_resize=True,
+                                model=backbone_model, manifest=False).outcomes[0]
+        row = _classify_one(tiled, earlier[1], stores_dir, self.out_dir, bundle, self.bundle_digest,
+                            self.region_threshold, self.overwrite)
+        return row, tiled.warnings
+
+    def _load(self):
+        if file_sha256(self.bundle_dir / "card.json") != self.bundle_digest:
+            raise WsiHccError(f"{self.bundle_dir}: this worker sees another model there than the client; "
+                              f"{SAME_PATHS_HELP}")
+        bundle = load_mil_bundle(self.bundle_dir)
+        return bundle, bundle.create_backbone()
 
 
 def no_tissue_line(slide: str | Path) -> str:

@@ -18,20 +18,23 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from wsi_hcc.errors import WsiHccError
 from wsi_hcc.models import MODEL_FOLDER_FORMAT, ModelCard, create_backbone, file_sha256, to_model_input
 from wsi_hcc.pipelines.classify import ClassifyReport, classify_rows, no_tissue_line, slide_picture
-from wsi_hcc.pipelines.tile import run_tile
+from wsi_hcc.pipelines.cluster import LOCAL_WORKER, SAME_PATHS_HELP, run_on_cluster, worker_cached
+from wsi_hcc.pipelines.tile import TilePlan, plan_tiles, run_tile, tile_task
 from wsi_hcc.qupath.export import write_qupath_geojson
 from wsi_hcc.store.feature_array import read_store_meta, store_records
 from wsi_hcc.store.patch_store import TileReader, open_store
 from wsi_hcc.tiling.config import TileConfig
-from wsi_hcc.utils.atomic import atomic_write_bytes, atomic_write_csv, fresh_partial_dir, publish_dir
+from wsi_hcc.tiling.inputs import SlideTask
+from wsi_hcc.utils.atomic import atomic_write_bytes, atomic_write_csv, csv_bytes, fresh_partial_dir, publish_dir
 from wsi_hcc.utils.devices import resolve_device
 from wsi_hcc.utils.progress import Progress, silent_progress
 from wsi_hcc.utils.runs import SlideOutcome, StateFiles, one_line_reason, prepare_out_dir, write_manifest
@@ -101,8 +104,8 @@ def run_classify_patches(inputs: list[str | Path], model_dir: str | Path, out_di
                          allow_resize: bool = False, progress: Progress | None = None) -> ClassifyReport:
     """Score every tile of every slide named by ``inputs`` with the patch classifier in ``model_dir``.
 
-    ``progress`` hears two stages, ``"tile"`` and ``"classify"``. Raises only for what stops the
-    whole run (a bad model folder, an unwritable output).
+    ``progress`` hears two stages, ``"tile"`` and ``"classify"`` (on a cluster one, see ``run_classify``).
+    Raises only for what stops the whole run (a bad model folder, an unwritable output).
     """
     out_dir, model_dir = Path(out_dir), Path(model_dir)
     prepare_out_dir(out_dir)
@@ -111,34 +114,85 @@ def run_classify_patches(inputs: list[str | Path], model_dir: str | Path, out_di
     folder_card = json.loads((model_dir / "card.json").read_text())
     architecture = folder_card["model_card"]["architecture"]
     learnt_from = (folder_card.get("training") or {}).get("kind", "not recorded")
-    torch_device = resolve_device(device)
+    on_cluster = bool(scheduler) or workers > 1
+    torch_device = resolve_device("cpu" if on_cluster else device)  # on a cluster the workers run the model
     model = create_backbone(architecture, weights=model_dir).eval().to(torch_device)
     card: ModelCard = model.card
     model_digest = file_sha256(model_dir / "card.json")
     started = utc_now()
 
-    progress.stage("tile")
-    tiled = run_tile(inputs, stores_dir, TileConfig(target_mpp=card.target_mpp, tile_px=card.tile_px),
-                     recursive=recursive, slide_mpp=slide_mpp, overwrite=overwrite, workers=workers,
-                     scheduler=scheduler, progress=progress).outcomes
-    progress.stage("classify")
-    rows = classify_rows(tiled, lambda outcome: _classify_slide(outcome, stores_dir, out_dir, model, model_digest,
-                                                                learnt_from, allow_resize, overwrite, batch_size,
-                                                                progress),
-                         lambda rows: _write_csv(out_dir / "predictions.csv", rows, card), progress)
+    tile_config = TileConfig(target_mpp=card.target_mpp, tile_px=card.tile_px)
+    write = lambda rows: _write_csv(out_dir / "predictions.csv", rows, card)  # noqa: E731
+
+    def classify_slide(outcome: SlideOutcome) -> dict[str, Any]:
+        return _classify_slide(outcome, stores_dir, out_dir, model, model_digest, learnt_from, allow_resize,
+                               overwrite, batch_size, progress)
+
+    if on_cluster:
+        tasks, plan = plan_tiles(inputs, stores_dir, tile_config, recursive=recursive, slide_mpp=slide_mpp)
+        chain = _PatchChain(plan, model_dir, model_digest, architecture, learnt_from, out_dir, allow_resize,
+                            overwrite, batch_size, device)
+        rows, cluster = run_on_cluster(
+            chain, tasks, [model_dir], [out_dir, stores_dir],
+            lambda task, reason: classify_slide(SlideOutcome(task.stem, str(task.path), "failed", reason)),
+            write, workers, scheduler, progress)
+        paths = [str(t.path) for t in tasks]
+    else:
+        progress.stage("tile")
+        tiled = run_tile(inputs, stores_dir, tile_config, recursive=recursive, slide_mpp=slide_mpp,
+                         overwrite=overwrite, progress=progress).outcomes
+        progress.stage("classify")
+        rows = classify_rows(tiled, lambda outcome: classify_slide(outcome) | {"worker": LOCAL_WORKER}, write,
+                             progress)
+        paths, cluster = [o.path for o in tiled], None
     write_manifest(out_dir / "classify-manifest.json", "classify", started,
-                   [SlideOutcome(r["slide"], o.path, r["status"], r["reason"]) for r, o in zip(rows, tiled)],
+                   [SlideOutcome(r["slide"], path, r["status"], r["reason"]) for r, path in zip(rows, paths)],
                    model={"path": str(model_dir.resolve()), "kind": MODEL_KIND, "card_sha256": model_digest,
                           "card": card.to_dict()},
-                   stores_dir=str(stores_dir.resolve()), device=str(torch_device))
+                   stores_dir=str(stores_dir.resolve()), device=device if on_cluster else str(torch_device),
+                   cluster=cluster)
     return ClassifyReport(out_dir, rows, out_dir / "predictions.csv")
+
+
+@dataclass(frozen=True)
+class _PatchChain:
+    """One slide's tiling, then its scoring and exports (the GPU stage) on a cluster's worker, the
+    model loaded once per worker."""
+
+    plan: TilePlan
+    model_dir: Path
+    model_digest: str
+    architecture: str
+    learnt_from: str
+    out_dir: Path
+    allow_resize: bool
+    overwrite: bool
+    batch_size: int
+    device: str
+    stages: ClassVar[tuple[str, ...]] = ("tile", "classify")
+    gpu_stage: ClassVar[str] = "classify"
+
+    def run(self, stage: str, task: SlideTask, *earlier):
+        if stage == "tile":
+            return tile_task(self.plan, task, overwrite=self.overwrite)
+        model = worker_cached(self.model_digest, self._load)
+        tiled = earlier[0]
+        row = _classify_slide(tiled, self.plan.out_dir, self.out_dir, model, self.model_digest, self.learnt_from,
+                              self.allow_resize, self.overwrite, self.batch_size, silent_progress())
+        return row, tiled.warnings
+
+    def _load(self):
+        if file_sha256(self.model_dir / "card.json") != self.model_digest:
+            raise WsiHccError(f"{self.model_dir}: this worker sees another model there than the client; "
+                              f"{SAME_PATHS_HELP}")
+        return create_backbone(self.architecture, weights=self.model_dir).eval().to(resolve_device(self.device))
 
 
 def _columns(card: ModelCard) -> list[str]:
     names = [n.replace(" ", "_") for n in card.class_names]
     return (["slide", "model_kind", "predicted_label", *[f"p_{n}" for n in names], *[f"frac_{n}" for n in names],
              "n_tiles", "slide_mpp", "mpp_source", "model_assumptions", "model_training_data", "status", "reason",
-             "seconds"])
+             "seconds", "worker"])
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]], card: ModelCard) -> None:

@@ -64,7 +64,8 @@ def run_features(stores: list[str | Path], out_dir: str | Path | None, backbone:
                  decode_threads: int | None = None, decode_processes: int | None = None, dtype: str = "float16",
                  h5: bool = False, h5_layout: str = "flat", overwrite: bool = False, replace_other: bool = False,
                  gpu_decode: bool = False, allow_resize: bool = False,
-                 model: torch.nn.Module | None = None, progress: Progress | None = None) -> BatchReport:
+                 model: torch.nn.Module | None = None, manifest: bool = True,
+                 progress: Progress | None = None) -> BatchReport:
     """Embed every tile of every store with ``backbone``; features go into each store.
 
     One set of decoders (``decode_threads`` threads or ``decode_processes`` DataLoader worker
@@ -73,9 +74,10 @@ def run_features(stores: list[str | Path], out_dir: str | Path | None, backbone:
     defaults to 256 on CUDA and 64 on the CPU. Stores that already hold this model's features are skipped;
     ``replace_other`` replaces another model's. Stores whose tiles differ in size from the model's
     input are refused unless ``allow_resize``. ``model`` is the backbone already built from
-    ``weights`` (a caller that checked it first need not build it twice). ``h5`` also writes each
-    store's coords and float32 features in ``h5_layout`` (``flat``: ``<stem>.h5``; ``trident`` or
-    ``clam``: that tool's files, see ``wsi_hcc.store.tool_layouts``) into ``out_dir``.
+    ``weights`` (a caller that checked it first need not build it twice). ``manifest=False`` leaves
+    ``features-manifest.json`` to the caller (a cluster's worker embeds one store of a larger run).
+    ``h5`` also writes each store's coords and float32 features in ``h5_layout`` (``flat``:
+    ``<stem>.h5``; ``trident`` or ``clam``: that tool's files, see ``wsi_hcc.store.tool_layouts``) into ``out_dir``.
     """
     if decode_threads and decode_processes:
         raise FeatureError("--threads and --workers: decode in threads or in worker processes, not both")
@@ -109,10 +111,11 @@ def run_features(stores: list[str | Path], out_dir: str | Path | None, backbone:
                      allow_resize=allow_resize,
                      events=events)
     outcomes = [events.outcomes[i] for i in range(len(tasks))]
-    write_manifest(out_dir / "features-manifest.json", "features", started, outcomes, backbone=backbone,
-                   weights=str(weights) if weights else None, card=model.card.to_dict(), device=str(torch_device),
-                   batch_size=batch_size, decode_threads=threads, decode_processes=processes, gpu_decode=gpu_decode,
-                   dtype=dtype)
+    if manifest:
+            write_manifest(out_dir / "features-manifest.json", "features", started, outcomes, backbone=backbone,
+                       weights=str(weights) if weights else None, card=model.card.to_dict(), device=str(torch_device),
+                       batch_size=batch_size, decode_threads=threads, decode_processes=processes,
+                       gpu_decode=gpu_decode, dtype=dtype)
     report = BatchReport(out_dir, tuple(outcomes))
     return report
 

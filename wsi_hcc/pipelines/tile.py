@@ -9,7 +9,7 @@ import os
 from collections.abc import Iterator
 from concurrent.futures import Executor
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +27,8 @@ from wsi_hcc.utils.progress import Progress, silent_progress
 from wsi_hcc.utils.runs import BatchReport, SlideOutcome, StateFiles, prepare_out_dir, run_items, write_manifest
 from wsi_hcc.utils.versions import utc_now
 
-__all__ = ["run_tile", "make_executor", "fit_stain_reference"]
+__all__ = ["run_tile", "make_executor", "fit_stain_reference", "TilePlan", "plan_tiles", "tile_task",
+           "write_tile_manifest"]
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +37,9 @@ log = logging.getLogger(__name__)
 def make_executor(workers: int = 1, scheduler: str | None = None) -> Iterator[Executor | None]:
     """A process pool for ``workers`` > 1, a dask.distributed client for ``scheduler``, else None."""
     if scheduler:
-        from distributed import Client
+        from wsi_hcc.pipelines.cluster import connect
 
-        try:
-            client = Client(scheduler, timeout="10s")
-        except (OSError, TimeoutError) as exc:
-            raise WsiHccError(f"cannot reach the dask scheduler at {scheduler} ({exc}); check the address") from None
+        client = connect(scheduler)
         try:
             yield client.get_executor(pure=False)
         finally:
@@ -112,6 +110,37 @@ def _store_of_another_slide(out_dir: Path, task: SlideTask) -> str | None:
     return state.get("path")
 
 
+@dataclass(frozen=True)
+class TilePlan:
+    """What every slide of a tiling batch shares: decided once, then each slide is tiled by
+    :func:`tile_task`, here or in another process (it pickles)."""
+
+    out_dir: Path
+    config: TileConfig
+    digest: str
+    stain: dict | None = None
+    collisions: dict[str, list[Path]] = field(default_factory=dict)
+
+
+def plan_tiles(inputs: list[str | Path], out_dir: str | Path, config: TileConfig, *, recursive: bool = False,
+               slide_mpp: float | None = None) -> tuple[list[SlideTask], TilePlan]:
+    """The slides ``inputs`` name and the plan they are tiled with (the stain reference fitted once)."""
+    out_dir = Path(out_dir)
+    prepare_out_dir(out_dir)
+    stain = fit_stain_reference(config)
+    tasks = collect_slides(inputs, recursive=recursive, slide_mpp=slide_mpp)
+    return tasks, TilePlan(out_dir, config, _config_digest(config, stain), stain, find_stem_collisions(tasks))
+
+
+def tile_task(plan: TilePlan, task: SlideTask, *, overwrite: bool = False, executor: Executor | None = None,
+              progress: Progress | None = None) -> SlideOutcome:
+    """Tile one slide of ``plan``; a failure is an outcome with a one-line reason (and a state file)."""
+    progress = progress or silent_progress()
+    return run_items([task], lambda t: _tile_one(t, plan, overwrite, executor, progress), progress,
+                     name=lambda t: t.stem, path=lambda t: t.path,
+                     on_failure=lambda t, outcome: _record(plan.out_dir, outcome, plan.digest, None, t.mpp))[0]
+
+
 def run_tile(inputs: list[str | Path], out_dir: str | Path, config: TileConfig, *, recursive: bool = False,
              slide_mpp: float | None = None, overwrite: bool = False, workers: int = 1,
              scheduler: str | None = None, progress: Progress | None = None) -> BatchReport:
@@ -120,31 +149,29 @@ def run_tile(inputs: list[str | Path], out_dir: str | Path, config: TileConfig, 
     Returns a report with one outcome per slide; failed slides carry a one-line reason. Raises only
     for problems that stop the whole batch (unwritable output folder, unreachable scheduler).
     """
-    out_dir = Path(out_dir)
     progress = progress or silent_progress()
-    prepare_out_dir(out_dir)
-    stain = fit_stain_reference(config)
-    tasks = collect_slides(inputs, recursive=recursive, slide_mpp=slide_mpp)
-    collisions = find_stem_collisions(tasks)
-    digest = _config_digest(config, stain)
+    tasks, plan = plan_tiles(inputs, out_dir, config, recursive=recursive, slide_mpp=slide_mpp)
     started = utc_now()
     with make_executor(workers, scheduler) as executor:
         outcomes = run_items(
-            tasks, lambda task: _tile_one(task, out_dir, config, digest, collisions, overwrite, executor, progress,
-                                          stain),
-            progress, name=lambda task: task.stem, path=lambda task: task.path,
-            on_failure=lambda task, outcome: _record(out_dir, outcome, digest, None, task.mpp))
-    write_manifest(out_dir / "run-manifest.json", "tile", started, outcomes, config=config.model_dump(mode="json"),
-                   config_digest=digest, workers=workers, scheduler=scheduler)
-    return BatchReport(out_dir, tuple(outcomes))
+            tasks, lambda task: _tile_one(task, plan, overwrite, executor, progress), progress,
+            name=lambda task: task.stem, path=lambda task: task.path,
+            on_failure=lambda task, outcome: _record(plan.out_dir, outcome, plan.digest, None, task.mpp))
+    write_tile_manifest(plan, started, outcomes, workers=workers, scheduler=scheduler)
+    return BatchReport(plan.out_dir, tuple(outcomes))
 
 
-def _tile_one(task: SlideTask, out_dir: Path, config: TileConfig, digest: str,
-              collisions: dict[str, list[Path]], overwrite: bool, executor: Executor | None,
-              progress: Progress, stain: dict | None) -> SlideOutcome:
+def write_tile_manifest(plan: TilePlan, started: str, outcomes: list[SlideOutcome], **fields) -> None:
+    write_manifest(plan.out_dir / "run-manifest.json", "tile", started, outcomes,
+                   config=plan.config.model_dump(mode="json"), config_digest=plan.digest, **fields)
+
+
+def _tile_one(task: SlideTask, plan: TilePlan, overwrite: bool, executor: Executor | None,
+              progress: Progress) -> SlideOutcome:
     try:
-        with output_lock(store_path_for(out_dir, task.stem)):
-            return _tile_unlocked(task, out_dir, config, digest, collisions, overwrite, executor, progress, stain)
+        with output_lock(store_path_for(plan.out_dir, task.stem)):
+            return _tile_unlocked(task, plan.out_dir, plan.config, plan.digest, plan.collisions, overwrite, executor,
+                                  progress, plan.stain)
     except LockHeld as held:  # two runs into one --out: the first keeps the slide; this run did not make it
         return SlideOutcome(task.stem, str(task.path), "failed", f"{task.path}: {held}")
 
