@@ -34,7 +34,7 @@ from wsi_hcc.store.feature_array import read_store_meta, store_records
 from wsi_hcc.store.patch_store import TileReader, open_store
 from wsi_hcc.tiling.config import TileConfig
 from wsi_hcc.tiling.inputs import SlideTask
-from wsi_hcc.utils.atomic import atomic_write_bytes, atomic_write_csv, csv_bytes, fresh_partial_dir, publish_dir
+from wsi_hcc.utils.atomic import atomic_write_bytes, atomic_write_csv, fresh_partial_dir, publish_dir
 from wsi_hcc.utils.devices import resolve_device
 from wsi_hcc.utils.progress import Progress, silent_progress
 from wsi_hcc.utils.runs import SlideOutcome, StateFiles, one_line_reason, prepare_out_dir, write_manifest
