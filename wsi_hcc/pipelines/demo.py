@@ -190,7 +190,7 @@ def _report_markdown(out_dir: Path, metrics: dict, classified: ClassifyReport, a
     if (out_dir / "figures" / "heldout_roc.png").exists():
         lines += ["![held-out ROC](figures/heldout_roc.png)", ""]
     graded = [r for r in classified.rows if r["status"] != "failed" and r.get("true_grade")]
-    right = sum(r["predicted_grade"] == r["true_grade"] for r in graded)
+    right = sum(r.get("predicted_grade", "") == r["true_grade"] for r in graded)
     lines += ["Grades (G1-G3: nuclei larger, darker and more crowded) are predicted for every slide; they "
               f"mean something only where the slide is called tumour: right for {right} of {len(graded)} "
               "held-out tumour slides.", "",
