@@ -44,7 +44,11 @@ class TileConfig(BaseModel):
         Stain normalisation applied to tiles as they are written: ``none``, ``macenko`` or
         ``reinhard`` (fitted to ``reference``, an RGB image of well-stained tissue).
     job_tiles : int
-        Tiles per unit of work; fixed so outputs do not depend on the number of workers.
+        Tiles per unit of work (rounded up to whole chunks); fixed so outputs do not depend on the
+        number of workers.
+    chunk_tiles : int
+        Tiles per chunk file of the store: one file per tile would make file creation cost as much
+        as a core (``wsi_hcc.store.tile_pack``).
     h5, qc : bool
         Also write a coordinate file for CLAM/TRIDENT; write the QC picture.
     h5_layout : str
@@ -70,6 +74,7 @@ class TileConfig(BaseModel):
     normalize: Literal["none", "macenko", "reinhard"] = "none"
     reference: str | None = None
     job_tiles: int = Field(512, ge=1)
+    chunk_tiles: int = Field(32, ge=1, le=4096)
     h5: bool = False
     h5_layout: Literal["flat", "trident", "clam"] = "flat"
     qc: bool = True
