@@ -253,7 +253,8 @@ def _tile_source(job: TileJob, jpeg_level: JpegTileLevel | None, reader: SlideRe
     decode_factor = scaled_decode_factor(spec, jpeg_level, job.resample)
     if decode_factor > 1:
         scaled = ReducedJpegLevel(jpeg_level, decode_factor, scaled=True)
-        rest = float(round(spec.scale / decode_factor))  # whole (scaled_decode_factor)
+        rest = spec.scale / decode_factor  # whole (scaled_decode_factor): snap away float noise
+        rest = float(round(rest)) if abs(rest - round(rest)) < 1e-9 else rest
         scaled.cache.set_rows(math.ceil(spec.tile_px * rest / scaled.tile_size[1]) + 1)
         return scaled.region, scaled.size, origins / decode_factor, rest
     factor = int(spec.scale)
