@@ -112,12 +112,12 @@ def test_exact_resampling_or_no_jpeg_level_never_decodes_scaled():
 
 
 def test_resample_is_validated():
-    assert TileConfig().resample == "exact"
+    assert TileConfig().resample == "scaled"  # measured: within the bound where used, faster (RESULTS.md)
     with pytest.raises(Exception, match="resample"):
         TileConfig(resample="bilinear")
 
 
-@pytest.mark.parametrize("flag,used,factor", [([], "exact", 1), (["--resample", "scaled"], "scaled", 2)])
+@pytest.mark.parametrize("flag,used,factor", [([], "scaled", 2), (["--resample", "exact"], "exact", 1)])
 def test_the_cli_flag_chooses_the_path_and_the_store_records_it(synth_slide, tmp_path, flag, used, factor):
     from click.testing import CliRunner
 
@@ -128,4 +128,4 @@ def test_the_cli_flag_chooses_the_path_and_the_store_records_it(synth_slide, tmp
     assert result.exit_code == 0, result.output
     meta = read_store_meta(tmp_path / f"{synth_slide.stem}.zarr")
     assert meta["resample"]["used"] == used and meta["resample"]["jpeg_decode_factor"] == factor
-    assert meta["config"]["resample"] == (flag[1] if flag else "exact")
+    assert meta["config"]["resample"] == (flag[1] if flag else "scaled")

@@ -86,8 +86,8 @@ def _tile_options(func):
                      help="Decode JPEG-tiled TIFF levels directly (same pixels, faster) [on]."),
         click.option("--resample", type=click.Choice(["exact", "scaled"]),
                      help="Tiles coarser than a JPEG level: 'scaled' decodes at 1/2, 1/4 or 1/8 scale in the JPEG "
-                          "decoder, then area interpolation (1.15x faster; off by about half a pixel where the "
-                          "scale is not exactly a power of two); 'exact' decodes in full and averages [exact]."),
+                          "decoder where that leaves a whole factor (within half a grey level of exact; elsewhere "
+                          "exact's pixels); 'exact' always decodes in full and averages [scaled]."),
         click.option("--pass-through/--no-pass-through", default=None,
                      help="Store the slide's own JPEG tiles unchanged where the grid matches them [on]."),
         click.option("--normalize", type=click.Choice(["none", "macenko", "reinhard"]),

@@ -30,10 +30,10 @@ class TileConfig(BaseModel):
     direct_jpeg : bool
         Decode JPEG-tiled TIFF levels directly (same pixels, faster); off reads through the backend.
     resample : str
-        How tiles coarser than a JPEG level are made: ``scaled`` decodes the JPEG tiles at 1/2,
-        1/4 or 1/8 scale inside libjpeg-turbo's inverse DCT and finishes with area interpolation
-        (within about a grey level of ``exact``, and faster); ``exact`` decodes in full and
-        averages (area interpolation only).
+        How tiles coarser than a JPEG level are made: ``scaled`` (default) decodes the JPEG tiles at
+        1/2, 1/4 or 1/8 scale inside libjpeg-turbo's inverse DCT where that leaves a whole factor,
+        finished with block means (within half a grey level of ``exact``; elsewhere the same pixels
+        as ``exact``); ``exact`` decodes in full and averages (area interpolation only).
     pass_through : bool
         Where the grid coincides with the slide's own JPEG tiles, store their bytes unchanged (no
         decode, no re-encode, no generation loss).
@@ -66,7 +66,7 @@ class TileConfig(BaseModel):
     min_tissue: float = Field(0.5, ge=0, le=1)
     backend: Literal["auto", "openslide", "tiffslide"] = "auto"
     direct_jpeg: bool = True
-    resample: Literal["exact", "scaled"] = "exact"
+    resample: Literal["exact", "scaled"] = "scaled"
     pass_through: bool = True
     compression: Literal["jpeg", "zstd", "none"] = "jpeg"
     jpeg_quality: int = Field(90, ge=1, le=100)
@@ -74,7 +74,7 @@ class TileConfig(BaseModel):
     normalize: Literal["none", "macenko", "reinhard"] = "none"
     reference: str | None = None
     job_tiles: int = Field(512, ge=1)
-    chunk_tiles: int = Field(32, ge=1, le=4096)
+    chunk_tiles: int = Field(32, ge=1, le=4096)  # wsi_hcc.store.patch_store.CHUNK_TILES
     h5: bool = False
     h5_layout: Literal["flat", "trident", "clam"] = "flat"
     qc: bool = True
