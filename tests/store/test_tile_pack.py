@@ -76,3 +76,17 @@ def test_stores_of_one_tile_per_chunk_still_read(tmp_path):
     assert json.loads((tmp_path / "old.zarr" / "tiles" / ".zarray").read_text())["compressor"]["id"] == codec.codec_id
     reader = TileReader(tmp_path / "old.zarr")
     np.testing.assert_array_equal(reader[2], tiles[2])
+
+
+def test_the_chunk_tiles_flag_reaches_the_store(synth_slide, tmp_path):
+    from click.testing import CliRunner
+
+    from wsi_hcc.cli.app import main
+
+    result = CliRunner().invoke(main, ["tile", str(synth_slide), "--out", str(tmp_path), "--mpp", "0.5",
+                                       "--tile-px", "224", "--no-qc", "--chunk-tiles", "8"])
+    assert result.exit_code == 0, result.output
+    store = tmp_path / f"{synth_slide.stem}.zarr"
+    zarray = json.loads((store / "tiles" / ".zarray").read_text())
+    assert zarray["chunks"][0] == zarray["compressor"]["tiles"] == 8
+    assert len(TileReader(store)) > 8
