@@ -86,7 +86,7 @@ def _tile_options(func):
                      help="Decode JPEG-tiled TIFF levels directly (same pixels, faster) [on]."),
         click.option("--resample", type=click.Choice(["exact", "scaled"]),
                      help="Tiles coarser than a JPEG level: 'scaled' decodes at 1/2, 1/4 or 1/8 scale in the JPEG "
-                          "decoder where that leaves a whole factor (within half a grey level of exact; elsewhere "
+                          "decoder where that leaves a whole factor (about half a grey level from exact; elsewhere "
                           "exact's pixels); 'exact' always decodes in full and averages [scaled]."),
         click.option("--chunk-tiles", type=click.IntRange(1, 4096),
                      help="Tiles per chunk file of the store (1: one file per tile, slow to create) [32]."),

@@ -32,7 +32,7 @@ class TileConfig(BaseModel):
     resample : str
         How tiles coarser than a JPEG level are made: ``scaled`` (default) decodes the JPEG tiles at
         1/2, 1/4 or 1/8 scale inside libjpeg-turbo's inverse DCT where that leaves a whole factor,
-        finished with block means (within half a grey level of ``exact``; elsewhere the same pixels
+        finished with block means (about half a grey level from ``exact``; elsewhere the same pixels
         as ``exact``); ``exact`` decodes in full and averages (area interpolation only).
     pass_through : bool
         Where the grid coincides with the slide's own JPEG tiles, store their bytes unchanged (no
