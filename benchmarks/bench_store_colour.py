@@ -15,7 +15,6 @@ grey levels of openslide's pixels on the worst tile.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -52,7 +51,7 @@ def _fidelity(store: Path) -> dict:
     chunks = [reader.read_chunk(i) for i in range(len(reader))]
     errors = [np.abs(tile.astype(np.int16) - slide.read_region((int(x), int(y)), 0, tile.shape[1::-1])).mean()
               for tile, (x, y) in zip(tiles, coords.tolist())]
-    codec = codec_from_config(json.loads((store / "tiles" / ".zarray").read_text())["compressor"])
+    codec = codec_from_config(open_store(store).attrs["wsi_hcc"]["tiles_codec"])  # one tile's codec
     size = sum(len(c) for c in chunks)
     return {"n": len(tiles), "mean": float(np.mean(errors)), "worst": float(np.max(errors)), "bytes": size,
             "ratio": sum(t.nbytes for t in tiles) / size, "tiles": tiles, "chunks": chunks, "codec": codec}

@@ -26,7 +26,8 @@ from wsi_hcc.tiling.config import TileConfig
 def stores_224(synth_slide, tmp_path_factory):
     """The synthetic slide tiled at 0.5 um/px, 224 px (what the registered models expect)."""
     out = tmp_path_factory.mktemp("stores224")
-    report = run_tile([synth_slide], out, TileConfig(target_mpp=0.5, tile_px=224, qc=False))
+    # one tile per chunk file, so that a test can damage a single tile
+    report = run_tile([synth_slide], out, TileConfig(target_mpp=0.5, tile_px=224, qc=False, chunk_tiles=1))
     assert report.count("done") == 1
     return out / "synthetic.zarr"
 

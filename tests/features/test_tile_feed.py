@@ -16,7 +16,9 @@ from wsi_hcc.tiling.config import TileConfig
 
 def _tiled(slide, tmp_path_factory, compression: str):
     out = tmp_path_factory.mktemp(f"feed_{compression}")
-    report = run_tile([slide], out, TileConfig(target_mpp=1.0, tile_px=64, qc=False, compression=compression))
+    # one tile per chunk file, so that a test can damage a single tile
+    report = run_tile([slide], out, TileConfig(target_mpp=1.0, tile_px=64, qc=False, compression=compression,
+                                               chunk_tiles=1))
     assert report.count("done") == 1
     return out / "synthetic.zarr"
 

@@ -26,15 +26,19 @@ def damaged_svs(real_svs, tmp_path):
 
 
 # CMU-1-Small-Region is 0.499 um/px with 240 px JPEG tiles: at its own mpp the tiler copies them
-# (pass-through); at 1.0 it decodes them in full and reduces them (exact) or decodes them at half
-# scale (scaled).
+# (pass-through); at 1.0 it decodes them in full and reduces them (exact) or, its mpp given as 0.5 so
+# that the scale is exactly 2, decodes them at half scale (scaled).
 ROUTES = [(0.499, 240, True, "exact"), (1.0, 120, False, "exact"), (1.0, 120, False, "scaled")]
+
+
+def _slide_mpp(resample: str) -> float | None:
+    return 0.5 if resample == "scaled" else None
 
 
 @pytest.mark.parametrize("target_mpp,tile_px,pass_through,resample", ROUTES)
 def test_a_damaged_tile_fails_the_slide(damaged_svs, tmp_path, target_mpp, tile_px, pass_through, resample):
     config = TileConfig(target_mpp=target_mpp, tile_px=tile_px, min_tissue=0, qc=False, resample=resample)
-    outcome = run_tile([damaged_svs], tmp_path / "out", config).outcomes[0]
+    outcome = run_tile([damaged_svs], tmp_path / "out", config, slide_mpp=_slide_mpp(resample)).outcomes[0]
     assert outcome.status == "failed"
     assert outcome.reason.startswith(f"{damaged_svs}: corrupt JPEG tile (")
     assert "Corrupt JPEG data" in outcome.reason and outcome.reason.endswith("copy it again from the scanner's output")
@@ -45,7 +49,7 @@ def test_a_damaged_tile_fails_the_slide(damaged_svs, tmp_path, target_mpp, tile_
 def test_the_intact_slide_tiles_through_the_same_routes(real_svs, tmp_path, target_mpp, tile_px, pass_through,
                                                          resample):
     config = TileConfig(target_mpp=target_mpp, tile_px=tile_px, min_tissue=0, qc=False, resample=resample)
-    outcome = run_tile([real_svs], tmp_path / "out", config).outcomes[0]
+    outcome = run_tile([real_svs], tmp_path / "out", config, slide_mpp=_slide_mpp(resample)).outcomes[0]
     assert outcome.status == "done", outcome.reason
     meta = read_store_meta(tmp_path / "out" / f"{real_svs.stem}.zarr")
     assert meta["pass_through"] is pass_through

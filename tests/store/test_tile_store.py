@@ -81,7 +81,7 @@ def test_default_store_keeps_the_real_slides_colour(real_svs, tmp_path):
     assert _worst_tile_difference(result.store_path, real_svs) <= 2.5
     zarray = json.loads((result.store_path / "tiles" / ".zarray").read_text())
     attrs = open_store(result.store_path).attrs["wsi_hcc"]
-    assert zarray["compressor"]["subsampling"] == attrs["tiles_codec"]["subsampling"] == "444"
+    assert zarray["compressor"]["tile_codec"]["subsampling"] == attrs["tiles_codec"]["subsampling"] == "444"
     assert attrs["tiles_codec"]["level"] == 90 and attrs["config"]["jpeg_subsampling"] == "444"
 
 

@@ -86,8 +86,10 @@ def _tile_options(func):
                      help="Decode JPEG-tiled TIFF levels directly (same pixels, faster) [on]."),
         click.option("--resample", type=click.Choice(["exact", "scaled"]),
                      help="Tiles coarser than a JPEG level: 'scaled' decodes at 1/2, 1/4 or 1/8 scale in the JPEG "
-                          "decoder, then area interpolation (1.15x faster; off by about half a pixel where the "
-                          "scale is not exactly a power of two); 'exact' decodes in full and averages [exact]."),
+                          "decoder where that leaves a whole factor (about half a grey level from exact; elsewhere "
+                          "exact's pixels); 'exact' always decodes in full and averages [scaled]."),
+        click.option("--chunk-tiles", type=click.IntRange(1, 4096),
+                     help="Tiles per chunk file of the store (1: one file per tile, slow to create) [32]."),
         click.option("--pass-through/--no-pass-through", default=None,
                      help="Store the slide's own JPEG tiles unchanged where the grid matches them [on]."),
         click.option("--normalize", type=click.Choice(["none", "macenko", "reinhard"]),
@@ -120,8 +122,8 @@ Examples:
 @click.argument("paths", nargs=-1, required=True)
 @_tile_options
 def tile(paths, out_dir, config_path, target_mpp, tile_px, for_model, overlap_px, min_tissue, backend, slide_mpp,
-         compression, jpeg_quality, jpeg_subsampling, direct_jpeg, resample, pass_through, normalize, reference, h5,
-         h5_layout, qc, recursive, overwrite, workers, scheduler):
+         compression, jpeg_quality, jpeg_subsampling, direct_jpeg, resample, chunk_tiles, pass_through, normalize,
+         reference, h5, h5_layout, qc, recursive, overwrite, workers, scheduler):
     """Cut slides into tiles at an exact physical resolution and write Zarr patch stores.
 
     PATHS are slides, folders of slides, or CSV manifests with a 'path' column and an optional
@@ -140,8 +142,8 @@ def tile(paths, out_dir, config_path, target_mpp, tile_px, for_model, overlap_px
     config = load_config(config_path).with_overrides(
         target_mpp=target_mpp, tile_px=tile_px, overlap_px=overlap_px, min_tissue=min_tissue, backend=backend,
         compression=compression, jpeg_quality=jpeg_quality, jpeg_subsampling=jpeg_subsampling,
-        direct_jpeg=direct_jpeg, resample=resample, pass_through=pass_through, normalize=normalize, reference=reference,
-        h5=True if h5_layout else h5, h5_layout=h5_layout, qc=qc)
+        direct_jpeg=direct_jpeg, resample=resample, chunk_tiles=chunk_tiles, pass_through=pass_through,
+        normalize=normalize, reference=reference, h5=True if h5_layout else h5, h5_layout=h5_layout, qc=qc)
     with RichProgress() as progress:
         report = run_tile(list(paths), out_dir, config, recursive=recursive, slide_mpp=slide_mpp,
                           overwrite=overwrite, workers=workers, scheduler=scheduler, progress=progress)

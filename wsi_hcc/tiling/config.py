@@ -30,10 +30,10 @@ class TileConfig(BaseModel):
     direct_jpeg : bool
         Decode JPEG-tiled TIFF levels directly (same pixels, faster); off reads through the backend.
     resample : str
-        How tiles coarser than a JPEG level are made: ``scaled`` decodes the JPEG tiles at 1/2,
-        1/4 or 1/8 scale inside libjpeg-turbo's inverse DCT and finishes with area interpolation
-        (within about a grey level of ``exact``, and faster); ``exact`` decodes in full and
-        averages (area interpolation only).
+        How tiles coarser than a JPEG level are made: ``scaled`` (default) decodes the JPEG tiles at
+        1/2, 1/4 or 1/8 scale inside libjpeg-turbo's inverse DCT where that leaves a whole factor,
+        finished with block means (about half a grey level from ``exact``; elsewhere the same pixels
+        as ``exact``); ``exact`` decodes in full and averages (area interpolation only).
     pass_through : bool
         Where the grid coincides with the slide's own JPEG tiles, store their bytes unchanged (no
         decode, no re-encode, no generation loss).
@@ -44,7 +44,11 @@ class TileConfig(BaseModel):
         Stain normalisation applied to tiles as they are written: ``none``, ``macenko`` or
         ``reinhard`` (fitted to ``reference``, an RGB image of well-stained tissue).
     job_tiles : int
-        Tiles per unit of work; fixed so outputs do not depend on the number of workers.
+        Tiles per unit of work (rounded up to whole chunks); fixed so outputs do not depend on the
+        number of workers.
+    chunk_tiles : int
+        Tiles per chunk file of the store: one file per tile would make file creation cost as much
+        as a core (``wsi_hcc.store.tile_pack``).
     h5, qc : bool
         Also write a coordinate file for CLAM/TRIDENT; write the QC picture.
     h5_layout : str
@@ -62,7 +66,7 @@ class TileConfig(BaseModel):
     min_tissue: float = Field(0.5, ge=0, le=1)
     backend: Literal["auto", "openslide", "tiffslide"] = "auto"
     direct_jpeg: bool = True
-    resample: Literal["exact", "scaled"] = "exact"
+    resample: Literal["exact", "scaled"] = "scaled"
     pass_through: bool = True
     compression: Literal["jpeg", "zstd", "none"] = "jpeg"
     jpeg_quality: int = Field(90, ge=1, le=100)
@@ -70,6 +74,7 @@ class TileConfig(BaseModel):
     normalize: Literal["none", "macenko", "reinhard"] = "none"
     reference: str | None = None
     job_tiles: int = Field(512, ge=1)
+    chunk_tiles: int = Field(32, ge=1, le=4096)  # wsi_hcc.store.patch_store.CHUNK_TILES
     h5: bool = False
     h5_layout: Literal["flat", "trident", "clam"] = "flat"
     qc: bool = True

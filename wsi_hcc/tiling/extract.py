@@ -1,7 +1,7 @@
 """Cut tiles from a slide and write them into a store's chunk files: the tiler's inner loop.
 
-A ``TileJob`` is a run of consecutive tiles (whole grid rows) that one process reads, encodes and
-writes on its own. Jobs are plain picklable records, so the same job runs in-process, in a local
+A ``TileJob`` is a run of consecutive tiles (whole chunks of the store) that one process reads,
+encodes and writes on its own. Jobs are plain picklable records, so the same job runs in-process, in a local
 process pool or on a dask.distributed worker, and gives byte-identical chunks in each.
 """
 
@@ -30,7 +30,7 @@ from wsi_hcc.slide.readers.base import SlideReader
 from wsi_hcc.slide.thumbnail import reduce_by
 from wsi_hcc.stain.normalizers import normalizer_from_dict
 from wsi_hcc.store.patch_store import chunk_path, codec_from_config
-from wsi_hcc.tiling.grid import NATIVE_TOLERANCE
+from wsi_hcc.store.tile_pack import pack_tiles
 
 __all__ = ["TileJob", "run_tile_job", "can_pass_through", "open_cached", "warm_up", "scaled_decode_factor"]
 
@@ -41,7 +41,8 @@ _MAX_RUN_TILES = 16
 
 @dataclass(frozen=True)
 class TileJob:
-    """Tiles ``first_index ..`` of one slide, in store order.
+    """Tiles ``first_index ..`` of one slide, in store order: whole chunks of ``chunk_tiles`` tiles
+    (the last chunk of the store may be shorter), so no two jobs write one file.
 
     ``level_origins`` are the ``(x, y)`` top-left corners in pixels of ``spec.level``; ``cols`` and
     ``rows`` are the grid indices (used by the pass-through path).
@@ -62,6 +63,7 @@ class TileJob:
     done_marker: str
     stain: dict[str, Any] | None = None  # fitted stain reference (wsi_hcc.stain), applied before encoding
     resample: str = "exact"  # "scaled": decode JPEG tiles at 1/2, 1/4 or 1/8 scale where the tiles allow
+    chunk_tiles: int = 1  # tiles per chunk file of the store
 
     def __len__(self) -> int:
         return int(self.cols.shape[0])
@@ -98,14 +100,17 @@ def can_pass_through(spec: TileSpec, jpeg_level: JpegTileLevel | None, compressi
 def scaled_decode_factor(spec: TileSpec, jpeg_level: JpegTileLevel | None, resample: str) -> int:
     """The scale (2, 4 or 8) at which to decode the level's JPEG tiles, or 1 for a full decode.
 
-    With ``resample="scaled"``: the largest of 2, 4, 8 that is at most the tile's scale (within the
-    1% rule of native levels) and divides the source tiles; what remains of the scale is then done
-    by area interpolation on the scaled tiles.
+    With ``resample="scaled"``: the largest of 2, 4, 8 that divides the source tiles and leaves a
+    whole number for the rest of the tile's scale (a block mean then, on whole scaled pixels).
+    Where it would leave a fraction (a 0.252 um/px slide at 0.5 um/px: 1.984; 3x: 1.5), the rest
+    would be resampled on the scaled pixels' grid, twice as coarse as the full decode's, and lands
+    up to half a pixel off: 0.8 to 4.2 grey levels for the median tile of the real Aperio slide,
+    against 0.1 where the rest is whole (benchmarks/RESULTS.md). Such tiles take the full decode.
     """
     if resample != "scaled" or jpeg_level is None:
         return 1
-    fits = [f for f in SCALED_DECODE_FACTORS
-            if f <= spec.scale * (1 + NATIVE_TOLERANCE) and jpeg_level.can_decode_scaled(f)]
+    whole = lambda value: value >= 1 and abs(value - round(value)) < 1e-9  # noqa: E731
+    fits = [f for f in SCALED_DECODE_FACTORS if whole(spec.scale / f) and jpeg_level.can_decode_scaled(f)]
     return max(fits, default=1)
 
 
@@ -113,22 +118,20 @@ def run_tile_job(job: TileJob) -> int:
     """Write the job's tiles into the store, then its done-marker. Returns the number of tiles."""
     reader, jpeg_levels = open_cached(job.slide_path, job.slide_stat, job.backend)
     jpeg_level = jpeg_levels[job.spec.level] if job.direct_jpeg else None
-    store = Path(job.store_path)
+    pairs = zip(job.cols.tolist(), job.rows.tolist())
     if job.pass_through:
         assert jpeg_level is not None, "pass-through planned for a level without JPEG tiles"
-        # Nothing to overlap here: the bytes are only copied, so write them inline.
-        for i, (col, row) in enumerate(zip(job.cols.tolist(), job.rows.tolist())):
-            _write(store, job.first_index + i, jpeg_level.checked_raw(col, row))
+        encoded = ((job.first_index + i, jpeg_level.checked_raw(col, row)) for i, (col, row) in enumerate(pairs))
     else:
         encode = _encoder(job.codec_config, job.spec.tile_px, job.stain)
         if grid_matches_source_tiles(job.spec, jpeg_level):
-            tiles = ((job.first_index + i, jpeg_level.decode(col, row))
-                     for i, (col, row) in enumerate(zip(job.cols.tolist(), job.rows.tolist())))
+            tiles = ((job.first_index + i, jpeg_level.decode(col, row)) for i, (col, row) in enumerate(pairs))
         else:
             tiles = _cut_tiles(job, *_tile_source(job, jpeg_level, reader))
-        with _ChunkWriter(store) as write:
-            for index, tile in tiles:
-                write(index, encode(tile))
+        encoded = ((index, encode(tile)) for index, tile in tiles)
+    with _ChunkWriter(Path(job.store_path), job.chunk_tiles) as write:
+        for index, data in encoded:
+            write(index, data)
     Path(job.done_marker).touch()
     return len(job)
 
@@ -151,32 +154,51 @@ def _encoder(codec_config: dict[str, Any] | None, tile_px: int, stain: dict[str,
 
 
 class _ChunkWriter:
-    """Writes chunk files on one background thread.
+    """Gathers encoded tiles into chunks of ``chunk_tiles`` and writes each chunk file on one
+    background thread.
 
-    Creating a file can block on the file system (journal commits, write-back throttling) for
-    longer than it takes to decode and encode a tile; the thread overlaps that wait with the work.
-    All writes have finished, and any error has been raised, when the ``with`` block ends.
+    Creating a file can block on the file system (journal commits, write-back throttling); the
+    thread overlaps that wait with the work, and a chunk of many tiles makes it rare. All writes
+    have finished, and any error has been raised, when the ``with`` block ends.
     """
 
-    def __init__(self, store: Path, max_pending: int = 64):
+    def __init__(self, store: Path, chunk_tiles: int, max_pending: int = 4):
         from concurrent.futures import ThreadPoolExecutor
 
         self._store = store
+        self._chunk_tiles = chunk_tiles
         self._max_pending = max_pending
         self._pool = ThreadPoolExecutor(max_workers=1)
         self._pending: deque = deque()
+        self._chunk: int | None = None
+        self._tiles: list[bytes] = []
 
     def __enter__(self):
         return self
 
     def __call__(self, index: int, data: bytes) -> None:
-        self._pending.append(self._pool.submit(_write, self._store, index, data))
+        chunk, slot = divmod(index, self._chunk_tiles)
+        if chunk != self._chunk:
+            self._flush()
+            self._chunk = chunk
+        if slot != len(self._tiles):
+            raise ValueError(f"tile {index} out of order in chunk {chunk}")
+        self._tiles.append(data)
+        if len(self._tiles) == self._chunk_tiles:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._tiles:
+            return
+        tiles, self._tiles = self._tiles, []
+        self._pending.append(self._pool.submit(_write, self._store, self._chunk, pack_tiles(tiles)))
         if len(self._pending) > self._max_pending:
             self._pending.popleft().result()
 
     def __exit__(self, exc_type, *exc):
         try:
             if exc_type is None:
+                self._flush()
                 while self._pending:
                     self._pending.popleft().result()
         finally:
@@ -184,11 +206,15 @@ class _ChunkWriter:
         return False
 
 
-def _write(store: Path, index: int, data: bytes) -> None:
-    fd = os.open(chunk_path(store, index), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+def _write(store: Path, chunk: int, data: bytes) -> None:
+    fd = os.open(chunk_path(store, chunk), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        if os.write(fd, data) != len(data):
-            raise OSError(f"short write to {chunk_path(store, index)}; is the disk full?")
+        view = memoryview(data)
+        while view:  # a large write may be split by the kernel
+            written = os.write(fd, view)
+            if written <= 0:
+                raise OSError(f"short write to {chunk_path(store, chunk)}; is the disk full?")
+            view = view[written:]
     finally:
         os.close(fd)
 
@@ -227,7 +253,8 @@ def _tile_source(job: TileJob, jpeg_level: JpegTileLevel | None, reader: SlideRe
     decode_factor = scaled_decode_factor(spec, jpeg_level, job.resample)
     if decode_factor > 1:
         scaled = ReducedJpegLevel(jpeg_level, decode_factor, scaled=True)
-        rest = spec.scale / decode_factor
+        rest = spec.scale / decode_factor  # whole (scaled_decode_factor): snap away float noise
+        rest = float(round(rest)) if abs(rest - round(rest)) < 1e-9 else rest
         scaled.cache.set_rows(math.ceil(spec.tile_px * rest / scaled.tile_size[1]) + 1)
         return scaled.region, scaled.size, origins / decode_factor, rest
     factor = int(spec.scale)

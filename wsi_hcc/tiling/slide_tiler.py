@@ -102,7 +102,7 @@ def tile_slide(path: str | Path, out_dir: str | Path, config: TileConfig, *, ste
     final = store_path_for(out_dir, stem)
     tmp = partial_path(final)
     plan = _plan_digest(slide, spec, config, tiles, codec_config, pass_through, stain, decode_factor)
-    _prepare_partial(tmp, plan, spec, tiles, selection.fractions, codec)
+    _prepare_partial(tmp, plan, spec, tiles, selection.fractions, codec, config.chunk_tiles)
     jobs = _make_jobs(slide, slide_stat, config, spec, tiles, tmp, codec_config, pass_through, stain)
     if on_start:
         on_start(len(tiles))
@@ -167,7 +167,8 @@ def _plan_digest(slide: SlideInfo, spec: TileSpec, config: TileConfig, tiles: Ti
     return digest.hexdigest()
 
 
-def _prepare_partial(tmp: Path, plan: str, spec: TileSpec, tiles: TileGrid, fractions: np.ndarray, codec) -> None:
+def _prepare_partial(tmp: Path, plan: str, spec: TileSpec, tiles: TileGrid, fractions: np.ndarray, codec,
+                     chunk_tiles: int) -> None:
     """Reuse a partial store written by the same plan; otherwise start it afresh."""
     plan_file = tmp / _PROGRESS_DIR / "plan"
     if plan_file.exists() and plan_file.read_text() == plan:
@@ -175,24 +176,20 @@ def _prepare_partial(tmp: Path, plan: str, spec: TileSpec, tiles: TileGrid, frac
         return
     if tmp.exists():
         shutil.rmtree(tmp)
-    create_store(tmp, spec.tile_px, tiles.coords, fractions, codec)
+    create_store(tmp, spec.tile_px, tiles.coords, fractions, codec, chunk_tiles)
     (tmp / _PROGRESS_DIR).mkdir()
     plan_file.write_text(plan)
 
 
 def _make_jobs(slide: SlideInfo, slide_stat, config: TileConfig, spec: TileSpec, tiles: TileGrid, tmp: Path,
                codec_config, pass_through: bool, stain: dict | None) -> list[TileJob]:
-    """Jobs of whole grid rows, about ``config.job_tiles`` tiles each; skip jobs already done."""
+    """Jobs of about ``config.job_tiles`` tiles in whole chunks (no two jobs write one chunk file);
+    skip jobs already done."""
     jobs = []
     n = len(tiles)
-    row_starts = np.flatnonzero(np.r_[True, tiles.rows[1:] != tiles.rows[:-1]]) if n else np.zeros(0, int)
-    bounds = []
-    start = 0
-    for row_start in list(row_starts[1:]) + [n]:
-        if row_start - start >= config.job_tiles or row_start == n:
-            bounds.append((start, int(row_start)))
-            start = int(row_start)
-    for k, (lo, hi) in enumerate(b for b in bounds if b[1] > b[0]):
+    step = -(-config.job_tiles // config.chunk_tiles) * config.chunk_tiles
+    for k, lo in enumerate(range(0, n, step)):
+        hi = min(n, lo + step)
         marker = tmp / _PROGRESS_DIR / f"job-{k:06d}.done"
         if marker.exists():
             continue
@@ -201,7 +198,7 @@ def _make_jobs(slide: SlideInfo, slide_stat, config: TileConfig, spec: TileSpec,
             spec=spec, store_path=str(tmp), codec_config=codec_config, pass_through=pass_through,
             first_index=lo, cols=tiles.cols[lo:hi], rows=tiles.rows[lo:hi],
             level_origins=tiles.level_origins[lo:hi], done_marker=str(marker), stain=stain,
-            resample=config.resample))
+            resample=config.resample, chunk_tiles=config.chunk_tiles))
     return jobs
 
 
