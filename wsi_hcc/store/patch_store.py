@@ -92,17 +92,21 @@ def codec_from_config(config: dict[str, Any] | None):
 
 
 def create_store(path: Path, tile_px: int, coords: np.ndarray, tissue_fraction: np.ndarray, codec,
-                 chunk_tiles: int = CHUNK_TILES) -> TilePack:
+                 chunk_tiles: int = CHUNK_TILES):
     """Create the group and its arrays; ``tiles`` chunks are filled afterwards by ``chunk_path``
     writes of :meth:`TilePack` chunks of ``chunk_tiles`` tiles each, encoded with ``codec``.
+
+    ``chunk_tiles=1`` writes each tile's own stream as its chunk, with ``codec`` itself as the
+    array's compressor: a store any zarr reader with imagecodecs opens, without wsi_hcc installed.
     Returns the chunk codec."""
     import zarr
 
     group = zarr.open_group(str(path), mode="w", zarr_format=2)
     n = int(coords.shape[0])
-    pack = TilePack(chunk_tiles, (tile_px, tile_px, 3), codec.get_config() if codec is not None else None)
+    chunk_codec = codec if chunk_tiles == 1 else \
+        TilePack(chunk_tiles, (tile_px, tile_px, 3), codec.get_config() if codec is not None else None)
     group.create_array("tiles", shape=(n, tile_px, tile_px, 3), chunks=(chunk_tiles, tile_px, tile_px, 3),
-                       dtype="uint8", compressors=pack, fill_value=0,
+                       dtype="uint8", compressors=chunk_codec, fill_value=0,
                        chunk_key_encoding={"name": "v2", "separator": "."})
     coords_arr = group.create_array("coords", shape=(n, 2), chunks=(max(n, 1), 2), dtype="int64",
                                     compressors=None, fill_value=0)
@@ -111,7 +115,7 @@ def create_store(path: Path, tile_px: int, coords: np.ndarray, tissue_fraction: 
     if n:
         coords_arr[:] = coords
         frac_arr[:] = tissue_fraction
-    return pack
+    return chunk_codec
 
 
 def chunk_name(chunk: int) -> str:
@@ -159,7 +163,7 @@ class TileReader:
             self._pack: TilePack | None = codec_from_config(compressor)
             self._codec = self._pack.inner
             self._chunk_tiles = self._pack.tiles
-        elif meta.get("chunks", [None])[0] == 1:  # one tile per chunk file (stores from before packs)
+        elif meta.get("chunks", [None])[0] == 1:  # one tile per chunk file (--chunk-tiles 1, older stores)
             self._pack, self._codec, self._chunk_tiles = None, codec_from_config(meta["compressor"]), 1
         else:
             raise ValueError(f"{self.path}: not a patch store of single tiles or tile packs")

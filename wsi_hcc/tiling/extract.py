@@ -191,7 +191,9 @@ class _ChunkWriter:
         if not self._tiles:
             return
         tiles, self._tiles = self._tiles, []
-        self._pending.append(self._pool.submit(_write, self._store, self._chunk, pack_tiles(tiles)))
+        # one tile per chunk is the tile's own stream: the classic layout plain zarr reads without us
+        data = tiles[0] if self._chunk_tiles == 1 else pack_tiles(tiles)
+        self._pending.append(self._pool.submit(_write, self._store, self._chunk, data))
         if len(self._pending) > self._max_pending:
             self._pending.popleft().result()
 
