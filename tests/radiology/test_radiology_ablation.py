@@ -76,9 +76,11 @@ def test_cli_writes_one_row_per_case(tmp_path):
             save_nifti(volume, tmp_path / f"{name}{i}.nii.gz")
         save_nifti(tumour.with_array(tumour.array.astype(np.uint8)), tmp_path / f"tumour{i}.nii.gz")
         save_nifti(zone.with_array(zone.array.astype(np.uint8)), tmp_path / f"zone{i}.nii.gz")
+        save_nifti(liver.with_array(liver.array.astype(np.uint8)), tmp_path / f"liver{i}.nii.gz")
         rows.append({"case": f"c{i}", "pre:arterial": f"arterial{i}.nii.gz", "pre:portal": f"portal{i}.nii.gz",
                      "post:t1": f"t1{i}.nii.gz", "tumour": f"tumour{i}.nii.gz",
-                     "ablation": f"zone{i}.nii.gz" if i == 0 else "", "time": str(10 + i), "event": str(i)})
+                     "ablation": f"zone{i}.nii.gz" if i == 0 else "", "liver": f"liver{i}.nii.gz",
+                     "time": str(10 + i), "event": str(i)})
     with (tmp_path / "cases.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -91,6 +93,8 @@ def test_cli_writes_one_row_per_case(tmp_path):
         table = list(csv.DictReader(handle))
     assert [r["zone_from"] for r in table] == ["mask", "threshold"]
     assert float(table[0]["margin_coverage"]) == 1.0 and float(table[1]["min_margin_mm"]) < 0
+    truth = margin_geometry(tumour.array, zone.array, tumour.spacing_mm)  # case 1: the thresholded zone is close
+    assert float(table[1]["margin_coverage"]) == pytest.approx(truth["margin_coverage"], abs=0.1)
     assert table[1]["event"] == "1" and json.loads((tmp_path / "out" / "features.json").read_text())["cases"] == 2
     for args, message in ((["--phantoms", "8", "--cases", str(tmp_path / "cases.csv")], "not both"),
                           (["--cases", str(tmp_path / "missing.csv")], "no such file"),

@@ -33,7 +33,7 @@ def _case_rows(cases_csv: str, margin_mm: float, threshold, zone_phase, n_habita
     post_cols = [c for c in columns if c.startswith("post:")]
     if "case" not in columns or "tumour" not in columns or not pre_cols or not post_cols:
         raise WsiHccError(f"{path}: needs columns case, tumour, pre:PHASE and post:PHASE (one per phase); "
-                          "optional ablation (zone mask), tumour_label, ablation_label, time, event")
+                          "optional ablation (zone mask), liver, *_label, time, event")
     progress.steps_planned(len(table), name="cases")
     rows = []
     for line, row in enumerate(table, start=2):
@@ -53,9 +53,10 @@ def _case_rows(cases_csv: str, margin_mm: float, threshold, zone_phase, n_habita
         pre = {c[4:]: load_volume(path.parent / row[c]) for c in pre_cols}
         post = {c[5:]: load_volume(path.parent / row[c]) for c in post_cols}
         zone = mask("ablation") if (row.get("ablation") or "").strip() else None
+        liver = mask("liver") if (row.get("liver") or "").strip() else None
         try:
             features, _ = ablation_features(pre, post, mask("tumour"), zone, zone_phase, threshold, margin_mm,
-                                            n_habitats)
+                                            n_habitats, liver=liver)
         except WsiHccError as exc:
             raise WsiHccError(f"{where}: {exc}") from None
         outcome = {k: row[k] for k in ("time", "event") if (row.get(k) or "").strip()}
@@ -79,7 +80,8 @@ of the 5 mm margin the ablation zone covers (radiology.ablation).
 --cases CSV: one row per case, paths relative to the CSV; columns case, pre:PHASE and post:PHASE
   (one per phase; the first pre phase is the reference grid: register the others to it first),
   tumour (mask on the pre images), optional ablation (zone mask; else a threshold on the post
-  phase --zone-phase, Otsu's by default), tumour_label, ablation_label, time and event.
+  phase --zone-phase, three-class Otsu by default, kept inside the optional liver mask), tumour_label,
+  ablation_label, liver_label, time and event.
 Writes OUT/features.csv (one row per case: margin geometry, first-order and GLCM features of
 tumour, margin ring and zone, tumour habitats; time and event when given) and OUT/features.json.""")
 @click.option("--phantoms", type=click.IntRange(8, 2000), help="Phantom cases. Either --phantoms or --cases.")
@@ -87,7 +89,8 @@ tumour, margin ring and zone, tumour habitats; time and event when given) and OU
 @click.option("--margin-mm", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
               help="Width of the margin ring around the tumour.")
 @click.option("--ablation-threshold", "threshold", type=float,
-              help="Zone = post-phase voxels above this value near the tumour (default: Otsu's threshold).")
+              help="Zone = post-phase voxels above this value near the tumour (default: upper three-class Otsu "
+              "threshold).")
 @click.option("--zone-phase", help="Post-ablation phase the threshold applies to (default: the first).")
 @click.option("--habitats", "n_habitats", type=click.IntRange(0, 8), default=3, show_default=True,
               help="Tumour habitats (k-means across the pre phases; 0: none).")

@@ -50,21 +50,24 @@ def zone_from_threshold(post: Volume, tumour: np.ndarray, threshold: float | Non
                         search_mm: float = 25.0, within: np.ndarray | None = None) -> np.ndarray:
     """The ablation zone on ``post``'s grid: voxels above ``threshold`` connected to the tumour.
 
-    ``tumour`` is a bool mask on ``post``'s grid. ``threshold`` None: Otsu's threshold
-    (scikit-image) of the voxels within ``search_mm`` of the tumour (and inside ``within``, the
+    ``tumour`` is a bool mask on ``post``'s grid. ``threshold`` None: the upper of the two
+    three-class Otsu thresholds (scikit-image ``threshold_multiotsu``) of the voxels within
+    ``search_mm`` of the tumour: liver, tumour left enhancing and the zone are three classes, and
+    a two-class Otsu threshold put residual tumour into the zone (Dice 0.03 on a phantom with an
+    incomplete ablation, 0.87 with three classes) (and inside ``within``, the
     liver, when given: soft tissue and fat outside the liver can be as bright as the zone). The connected components
     (26-connectivity) above the threshold that overlap the tumour are kept; when none does, the
     one nearest the tumour's centre. A one-line error when nothing lies above the threshold.
     """
     from scipy.ndimage import label
-    from skimage.filters import threshold_otsu
+    from skimage.filters import threshold_multiotsu
 
     values = np.asarray(post.array, np.float32)
     near = signed_distance_mm(tumour, post.spacing_mm, max_mm=search_mm) <= search_mm
     if within is not None:
         near &= within | tumour
     if threshold is None:
-        threshold = float(threshold_otsu(values[near]))
+        threshold = float(threshold_multiotsu(values[near], classes=3)[-1])
     bright = (values > threshold) & near
     if not bright.any():
         raise WsiHccError(f"no voxel of the post-ablation phase lies above {threshold:g} near the tumour; give the "
