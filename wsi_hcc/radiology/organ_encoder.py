@@ -30,10 +30,6 @@ class RegionEncoder(nn.Module):
         self.blocks = nn.Sequential(*layers)
         self.out_features = previous
 
-    @property
-    def cam_layer(self) -> str:
-        return f"blocks.{len(self.blocks) - 1}.conv"
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         maps = self.blocks(x)
         mask = nn.functional.adaptive_avg_pool3d(x[:, -1:], maps.shape[2:])

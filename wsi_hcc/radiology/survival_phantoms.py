@@ -5,7 +5,7 @@ outside the tumour, gets a fine mottled texture of amplitude ``fibrosis * textur
 for the diffuse parenchymal change, fibrosis or steatosis, that whole-liver models are meant to
 read; not a simulation of its biology). Survival is exponential with log hazard
 ``beta * (fibrosis - 0.5)`` and nothing else, so a model that reads only the tumour has nothing to
-learn. Censoring: uniform follow-up in ``[0.5, 2] x`` the median event time, so about a third of
+learn. Censoring: uniform follow-up in ``[0.5, 2] x`` the median event time, so about half of
 the patients are censored.
 """
 
