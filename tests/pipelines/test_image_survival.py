@@ -109,6 +109,18 @@ def test_cli_trains_on_a_csv_and_predicts(tmp_path):
                                      "--out", str(tmp_path / "pred")])
     assert result.exit_code == 0, result.output
     assert np.isfinite(json.loads((tmp_path / "pred" / "prediction.json").read_text())["log_hazard"])
+    # the liver from a segmentation model instead of a mask (random weights, seeded: a non-empty liver)
+    from wsi_hcc.radiology.segment_models import SegConfig, new_model
+    from wsi_hcc.radiology.weights import save_seg_model
+
+    save_seg_model(new_model(SegConfig(phases=("portal",), patch_size=(16, 32, 32)), seed=0), tmp_path / "seg")
+    image = ["--model", str(tmp_path / "run" / "model"), "--image", f"portal={tmp_path / 'ct0.nii.gz'}"]
+    result = runner.invoke(predict, [*image, "--segment-model", str(tmp_path / "seg"), "--out", str(tmp_path / "ps")])
+    assert result.exit_code == 0, result.output
+    segmented = json.loads((tmp_path / "ps" / "prediction.json").read_text())
+    assert segmented["region_voxels"] > 0 and "segmented by" in segmented["inputs"]["mask"]
+    result = runner.invoke(predict, [*image, "--out", str(tmp_path / "none")])
+    assert result.exit_code == 2 and "either --liver MASK or --segment-model" in result.output
     # one-line errors
     bad = dict(rows[0], event="2")
     with (tmp_path / "bad.csv").open("w", newline="") as handle:

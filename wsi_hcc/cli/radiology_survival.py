@@ -94,18 +94,23 @@ def train(phantoms, cases_csv, region, folds, epochs, box_size, seed, out_dir):
 Examples:
   wsi-hcc radiology survival predict --model runs/liver_os/model --image portal=ct.nii.gz \\
       --liver seg.nii.gz --liver-label 5 --out runs/patient_risk
+  wsi-hcc radiology survival predict --model runs/liver_os/model --image portal=ct.nii.gz \\
+      --segment-model runs/seg/model --out runs/patient_risk
 
 \b
 Writes OUT/prediction.json: the log hazard (higher = earlier event; compare patients scored by the
-same model) and the box the encoder read.""")
+same model) and the box the encoder read. The region comes from a mask (--liver) or from a
+segmentation model (--segment-model: liver = liver + tumour labels; tumour for tumour models).""")
 @click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False),
               help="model/ folder of 'radiology survival train'.")
 @click.option("--image", "images", multiple=True, required=True, help="PHASE=PATH (CT) or MR:PHASE=PATH; repeat.")
-@click.option("--liver", "mask_path", required=True, help="Mask of the model's region (liver; the tumour for "
-              "a --region tumour model).")
+@click.option("--liver", "mask_path", help="Mask of the model's region (liver; the tumour for a --region tumour "
+              "model). Either --liver or --segment-model.")
 @click.option("--liver-label", "labels", type=int, multiple=True, help="Label value(s) (default: any non-zero).")
+@click.option("--segment-model", "segment_dir", type=click.Path(file_okay=False),
+              help="Instead of --liver: segment the region with this model folder ('radiology segment train').")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
-def predict(model_dir, images, mask_path, labels, out_dir):
+def predict(model_dir, images, mask_path, labels, segment_dir, out_dir):
     """The log hazard of one scan with a trained region-survival model."""
     import numpy as np
 
@@ -127,11 +132,28 @@ def predict(model_dir, images, mask_path, labels, out_dir):
             raise WsiHccError(f"--image {item!r}: write PHASE=PATH, e.g. --image portal=ct.nii.gz")
         modality, phase = split_channel(name)
         volumes[channel_name(modality, phase)] = load_volume(path, modality=modality)
-    mask = load_volume(mask_path)
-    values = np.isin(mask.array, labels) if labels else mask.array != 0
+    if (mask_path is None) == (segment_dir is None):
+        raise WsiHccError("give either --liver MASK or --segment-model FOLDER, not "
+                          f"{'both' if mask_path else 'neither'}")
+    if segment_dir is not None:
+        from wsi_hcc.radiology.segment_infer import segment_volume
+        from wsi_hcc.radiology.weights import load_seg_model
+
+        segmenter = load_seg_model(segment_dir)
+        bare = {split_channel(name)[1]: volume for name, volume in volumes.items()}
+        missing = [p for p in segmenter.config.phases if p not in bare]
+        if missing:
+            raise WsiHccError(f"the segmentation model reads phases {list(segmenter.config.phases)}; give --image for "
+                              f"{', '.join(missing)}")
+        mask = segment_volume(segmenter, bare).labels
+        values = mask.array == 2 if model.card["region"] == "tumour" else mask.array > 0
+        mask_path = f"segmented by {segment_dir}"
+    else:
+        mask = load_volume(mask_path)
+        values = np.isin(mask.array, labels) if labels else mask.array != 0
     if not values.any():
-        raise WsiHccError(f"{mask_path}: the mask is empty{' for those labels' if labels else ''}; check "
-                          "--liver-label")
+        raise WsiHccError(f"{mask_path}: the {model.card['region']} mask is empty"
+                          f"{' for those labels' if labels else ''}; check --liver-label or the segmentation")
     box = region_box(volumes, mask.with_array(values), model.card["size_vox"])
     risk = float(image_log_hazard(model, [box])[0])
     tmp = prepare_out(out_dir)
