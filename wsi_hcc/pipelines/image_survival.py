@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from wsi_hcc.errors import WsiHccError
+from wsi_hcc.radiology.classify_train import _flip  # random flips of the three axes, as the classifiers
 from wsi_hcc.radiology.organ_box import RegionBox
 from wsi_hcc.radiology.organ_encoder import RegionEncoder
 from wsi_hcc.survival.concordance import concordance_index
@@ -97,13 +98,6 @@ def _inputs(boxes: Sequence[RegionBox], channels: Sequence[str], size_vox: int) 
         if missing:
             raise WsiHccError(f"the model reads channels {list(channels)}; missing {missing} (give --image for them)")
     return torch.as_tensor(np.stack([box.stack(channels) for box in boxes]))
-
-
-def _flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    for axis in (2, 3, 4):
-        if torch.rand(1, generator=generator).item() < 0.5:
-            x = x.flip(axis)
-    return x
 
 
 def fit_image_survival(boxes: Sequence[RegionBox], time: np.ndarray, event: np.ndarray,
