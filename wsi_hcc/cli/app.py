@@ -271,13 +271,16 @@ def _add_other_commands() -> None:
     from wsi_hcc.cli import classify as cli_classify
     from wsi_hcc.cli import mil as cli_mil
     from wsi_hcc.cli import radiology as cli_radiology
+    from wsi_hcc.cli import radiology_ablation as cli_radiology_ablation
     from wsi_hcc.cli import radiology_models as cli_radiology_models
     from wsi_hcc.cli import radiology_segment as cli_radiology_segment
+    from wsi_hcc.cli import radiology_survival as cli_radiology_survival
     from wsi_hcc.cli import survival as cli_survival
     from wsi_hcc.cli import train as cli_train
     from wsi_hcc.cli import view as cli_view
 
-    for command in [cli_radiology_segment.segment] + cli_radiology_models.COMMANDS:
+    for command in ([cli_radiology_segment.segment] + cli_radiology_models.COMMANDS
+                    + cli_radiology_survival.COMMANDS + cli_radiology_ablation.COMMANDS):
         cli_radiology.radiology.add_command(command)
     for command in (cli_train.COMMANDS + cli_mil.COMMANDS + cli_classify.COMMANDS + cli_radiology.COMMANDS
                     + cli_survival.COMMANDS + cli_view.COMMANDS):

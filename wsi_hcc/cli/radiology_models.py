@@ -17,7 +17,7 @@ from wsi_hcc.errors import ConfigError
 
 __all__ = ["COMMANDS", "train", "predict", "explain"]
 
-_MODELS = ["single", "multiphase", "fusion", "ted", "mcf", "graph"]
+_MODELS = ["single", "multiphase", "fusion", "ted", "mcf", "transformer", "graph"]
 
 
 def _parse_pairs(items, option: str, example: str) -> dict[str, str]:
@@ -124,6 +124,7 @@ def _inputs(function):
 Examples:
   wsi-hcc radiology train --task mvi --arch multiphase --phantoms 60 --out runs/mvi
   wsi-hcc radiology train --task mvi --arch fusion --phantoms 60 --out runs/mvi_fusion
+  wsi-hcc radiology train --task mvi --arch transformer --phantoms 56 --crop-size 24 --out runs/mvi_vit
   wsi-hcc radiology train --task grade --arch mcf --phantoms 80 --epochs 40 --out runs/grade
   wsi-hcc radiology train --task mvi --arch graph --phantoms 60 --out runs/mvi_graph
   wsi-hcc radiology train --task mvi --arch multiphase --cases cases.csv --out runs/mvi_real

@@ -13,6 +13,8 @@ random flips of the three axes as augmentation (CNNs), cross-entropy. Options pe
   missing modality at inference needs);
 - ``ted``: the first ``attribute_epochs`` train stage 1 alone (attribute loss), then the MVI loss
   is added to ``attribute_weight`` times the attribute loss (two-stage, attribute-supervised);
+- ``transformer`` (``transformer.VitCropNet``): crop side a multiple of ``patch_vox``, trained at
+  ``transformer_lr``;
 - ``graph``: node features standardised on the training cases; for binary tasks a logistic
   nomogram on the graph score and the covariates, fitted on the training cases.
 """
@@ -38,7 +40,7 @@ __all__ = ["TrainConfig", "ClassifierModel", "MODEL_KINDS", "TASK_CLASSES", "COV
            "train_classifier", "untrained_model", "build_model_network", "predict_proba", "evaluate", "graph_score",
            "nomogram_inputs"]
 
-MODEL_KINDS = (*CNN_KINDS, "graph")
+MODEL_KINDS = (*CNN_KINDS, "transformer", "graph")
 TASK_CLASSES = {"mvi": ("no_mvi", "mvi"), "grade": GRADE_NAMES}
 COVARIATES = ("diameter_mm", "afp_log10")
 
@@ -62,6 +64,8 @@ class TrainConfig:
     attribute_epochs: int = 5
     modality_dropout: float = 0.3
     graph_epochs: int = 300
+    patch_vox: int = 4
+    transformer_lr: float = 3e-3
     seed: int = 0
 
     def __post_init__(self):
@@ -74,6 +78,10 @@ class TrainConfig:
                               f"{list(self.phases)}")
         if self.model == "mcf" and len(self.phases) < 2:
             raise WsiHccError("the mcf model fuses phases: give two or more phases")
+        if self.model == "transformer":
+            from wsi_hcc.radiology.transformer import check_transformer_crop
+
+            check_transformer_crop(self.crop.size_vox, self.patch_vox)
 
     @property
     def masks(self) -> tuple[str, ...]:
@@ -130,6 +138,9 @@ def _network_args(config: TrainConfig, channels: list[str]) -> dict:
     common = {"n_classes": n_classes, "pools": list(config.region_pools)}
     if config.model in ("single", "multiphase"):
         return {"in_channels": in_channels, "mask_channels": mask_index, "widths": widths, **common}
+    if config.model == "transformer":
+        return {"in_channels": in_channels, "mask_channels": mask_index, "crop_vox": config.crop.size_vox,
+                "patch_vox": config.patch_vox, "stem_width": widths[0], **common}
     if config.model == "fusion":
         branches = {m: [i for i, c in enumerate(channels) if c.startswith(f"{m}:")] + mask_index for m in ("CT", "MR")}
         return {"branch_channels": branches, "widths": widths, **common}
@@ -146,6 +157,11 @@ def build_model_network(kind: str, args: dict) -> nn.Module:
     """The network of any kind (CNNs and the graph network) from the card's arguments."""
     if kind == "graph":
         return GraphNet(args["in_features"], args["n_classes"], args["hidden"])
+    if kind == "transformer":
+        from wsi_hcc.radiology.transformer import VitCropNet
+
+        return VitCropNet(args["in_channels"], args["mask_channels"], args["crop_vox"], args["n_classes"],
+                          args["patch_vox"], args["stem_width"], pools=tuple(args["pools"]))
     return build_network(kind, args)
 
 
@@ -256,7 +272,9 @@ def train_classifier(cases: Sequence[CohortCase], config: TrainConfig,
     network = build_model_network(config.model, args)
     epochs = config.graph_epochs if config.model == "graph" else config.epochs
     batch = len(cases) if config.model == "graph" else config.batch_size
-    optimiser = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    # The transformer kind trains with its own rate: at the CNNs' 1e-2 it did not fit the phantoms.
+    lr = config.transformer_lr if config.model == "transformer" else config.lr
+    optimiser = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(epochs, 1))
     loss_fn = nn.CrossEntropyLoss()
     started = perf_counter()
