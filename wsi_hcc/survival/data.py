@@ -82,6 +82,13 @@ def _numeric_column(table, column: str, where: str, what: str) -> np.ndarray:
                           f"name the {what} column that exists")
     values = pd.to_numeric(table[column], errors="coerce").to_numpy(dtype=float)
     bad = np.flatnonzero(np.isnan(values))
+    filled = table[column].notna().to_numpy()
+    if what == "feature" and bad.size and filled.any() and np.isnan(values[filled]).all():
+        # A text column (ids, names, categories) among the features: the fix is choosing columns, not rows.
+        shown = table[column].dropna().iloc[0]
+        raise WsiHccError(f"{where}: column '{column}' holds text ({shown!r}), not numbers; name it with --id if it "
+                          "identifies patients, or list the numeric feature columns with --features (encode "
+                          "categories as numbers)")
     if bad.size:
         shown = table[column].iloc[bad[0]]
         kind = "is empty" if pd.isna(shown) else f"is not a number ({shown!r})"
