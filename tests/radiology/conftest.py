@@ -1,0 +1,26 @@
+"""README.md's radiology sections: their commands and text, for the tests that check the README's claims."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def _section(heading: str) -> tuple[str, list[list[str]]]:
+    """The text under ``### heading`` (to the next heading, whitespace collapsed) and the ``wsi-hcc`` commands
+    of its bash blocks, split as a shell would."""
+    lines = README.read_text().splitlines()
+    start = lines.index(f"### {heading}") + 1
+    end = next((i for i in range(start, len(lines)) if lines[i].startswith("#")), len(lines))
+    body = "\n".join(lines[start:end])
+    commands = [shlex.split(line) for line in body.replace("\\\n", " ").splitlines() if line.startswith("wsi-hcc ")]
+    return " ".join(body.split()), commands
+
+
+@pytest.fixture
+def readme_section():
+    return _section
