@@ -217,8 +217,8 @@ def test_km_log_rank_p_equals_lifelines():
     (lambda t: t.assign(event=t["event"].where(t.index != 0, 2)), "must be 0 \\(censored\\) or 1"),
     (lambda t: t.assign(f1=t["f1"].where(t.index != 7, np.nan)), "'f1' row 9 is empty"),
     (lambda t: t.assign(f1=t["f1"].astype(object).where(t.index != 7, "n/a")), "'f1' row 9 is not a number"),
-    (lambda t: t.assign(f1=[f"P{i}" for i in t.index]), "column 'f1' holds text \\('P0'\\), not numbers; name it "
-     "with --id if it identifies patients, or list the numeric feature columns with --features"),
+    (lambda t: t.assign(f1=[f"P{i}" for i in t.index]), "column 'f1' holds text \\('P0'\\), not numbers; encode "
+     "categories as numbers"),
     (lambda t: t.assign(f1=np.nan), "'f1' row 2 is empty"),
     (lambda t: t.assign(event=0).assign(event=lambda d: (d.index < 3).astype(int)), "only 3 events"),
     (lambda t: t.assign(time=-t["time"]), "negative times"),

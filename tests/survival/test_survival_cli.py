@@ -189,8 +189,9 @@ def test_a_text_column_among_the_features_points_to_id_and_features(tmp_path):
     code, output = _run(["train", "--table", str(tmp_path / "t.csv"), "--time", "months", "--event", "death",
                          "--out", str(tmp_path / "run")])
     assert code == 2 and output == (f"error: {tmp_path / 't.csv'}: column 'patient' holds text ('P000'), not numbers; "
+                                    "every column but time, event, --id and slide is a feature without --features: "
                                     "name it with --id if it identifies patients, or list the numeric feature columns "
-                                    "with --features (encode categories as numbers)\n")
+                                    "with --features\n")
 
 
 def test_nomogram_covariates_that_are_also_features_are_refused_before_training(tmp_path):
