@@ -7,6 +7,7 @@ import time
 import pytest
 import torch
 from click.testing import CliRunner
+from readme_sections import readme_section
 
 from wsi_hcc.radiology.classify_run import run_training
 from wsi_hcc.radiology.classify_train import TrainConfig
@@ -72,7 +73,7 @@ def test_cli_train_graph_with_nomogram(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_readme_mvi_commands_give_the_readme_claim(tmp_path, monkeypatch, readme_section):
+def test_the_readme_mvi_commands_give_the_readme_claim(tmp_path, monkeypatch):
     """README.md's MVI commands, run as printed (in a scratch folder), reproduce the figures printed beside them."""
     import re
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from readme_sections import readme_section
 
 from wsi_hcc.cli.radiology_segment import segment
 from wsi_hcc.radiology import make_phantom
@@ -51,7 +52,7 @@ def test_trained_on_phantoms_segments_held_out_tumours(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_readme_segment_train_command_reaches_the_readme_dice(tmp_path, monkeypatch, readme_section):
+def test_the_readme_segment_train_command_reaches_the_readme_dice(tmp_path, monkeypatch):
     """README.md's ``segment train`` command, run as printed, reaches at least the low end of the Dice range
     printed beside it (a range measured over seeds)."""
     import re

@@ -1,16 +1,15 @@
-"""README.md's radiology sections: their commands and text, for the tests that check the README's claims."""
+"""README.md's sections: their commands and text, for the tests that check the README's claims
+(``from readme_sections import readme_section``)."""
 
 from __future__ import annotations
 
 import shlex
 from pathlib import Path
 
-import pytest
-
-README = Path(__file__).resolve().parents[2] / "README.md"
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def _section(heading: str) -> tuple[str, list[list[str]]]:
+def readme_section(heading: str) -> tuple[str, list[list[str]]]:
     """The text under ``### heading`` (to the next heading, whitespace collapsed) and the ``wsi-hcc`` commands
     of its bash blocks, split as a shell would."""
     lines = README.read_text().splitlines()
@@ -19,8 +18,3 @@ def _section(heading: str) -> tuple[str, list[list[str]]]:
     body = "\n".join(lines[start:end])
     commands = [shlex.split(line) for line in body.replace("\\\n", " ").splitlines() if line.startswith("wsi-hcc ")]
     return " ".join(body.split()), commands
-
-
-@pytest.fixture
-def readme_section():
-    return _section
