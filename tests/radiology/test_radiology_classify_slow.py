@@ -7,6 +7,7 @@ import time
 import pytest
 import torch
 from click.testing import CliRunner
+from readme_sections import readme_section
 
 from wsi_hcc.radiology.classify_run import run_training
 from wsi_hcc.radiology.classify_train import TrainConfig
@@ -69,3 +70,38 @@ def test_cli_train_graph_with_nomogram(tmp_path):
     assert result.exit_code == 0, result.output
     prediction = json.loads((tmp_path / "p2" / "predictions.json").read_text())
     assert 0.0 <= prediction["nomogram"]["probability"] <= 1.0
+
+
+@pytest.mark.slow
+def test_the_readme_mvi_commands_give_the_readme_claim(tmp_path, monkeypatch):
+    """README.md's MVI commands, run as printed (in a scratch folder), reproduce the figures printed beside them."""
+    import re
+
+    from wsi_hcc.cli import main
+
+    text, commands = readme_section("MVI and grade models")
+    commands = commands[:4]  # the first block; the --cases example needs a CSV of your own
+    assert [c[:3] for c in commands] == [["wsi-hcc", "radiology", cmd] for cmd in
+                                         ("train", "phantom", "predict", "explain")]
+    found = re.search(r"held-out AUC ([\d.]+), with mean CAM per voxel ([\d.]+)× higher in the ring than in the far "
+                      r"liver \(([\d.]+) vs ([\d.]+); ring higher in (\d+) of (\d+) held-out", text)
+    claim = dict(zip(("auc", "ratio", "ring", "liver"), map(float, found.groups()[:4])))
+    claim["above"], claim["cases"] = map(int, found.groups()[4:])
+    monkeypatch.chdir(tmp_path)
+    torch.set_num_threads(2)
+    for command in commands:
+        result = CliRunner().invoke(main, command[1:])
+        assert result.exit_code == 0, (command, result.output)
+    metrics = json.loads((tmp_path / "runs" / "mvi" / "metrics.json").read_text())
+    cam = metrics["cam"]
+    ring, liver = cam["mean_per_voxel"]["ring"], cam["mean_per_voxel"]["liver"]
+    print(f"\nREADME claims {claim}; the commands give AUC {metrics['held_out']['roc_auc']:.3f}, ring {ring:.4f} vs "
+          f"far liver {liver:.4f} ({ring / liver:.2f}x), {cam['cases_ring_above_liver']} of {cam['cases']}")
+    assert metrics["held_out"]["roc_auc"] == pytest.approx(claim["auc"], abs=0.02)
+    assert ring > liver  # the claim's direction
+    assert ring / liver == pytest.approx(claim["ratio"], rel=0.25)
+    assert ring == pytest.approx(claim["ring"], rel=0.25) and liver == pytest.approx(claim["liver"], rel=0.25)
+    assert cam["cases"] == claim["cases"] and abs(cam["cases_ring_above_liver"] - claim["above"]) <= 1
+    energy = json.loads((tmp_path / "runs" / "case1_cam" / "energy.json").read_text())
+    assert set(energy["energy"]) >= {"tumour", "ring", "liver", "outside"}
+    assert json.loads((tmp_path / "runs" / "case1" / "predictions.json").read_text())["predicted"] in ("mvi", "no_mvi")

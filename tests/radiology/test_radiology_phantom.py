@@ -140,3 +140,23 @@ def test_an_image_away_from_the_tumour_is_refused_by_features_and_predict(tmp_pa
     assert result.exit_code == 2 and result.output == expected and not (tmp_path / "f").exists()
     result = CliRunner().invoke(predict, ["--arch", "multiphase", *images, *mask, "--out", str(tmp_path / "p")])
     assert result.exit_code == 2 and result.output == expected and not (tmp_path / "p").exists()
+
+
+def test_features_warn_naming_the_case_when_the_ring_holds_no_liver(tmp_path):
+    """A liver mask with no liver around the tumour (here: the tumour label only) once gave NaN ring features
+    silently."""
+    ph_dir = write_phantom(make_phantom(shape=(24, 64, 64), spacing_mm=(2.5, 2.0, 2.0), phases=("arterial",),
+                                        reference_phase="arterial", seed=2), tmp_path / "ph")
+    labels = str(ph_dir / "labels.nii.gz")
+    args = ["features", "--image", f"arterial={ph_dir / 'arterial.nii.gz'}", "--tumour", labels, "--tumour-label",
+            "2", "--liver", labels, "--habitats", "0"]
+    runner = CliRunner()
+    result = runner.invoke(radiology, [*args, "--liver-label", "2", "--out", str(tmp_path / "f")])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert warnings == [f"warning: {labels}: the ring_6mm region is 0 ml (no voxels of {labels} within 6 mm of the "
+                        "tumour); its features are NaN; check --liver and --liver-label"]
+    ring = json.loads((tmp_path / "f" / "features.json").read_text())["regions"]["ring_6mm"]
+    assert ring["volume_ml"] == 0 and np.isnan(ring["arterial"]["first_order"]["mean"])
+    result = runner.invoke(radiology, [*args, "--out", str(tmp_path / "ok")])
+    assert result.exit_code == 0 and "warning" not in result.output

@@ -296,6 +296,22 @@ def test_box_prompt_stays_inside_the_box(lesion_phantom):
         prompt_segment(lesion_phantom.phases, point=(0, 0, 999))
 
 
+def test_region_growing_that_fills_the_crop_is_flagged_and_warned(tmp_path, lesion_phantom):
+    """On a featureless phase the region grows to every face of the crop; the lesion itself does not."""
+    centre = np.argwhere(lesion_phantom.tumour_mask).mean(0).round().astype(int)
+    assert prompt_segment(lesion_phantom.phases, point=centre).info["filled_crop"] is False
+    arterial = lesion_phantom.phases["arterial"]
+    flat = arterial.with_array(np.random.default_rng(0).normal(60, 2, arterial.shape).astype(np.float32))
+    assert prompt_segment({"arterial": flat}, point=centre, crop_mm=40).info["filled_crop"] is True
+    save_nifti(flat, tmp_path / "flat.nii.gz")
+    result = CliRunner().invoke(segment, ["prompt", "--image", f"arterial={tmp_path / 'flat.nii.gz'}", "--point",
+                                          *map(str, centre), "--crop-mm", "40", "--out", str(tmp_path / "lesion")])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("warning: region growing from the point filled the whole crop: it leaked past "
+                                    "the lesion on the arterial phase; give a tighter --box")
+    assert (tmp_path / "lesion" / "lesion.nii.gz").is_file()
+
+
 def test_model_prompt_uses_the_tumour_network(five_fold_model, lesion_phantom):
     centre = np.argwhere(lesion_phantom.tumour_mask).mean(0).round().astype(int)
     result = prompt_segment(lesion_phantom.phases, point=centre, model=five_fold_model)
@@ -365,7 +381,7 @@ def test_cli_train_predict_prompt_measure(tmp_path, phantom_dir):
     centre = np.argwhere(truth.array == 2).mean(0).round().astype(int)
     result = runner.invoke(segment, ["prompt", *_images(phantom_dir), "--point", *map(str, centre),
                                      "--out", str(tmp_path / "lesion")])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 0 and "warning" not in result.output, result.output
     lesion = load_volume(tmp_path / "lesion" / "lesion.nii.gz")
     measured = json.loads((tmp_path / "lesion" / "measurement.json").read_text())["measurement"]
     # Edit: paint a slab onto the lesion, save, and re-measure: the volume grows by the new voxels.
@@ -398,6 +414,30 @@ def test_cli_errors_are_one_line(tmp_path, phantom_dir):
         assert result.exit_code == 2, (args, result.output)
         lines = [line for line in result.output.splitlines() if line.startswith("error:")]
         assert len(lines) == 1 and needle in lines[0], result.output
+
+
+def test_cli_predict_checks_the_phases_before_loading_volumes_or_weights(tmp_path):
+    """The phase check once came after ~20 s of loading; here neither the images nor the (damaged) weights
+    could load, so the phase error proves nothing was loaded first."""
+    from wsi_hcc.radiology.weights import CARD_FORMAT
+    from wsi_hcc.utils.checked_weights import save_checked
+
+    # A card without networks (building one takes seconds) and weights that do not load.
+    folder = save_checked(tmp_path / "model", {}, {"format": CARD_FORMAT, "config": SegConfig().to_json()})
+    (folder / "weights.safetensors").write_bytes(b"damaged")
+    absent = [arg for p in PHASES for arg in ("--image", f"{p}={tmp_path / f'{p}.nii.gz'}")]
+    cases = [
+        (absent[:2], "error: missing phase(s) ['portal', 'delayed']: the model needs ['arterial', 'portal', "
+                     "'delayed']; give --image NAME=PATH for each (given: arterial)"),
+        ([*absent, "--register-to", "venous"], "error: --register-to 'venous': not one of the phases ['arterial', "
+                                               "'delayed', 'portal']"),
+        ([*absent, "--reference", "venous"], "error: --reference 'venous': not one of the phases"),
+    ]
+    for args, expected in cases:
+        result = CliRunner().invoke(segment, ["predict", "--model", str(folder), *args, "--out", str(tmp_path / "p")])
+        assert result.exit_code == 2 and result.output.startswith(expected), result.output
+    result = CliRunner().invoke(segment, ["predict", "--model", str(folder), *absent, "--out", str(tmp_path / "p")])
+    assert result.exit_code == 2 and "arterial.nii.gz" in result.output  # all phases there: the images load next
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from readme_sections import readme_section
 
 from wsi_hcc.cli.radiology_segment import segment
 from wsi_hcc.radiology import make_phantom
@@ -48,3 +49,26 @@ def test_trained_on_phantoms_segments_held_out_tumours(tmp_path):
     assert np.mean([r["liver"]["dice"] for r in rows]) >= 0.9
     folds = json.loads((tmp_path / "run" / "metrics.json").read_text())["folds"]
     assert all(f["held_out_tumour_dice_mean"] >= 0.6 for f in folds)
+
+
+@pytest.mark.slow
+def test_the_readme_segment_train_command_reaches_the_readme_dice(tmp_path, monkeypatch):
+    """README.md's ``segment train`` command, run as printed, reaches at least the low end of the Dice range
+    printed beside it (a range measured over seeds)."""
+    import re
+    from pathlib import Path
+
+    text, commands = readme_section("Segmentation")
+    command = next(c for c in commands if c[:4] == ["wsi-hcc", "radiology", "segment", "train"])
+    low, high = map(float, re.search(r"held-out tumour Dice of ([\d.]+)–([\d.]+) per case", text).groups())
+    monkeypatch.chdir(tmp_path)
+    before = torch.get_num_threads()
+    try:
+        result = CliRunner().invoke(segment, command[3:])
+    finally:
+        torch.set_num_threads(before)
+    assert result.exit_code == 0, result.output
+    out = Path(command[command.index("--out") + 1])
+    dice = json.loads((out / "metrics.json").read_text())["held_out_summary"]["tumour"]["dice_per_case_mean"]
+    print(f"\nREADME: Dice {low}-{high}; the command gives {dice:.3f}")
+    assert dice >= low

@@ -216,6 +216,10 @@ def test_km_log_rank_p_equals_lifelines():
     (lambda t: t.assign(time=t["time"].astype(object).where(t.index != 3, "soon")), "'time' row 5 is not a number"),
     (lambda t: t.assign(event=t["event"].where(t.index != 0, 2)), "must be 0 \\(censored\\) or 1"),
     (lambda t: t.assign(f1=t["f1"].where(t.index != 7, np.nan)), "'f1' row 9 is empty"),
+    (lambda t: t.assign(f1=t["f1"].astype(object).where(t.index != 7, "n/a")), "'f1' row 9 is not a number"),
+    (lambda t: t.assign(f1=[f"P{i}" for i in t.index]), "column 'f1' holds text \\('P0'\\), not numbers; encode "
+     "categories as numbers"),
+    (lambda t: t.assign(f1=np.nan), "'f1' row 2 is empty"),
     (lambda t: t.assign(event=0).assign(event=lambda d: (d.index < 3).astype(int)), "only 3 events"),
     (lambda t: t.assign(time=-t["time"]), "negative times"),
 ])
@@ -253,3 +257,28 @@ def test_rossi_cox_wrapper_matches_lifelines():
     c_index = concordance_index(data.time, data.event, model.log_hazard(data.features))
     assert round(c_index, 4) == 0.6403
     assert c_index == pytest.approx(CoxPHFitter().fit(rossi, "week", "arrest").concordance_index_, abs=1e-9)
+
+
+def _axis_labels(figure):
+    """Left-hand axis names and, per name, the tick labels drawn on its row."""
+    ax = figure.axes[0]
+    names = {t.get_position()[1]: t.get_text() for t in ax.texts if t.get_horizontalalignment() == "right"}
+    ticks = {}
+    for t in ax.texts:
+        if t.get_horizontalalignment() == "center":
+            ticks.setdefault(names[round(t.get_position()[1] - 0.22, 6)], []).append(t.get_text())
+    return ticks
+
+
+def test_a_nomogram_axis_without_range_is_one_tick_naming_its_values():
+    """A covariate with no effect (here 1e-17, as when it is also in the risk score) or one value once drew all
+    its ticks on one spot, labels overlapping."""
+    from wsi_hcc.survival.cox import BreslowBaseline
+    from wsi_hcc.survival.nomogram import Nomogram, nomogram_figure
+
+    nomogram = Nomogram(("risk score", "age", "stage"), np.array([1.0, 1e-17, 0.3]), np.array([-2.0, 18.0, 2.0]),
+                        np.array([2.0, 44.0, 2.0]), 52.0,
+                        BreslowBaseline(np.array([10.0, 30.0, 60.0]), np.array([0.9, 0.7, 0.5])))
+    ticks = _axis_labels(nomogram_figure(nomogram, "weeks"))
+    assert ticks["age (< 1 point)"] == ["18 to 44"] and ticks["stage (< 1 point)"] == ["2"]
+    assert len(ticks["risk score"]) >= 4 and "Points" in ticks

@@ -41,8 +41,8 @@ def test_train_predict_km_end_to_end(tmp_path):
     table = _cohort()
     table.to_csv(tmp_path / "train.csv", index=False)
     code, output = _run(["train", "--table", str(tmp_path / "train.csv"), "--time", "months", "--event", "death",
-                         "--features", "age,afp", "--features", "size", "--id", "patient", "--folds", "3",
-                         "--bootstrap", "10", "--nomogram", "age", "--time-unit", "months",
+                         "--features", "age", "--features", "afp", "--id", "patient", "--folds", "3",
+                         "--bootstrap", "10", "--nomogram", "size", "--time-unit", "months",
                          "--out", str(tmp_path / "run")])
     assert code == 0, output
     assert "3-fold CV" in output and "log-rank p" in output
@@ -56,7 +56,7 @@ def test_train_predict_km_end_to_end(tmp_path):
     assert len(cv["folds"]) == 3 and cv["pooled_out_of_fold"]["c_index_harrell_ci95"] is not None
     assert cv["pooled_out_of_fold"]["c_index_harrell"] > 0.6  # age drives the hazard
     assert set(cv["folds"][0]) >= {"c_index_harrell", "c_index_uno", "td_auc", "integrated_brier_score", "cutoffs"}
-    assert metrics["features"] == ["age", "afp", "size"] and "lifelines" in metrics["versions"]
+    assert metrics["features"] == ["age", "afp"] and "lifelines" in metrics["versions"]
     risks = pd.read_csv(run / "risks.csv")
     assert list(risks.columns) == ["id", "time", "event", "risk", "group", "fold"]
     assert list(risks["id"]) == list(table["patient"]) and set(risks["fold"]) == {0, 1, 2}
@@ -181,3 +181,27 @@ def test_km_and_predict_errors_name_the_fix(tmp_path):
     code, output = _run(["km", "--table", str(tmp_path / "missing.csv"), "--time", "months", "--event", "death",
                          "--group", "arm", "--out", str(tmp_path / "km.png")])
     assert code == 2 and "table not found" in output
+
+
+def test_a_text_column_among_the_features_points_to_id_and_features(tmp_path):
+    """Without --id and --features every other column is a feature: the patient column's error names the fix."""
+    _cohort(40).to_csv(tmp_path / "t.csv", index=False)
+    code, output = _run(["train", "--table", str(tmp_path / "t.csv"), "--time", "months", "--event", "death",
+                         "--out", str(tmp_path / "run")])
+    assert code == 2 and output == (f"error: {tmp_path / 't.csv'}: column 'patient' holds text ('P000'), not numbers; "
+                                    "every column but time, event, --id and slide is a feature without --features: "
+                                    "name it with --id if it identifies patients, or list the numeric feature columns "
+                                    "with --features\n")
+
+
+def test_nomogram_covariates_that_are_also_features_are_refused_before_training(tmp_path):
+    """The README once put age in --features and --nomogram: the risk score already held it, and its axis
+    collapsed to one point."""
+    _cohort(40).to_csv(tmp_path / "t.csv", index=False)
+    code, output = _run(["train", "--table", str(tmp_path / "t.csv"), "--time", "months", "--event", "death",
+                         "--id", "patient", "--features", "age,afp", "--nomogram", "size,age", "--out",
+                         str(tmp_path / "run")])
+    assert code == 2 and output == ("error: --nomogram age: also features of the model, whose risk score already "
+                                    "holds them (their nomogram axes would have no range); give the nomogram "
+                                    "covariates the model does not use, or leave them out of --features\n")
+    assert not (tmp_path / "run").exists()

@@ -215,6 +215,12 @@ def features(images, tumour_path, tumour_label, liver_path, liver_labels, ring_m
     if liver is not None:
         regions["liver"] = liver
     table = region_features(arrays, regions, reference.spacing_mm, bin_width=bin_width)
+    for region in (r for r, mask in regions.items() if not mask.any()):
+        # An empty region's statistics are NaN: say so rather than leave NaN columns to be found later.
+        where = (f"no voxels of {liver_path} within {ring_mm:g} mm of the tumour" if region != "liver" and liver_path
+                 else f"no voxels in {liver_path}" if region == "liver" else "no voxels around the tumour")
+        click.echo(f"warning: {tumour_path}: the {region} region is 0 ml ({where}); its features are NaN; check "
+                   "--liver and --liver-label", err=True)
     tmp = prepare_out(out_dir)
     habitat_summary = None
     if n_habitats and len(arrays) > 1:

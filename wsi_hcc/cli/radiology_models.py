@@ -228,8 +228,8 @@ def train(ctx, task, model_kind, phantoms, cases_csv, classes, covariates, test_
     cam_note = ""
     if cam.get("cases"):
         per_voxel = cam["mean_per_voxel"]
-        cam_note = (f"; CAM per voxel ring {per_voxel['ring']:.3f} vs far liver {per_voxel['liver']:.3f} "
-                    f"({cam['cases']} held-out cases)")
+        cam_note = (f"; CAM per voxel ring {per_voxel['ring']:.4f} vs far liver {per_voxel['liver']:.4f}, ring higher "
+                    f"in {cam['cases_ring_above_liver']} of {cam['cases']} held-out cases")
     click.echo(f"{model_kind} {task}: held-out ROC AUC {auc}, accuracy {held['accuracy']:.3f} on {held['cases']} "
                f"cases, trained in {report['training']['seconds']:.1f} s{cam_note} -> {out_dir}")
 

@@ -30,19 +30,42 @@ def segment():
     """Liver and tumour segmentation on multi-phase CT/MR: train, predict, prompt, measure."""
 
 
-def _phases(images) -> dict:
+def _phase_paths(images) -> dict[str, str]:
     from wsi_hcc.errors import WsiHccError
-    from wsi_hcc.radiology import load_volume
 
-    phases = {}
+    paths = {}
     for item in images:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             raise WsiHccError(f"--image {item!r}: write PHASE=PATH, e.g. --image arterial=arterial.nii.gz")
-        if name in phases:
+        if name in paths:
             raise WsiHccError(f"--image {item!r}: phase {name!r} given twice")
-        phases[name] = load_volume(path)
-    return phases
+        paths[name] = path
+    return paths
+
+
+def _phases(images) -> dict:
+    from wsi_hcc.radiology import load_volume
+
+    return {name: load_volume(path) for name, path in _phase_paths(images).items()}
+
+
+def _require_phases(weights, images, *named) -> None:
+    """Every phase the model needs, and every phase an option names, is among the --image phases: checked
+    from the card before any volume or weight is loaded (loading takes tens of seconds)."""
+    from wsi_hcc.errors import WsiHccError
+    from wsi_hcc.radiology.segment_models import SegConfig
+    from wsi_hcc.radiology.weights import seg_model_phases
+
+    given = list(_phase_paths(images))
+    needed = seg_model_phases(weights) if weights else SegConfig().phases
+    missing = [name for name in needed if name not in given]
+    if missing:
+        raise WsiHccError(f"missing phase(s) {missing}: the model needs {list(needed)}; give --image NAME=PATH for "
+                          f"each (given: {', '.join(given)})")
+    for option, name in named:
+        if name is not None and name not in given:
+            raise WsiHccError(f"{option} {name!r}: not one of the phases {sorted(given)}")
 
 
 def _threads(threads):
@@ -176,7 +199,6 @@ def predict(weights, images, reference, register_to, truth_path, min_tumour_mm3,
     """Segment liver and tumour in a multi-phase study (sliding windows, fold ensemble, clean-up)."""
     import time
 
-    from wsi_hcc.errors import WsiHccError
     from wsi_hcc.radiology import load_volume, register_phases, resample_like, save_nifti
     from wsi_hcc.radiology.seg_metrics import case_metrics
     from wsi_hcc.radiology.segment_data import three_classes
@@ -184,13 +206,12 @@ def predict(weights, images, reference, register_to, truth_path, min_tumour_mm3,
     from wsi_hcc.utils.atomic import atomic_write_json, publish_dir
 
     _threads(threads)
+    _require_phases(weights, images, ("--reference", reference), ("--register-to", register_to))
     phases = _phases(images)
     model = _model(weights)
     start = time.perf_counter()
     registration = {}
     if register_to:
-        if register_to not in phases:
-            raise WsiHccError(f"--register-to {register_to!r}: not one of the phases {sorted(phases)}")
         for name, reg in register_phases(phases, register_to).items():
             phases[name] = reg.resampled
             registration[name] = reg.summary()
@@ -250,6 +271,10 @@ def prompt(images, point, box, weights, phase, crop_mm, out_dir):
     reference = None if model else next(iter(phases))
     result = prompt_segment(phases, point=point or None, box=(box[:3], box[3:]) if box else None, model=model,
                             reference=reference, phase=phase, crop_mm=crop_mm)
+    if result.info.get("filled_crop"):
+        click.echo(f"warning: region growing from the {'box' if box else 'point'} filled the whole crop: it leaked "
+                   f"past the lesion on the {result.info['phase']} phase; give a tighter --box, another --phase "
+                   "or a --model, or edit lesion.nii.gz", err=True)
     tmp = prepare_out(out_dir)
     save_nifti(result.mask.with_array(result.mask.array.astype("uint8")), tmp / "lesion.nii.gz")
     m = result.measurement

@@ -5,7 +5,8 @@ A prompt is a voxel ``(z, y, x)`` inside the lesion and/or a box ``((z0, y0, x0)
 when one is given (the connected component at the prompt is kept), otherwise by region growing
 from the prompt (SimpleITK ``ConfidenceConnected`` on a lightly smoothed phase, arterial by default,
 where HCC enhances). The mask comes back on the full grid; a user-edited mask goes through
-:func:`remeasure` again.
+:func:`remeasure` again. A grown region that reaches every face of its crop has leaked into the
+tissue around the lesion: ``info["filled_crop"]`` says so.
 
 Diameters are between voxel centres, so a lesion of true diameter ``d`` measures about
 ``d - spacing``.
@@ -143,6 +144,11 @@ def _component_at(mask: np.ndarray, point: np.ndarray) -> np.ndarray:
     return components == at
 
 
+def _spans_box(mask: np.ndarray) -> bool:
+    """Whether ``mask`` touches all six faces of its array: grown from a lesion, it leaked into what surrounds it."""
+    return all(np.take(mask, index, axis=axis).any() for axis in range(mask.ndim) for index in (0, -1))
+
+
 def _region_grow(image: np.ndarray, spacing, point: np.ndarray, multiplier: float, iterations: int) -> np.ndarray:
     import SimpleITK as sitk
     from scipy.ndimage import binary_fill_holes, binary_opening, gaussian_filter
@@ -212,7 +218,7 @@ def prompt_segment(phases: Mapping[str, Volume], point: Sequence[int] | None = N
         volume_crop = (crop_volume(volume, crop) if volume.same_grid(ref)
                        else resample_like(volume, ref_crop))
         local = _region_grow(volume_crop.array, ref.spacing_mm, local_point, multiplier, iterations)
-        info.update(phase=phase, multiplier=multiplier, iterations=iterations)
+        info.update(phase=phase, multiplier=multiplier, iterations=iterations, filled_crop=_spans_box(local))
     if box is not None:
         inside = np.zeros(local.shape, bool)
         inside[tuple(slice(a - s.start, b - s.start) for a, b, s in zip(box[0], box[1], crop))] = True

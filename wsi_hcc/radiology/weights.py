@@ -13,9 +13,9 @@ from pathlib import Path
 from wsi_hcc.errors import WsiHccError
 from wsi_hcc.radiology.seg_metrics import SEGMENT_CLASSES
 from wsi_hcc.radiology.segment_models import SegConfig, SegModel, new_member
-from wsi_hcc.utils.checked_weights import load_checked, model_folder_paths, save_checked
+from wsi_hcc.utils.checked_weights import load_checked, model_folder_paths, read_card, save_checked
 
-__all__ = ["CARD_FORMAT", "save_seg_model", "load_seg_model"]
+__all__ = ["CARD_FORMAT", "save_seg_model", "load_seg_model", "seg_model_phases"]
 
 CARD_FORMAT = "wsi_hcc.radiology.segment/1"
 
@@ -35,11 +35,18 @@ def save_seg_model(model: SegModel, folder: str | Path) -> Path:
     return save_checked(folder, tensors, card)
 
 
+_CARD = {"card_format": CARD_FORMAT, "kind": "a segmentation model", "writer": "wsi-hcc radiology segment train"}
+
+
+def seg_model_phases(path: str | Path) -> tuple[str, ...]:
+    """The phases a saved model needs, in channel order, from its card alone (no weights are read)."""
+    return tuple(SegConfig.from_json(read_card(path, **_CARD)["config"]).phases)
+
+
 def load_seg_model(path: str | Path) -> SegModel:
     """Read a model folder (or its ``weights.safetensors`` / ``card.json``) written by :func:`save_seg_model`."""
     weights_path = model_folder_paths(path)[0]
-    card, tensors = load_checked(path, card_format=CARD_FORMAT, kind="a segmentation model",
-                                 writer="wsi-hcc radiology segment train")
+    card, tensors = load_checked(path, **_CARD)
     config = SegConfig.from_json(card["config"])
     members = []
     for k in range(int(card["folds"])):

@@ -74,7 +74,8 @@ def read_table(path: str | Path):
         raise WsiHccError(f"{path}: cannot read the CSV ({str(exc).splitlines()[0]})") from None
 
 
-def _numeric_column(table, column: str, where: str, what: str) -> np.ndarray:
+def _numeric_column(table, column: str, where: str, what: str, text_fix: str = "encode categories as numbers"
+                    ) -> np.ndarray:
     import pandas as pd
 
     if column not in table.columns:
@@ -82,6 +83,11 @@ def _numeric_column(table, column: str, where: str, what: str) -> np.ndarray:
                           f"name the {what} column that exists")
     values = pd.to_numeric(table[column], errors="coerce").to_numpy(dtype=float)
     bad = np.flatnonzero(np.isnan(values))
+    filled = table[column].notna().to_numpy()
+    if what == "feature" and bad.size and filled.any() and np.isnan(values[filled]).all():
+        # A text column (ids, names, categories) among the features: the fix is choosing columns, not rows.
+        shown = table[column].dropna().iloc[0]
+        raise WsiHccError(f"{where}: column '{column}' holds text ({shown!r}), not numbers; {text_fix}")
     if bad.size:
         shown = table[column].iloc[bad[0]]
         kind = "is empty" if pd.isna(shown) else f"is not a number ({shown!r})"
@@ -167,12 +173,15 @@ def survival_data(table, where: str, time_col: str, event_col: str, features: li
     ids = (table[id_col].astype(str).to_numpy() if id_col is not None else np.array([str(i) for i in range(n)]))
     if require_outcome:
         _check_one_row_per_patient(ids, where, id_col)
+    text_fix = "encode categories as numbers"
     if features is None:
+        text_fix = ("every column but time, event, --id and slide is a feature without --features: name it with --id "
+                    "if it identifies patients, or list the numeric feature columns with --features")
         skip = {time_col, event_col, id_col, slide_col}
         features = [str(c) for c in table.columns if c not in skip]
         if embeddings is not None:
             features = [c for c in features if not str(c).startswith(EMBEDDING_PREFIX)]
-    columns = [_numeric_column(table, name, where, "feature") for name in features]
+    columns = [_numeric_column(table, name, where, "feature", text_fix) for name in features]
     names = list(features)
     if embeddings is not None:
         if slide_col not in table.columns:

@@ -103,7 +103,13 @@ def nomogram_figure(nomogram: Nomogram, time_label: str = "time"):
         points = nomogram.points(grid)[:, j]
         ends = np.tile(nomogram.reference, (2, 1))
         ends[:, j] = nomogram.low[j], nomogram.high[j]
-        _axis(ax, y, name, points, [f"{v:g}" for v in values], tuple(nomogram.points(ends)[:, j]))
+        span = tuple(nomogram.points(ends)[:, j])
+        if abs(span[1] - span[0]) < 1:
+            # No range on the points scale (no effect, or one value): one tick naming the values, not a pile of them.
+            low, high = f"{nomogram.low[j]:g}", f"{nomogram.high[j]:g}"
+            _axis(ax, y, f"{name} (< 1 point)", [span[0]], [low if low == high else f"{low} to {high}"])
+            continue
+        _axis(ax, y, name, points, [f"{v:g}" for v in values], span)
     y -= 1
     max_points = float(nomogram.points(np.where(nomogram.coef >= 0, nomogram.high, nomogram.low)[None, :]).sum())
     totals = [t for t in MaxNLocator(8).tick_values(0, max_points) if 0 <= t <= max_points]

@@ -140,6 +140,11 @@ def run_survival_training(spec: DataSpec, config: SurvivalConfig, out_dir: str |
                           progress: Progress | None = None) -> TrainReport:
     """Cross-validate (if ``config.folds`` > 1), refit on all patients, write the run folder."""
     table, data = _load(spec)
+    both = [n for n in (config.nomogram.covariates if config.nomogram else ()) if n in data.feature_names]
+    if both:
+        raise WsiHccError(f"--nomogram {', '.join(both)}: also features of the model, whose risk score already "
+                          "holds them (their nomogram axes would have no range); give the nomogram covariates the "
+                          "model does not use, or leave them out of --features")
     out, tmp = _prepare_out(out_dir)
     metrics: dict = {"model": config.model, "n": int(data.time.size), "events": int(data.event.sum()),
                      "features": list(data.feature_names)}
