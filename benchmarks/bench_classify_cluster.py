@@ -32,7 +32,7 @@ CACHE = HERE / "_data" / "cluster"
 STAGES = ("tile", "features", "mil", "export")
 
 
-def _inputs(n_slides: int) -> tuple[Path, list[Path]]:
+def _inputs(n_slides: int, size_px: tuple[int, int]) -> tuple[Path, list[Path]]:
     from wsi_hcc.pipelines.demo import run_demo
     from wsi_hcc.synth import write_synthetic_slide
 
@@ -41,9 +41,9 @@ def _inputs(n_slides: int) -> tuple[Path, list[Path]]:
         run_demo(CACHE / "demo", n_train=6, n_heldout=2)
     slides = []
     for i in range(n_slides):
-        path = CACHE / "slides" / f"slide{i:02d}.svs"
+        path = CACHE / "slides" / f"slide{i:02d}_{size_px[0]}x{size_px[1]}.svs"
         if not path.exists():
-            write_synthetic_slide(path, size_px=(3072, 2048), mpp=0.5, seed=900 + i, tumour=i % 2 == 0,
+            write_synthetic_slide(path, size_px=size_px, mpp=0.5, seed=900 + i, tumour=i % 2 == 0,
                                   tissue_fraction=0.7)
         slides.append(path)
     return bundle, slides
@@ -94,12 +94,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--slides", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--width", type=int, default=3072, help="slide width in level-0 px")
+    parser.add_argument("--height", type=int, default=2048, help="slide height in level-0 px")
     parser.add_argument("--results", action="store_true", help="write the section of benchmarks/RESULTS.md")
     args = parser.parse_args()
 
     from distributed import Client, LocalCluster, get_task_stream
 
-    bundle, slides = _inputs(args.slides)
+    bundle, slides = _inputs(args.slides, (args.width, args.height))
     local_wall, local_rows = _run(slides, bundle, CACHE / "out_local")
     print(f"local: {local_wall:.1f} s", file=sys.stderr)
 
@@ -121,10 +123,12 @@ def main() -> None:
     same = all(a["p_hcc"] == b["p_hcc"] for a, b in zip(local_rows, cluster_rows))
     n = len(slides)
     tiles = statistics.median(int(r["n_tiles"]) for r in local_rows)
-    lines = [f"{n} generated slides of 3072 x 2048 px at 0.5 um/px (median {tiles:.0f} tiles of 32 px at 1 um/px), "
+    size = f" --width {args.width} --height {args.height}" if (args.width, args.height) != (3072, 2048) else ""
+    lines = [f"{n} generated slides of {args.width} x {args.height} px at 0.5 um/px "
+             f"(median {tiles:.0f} tiles of 32 px at 1 um/px), "
              f"the demo's bundle, device cpu; {platform.node()}, {os.cpu_count()} CPUs shared with other jobs, one run "
              f"each, from empty outputs; predictions of both runs equal: {same}. Command: `python "
-             f"benchmarks/bench_classify_cluster.py --slides {n} --workers {args.workers} --results`", "",
+             f"benchmarks/bench_classify_cluster.py --slides {n} --workers {args.workers}{size} --results`", "",
              "| | 1 local process | local cluster, {w} worker processes |".format(w=args.workers),
              "|---|---:|---:|",
              f"| slides per hour | {3600 * n / local_wall:,.0f} | {3600 * n / cluster_wall:,.0f} |",
