@@ -3,14 +3,14 @@ as NIfTI stand in for real cases; the crops must equal the phantom path's; bad t
 
 import csv
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from real_ct import real_ct_with_drawn_tumour
 
 from wsi_hcc.errors import WsiHccError
-from wsi_hcc.radiology import load_volume, make_phantom, save_nifti, write_phantom
+from wsi_hcc.radiology import make_phantom, write_phantom
 from wsi_hcc.radiology.case_table import check_table_for_model, read_case_table, table_cohort
 from wsi_hcc.radiology.classify_train import TrainConfig, predict_proba, untrained_model
 from wsi_hcc.radiology.cohort import phantom_case
@@ -18,7 +18,6 @@ from wsi_hcc.radiology.crops import CropSpec
 
 SPEC = CropSpec(size_vox=16, spacing_mm=3.0)
 N_CASES = 12
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "radiology" / "nifti_totalseg"
 
 
 def _phantom(i):
@@ -168,20 +167,7 @@ def test_option_and_model_checks(table_rows, tmp_path):
 
 def test_real_ct_with_a_drawn_tumour_loads_crops_and_predicts(tmp_path):
     """TotalSegmentator's example CT and its liver (label 5); no real tumour, so a sphere drawn inside the liver."""
-    ct_path, seg_path = DATA / "example_ct_sm.nii.gz", DATA / "example_seg.nii.gz"
-    if not (ct_path.is_file() and seg_path.is_file()):
-        pytest.skip(f"real data absent: {DATA} (see shared/data/SOURCES.md)")
-    from scipy.ndimage import distance_transform_edt
-
-    seg = load_volume(seg_path)
-    liver = seg.array == 5
-    depth = distance_transform_edt(liver, sampling=seg.spacing_mm)
-    centre = np.unravel_index(np.argmax(depth), liver.shape)
-    grid = np.indices(liver.shape).transpose(1, 2, 3, 0)
-    radius_mm = min(10.0, 0.6 * float(depth.max()))
-    sphere = np.linalg.norm((grid - centre) * np.asarray(seg.spacing_mm), axis=-1) <= radius_mm
-    assert sphere.any() and not (sphere & ~liver).any()
-    save_nifti(seg.with_array(sphere.astype(np.uint8), modality="SEG"), tmp_path / "tumour.nii.gz")
+    ct_path, seg_path, _ = real_ct_with_drawn_tumour(tmp_path)
     _write_csv(tmp_path / "real.csv", [{"case": "totalseg_example", "label": "0", "image:portal": str(ct_path),
                                          "tumour": "tumour.nii.gz", "liver": str(seg_path), "liver_label": "5"}])
     table = read_case_table(tmp_path / "real.csv", "mvi")

@@ -2,21 +2,18 @@
 predict / explain on a real CT (TotalSegmentator's example, liver label 5) with a drawn tumour."""
 
 import json
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from real_ct import real_ct_with_drawn_tumour
 
 from wsi_hcc.errors import WsiHccError
-from wsi_hcc.radiology import load_volume, save_nifti
+from wsi_hcc.radiology import load_volume
 from wsi_hcc.radiology.classify_bundle import save_classifier
 from wsi_hcc.radiology.classify_train import TrainConfig, untrained_model
 from wsi_hcc.radiology.crops import CropSpec
 from wsi_hcc.radiology.transformer import VitCropNet
-
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "radiology" / "nifti_totalseg"
 
 
 def _inputs(batch=2, size=16):
@@ -57,20 +54,9 @@ def test_transformer_crop_must_be_whole_patches():
 
 
 def test_transformer_predicts_and_explains_a_real_ct(tmp_path):
-    ct_path, seg_path = DATA / "example_ct_sm.nii.gz", DATA / "example_seg.nii.gz"
-    if not (ct_path.is_file() and seg_path.is_file()):
-        pytest.skip(f"real data absent: {DATA} (see shared/data/SOURCES.md)")
-    from scipy.ndimage import distance_transform_edt
-
+    ct_path, seg_path, _ = real_ct_with_drawn_tumour(tmp_path)
     from wsi_hcc.cli.radiology_models import explain, predict
 
-    seg = load_volume(seg_path)
-    liver = seg.array == 5
-    depth = distance_transform_edt(liver, sampling=seg.spacing_mm)
-    centre = np.unravel_index(np.argmax(depth), liver.shape)
-    grid = np.indices(liver.shape).transpose(1, 2, 3, 0)
-    sphere = np.linalg.norm((grid - centre) * np.asarray(seg.spacing_mm), axis=-1) <= min(10.0, 0.6 * depth.max())
-    save_nifti(seg.with_array(sphere.astype(np.uint8), modality="SEG"), tmp_path / "tumour.nii.gz")
     save_classifier(untrained_model(TrainConfig(model="transformer", phases=("portal",), single_phase="portal",
                                                 crop=CropSpec(size_vox=16, spacing_mm=3.0))), tmp_path / "model")
     common = ["--image", f"portal={ct_path}", "--tumour", str(tmp_path / "tumour.nii.gz"), "--liver", str(seg_path),
