@@ -12,7 +12,7 @@ from wsi_hcc.cli.app import main
 from wsi_hcc.pipelines.tile import run_tile
 from wsi_hcc.store.patch_store import TileReader, open_store
 from wsi_hcc.tiling.config import TileConfig
-from wsi_hcc.tiling.inputs import collect_slides
+from wsi_hcc.tiling.inputs import collect_slides, images_in_folders
 
 TILE_PX = 128
 
@@ -122,3 +122,24 @@ def test_plain_stripped_tiff_region_tiles_with_the_override(tmp_path, region_rgb
     assert result.exit_code == 0, result.output
     slide = _assert_tiles_are_crops(tmp_path / "out" / "region.zarr", region_rgb)
     assert slide["mpp_source"] == "override" and slide["level_dimensions"] == [[800, 600]]
+
+
+def test_images_in_a_folder_are_skipped_with_a_note_naming_them_and_how_to_include_them(tmp_path, region_rgb):
+    folder = tmp_path / "jpgs"
+    (folder / "sub").mkdir(parents=True)
+    for name in ("a.jpg", "b.PNG", "sub/c.jpeg"):
+        Image.fromarray(region_rgb[:256, :256]).save(folder / name)
+    (folder / "notes.txt").write_text("not an image")
+    assert collect_slides([folder]) == []
+    assert [p.name for p in images_in_folders([folder])] == ["a.jpg", "b.PNG"]
+    assert [p.name for p in images_in_folders([folder], recursive=True)] == ["a.jpg", "b.PNG", "c.jpeg"]
+    assert images_in_folders([folder / "a.jpg"]) == []  # named as a file, the image is a slide, not skipped
+    result = _cli("tile", folder, "--out", tmp_path / "out")
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert "no slides found in the given paths" in lines
+    note = lines[-1]
+    assert note.startswith("note: 2 PNG/JPEG images in the given folders skipped") and str(folder / "a.jpg") in note
+    assert f"name images as files to include them (e.g. {folder}/*.jpg)" in note
+    assert _cli("tile", folder / "a.jpg", "--out", tmp_path / "out2", "--slide-mpp", "0.5",
+                *_tile_args(0.5)).exit_code == 0

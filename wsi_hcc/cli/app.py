@@ -148,7 +148,16 @@ def tile(paths, out_dir, config_path, target_mpp, tile_px, for_model, overlap_px
         report = run_tile(list(paths), out_dir, config, recursive=recursive, slide_mpp=slide_mpp,
                           overwrite=overwrite, workers=workers, scheduler=scheduler, progress=progress)
     progress.print_summary(report)
+    _note_skipped_images(paths, recursive)
     sys.exit(1 if report.failed or not report.outcomes else 0)
+
+
+def _note_skipped_images(paths, recursive: bool) -> None:
+    from wsi_hcc.tiling.inputs import skipped_images_line
+
+    line = skipped_images_line(list(paths), recursive)
+    if line:
+        click.echo(line)
 
 
 @main.command(epilog="""\b

@@ -82,7 +82,7 @@ def classify(inputs, bundle_dir, out_dir, stores_dir, labels_csv, region_thresho
                                           workers=workers, scheduler=scheduler, device=device,
                                           batch_size=batch_size or 64, allow_resize=allow_resize,
                                           progress=progress)
-        _summarise(report)
+        _summarise(report, inputs, recursive)
         assumed = {r["model_assumptions"] for r in report.rows if r.get("model_assumptions")}
         for note in sorted(assumed):
             click.echo(f"note: this model's {note}; see its card.json")
@@ -92,11 +92,11 @@ def classify(inputs, bundle_dir, out_dir, stores_dir, labels_csv, region_thresho
                               region_threshold=region_threshold, recursive=recursive, slide_mpp=slide_mpp,
                               overwrite=overwrite, workers=workers, scheduler=scheduler, device=device,
                               batch_size=batch_size, progress=progress)
-    _summarise(report)
+    _summarise(report, inputs, recursive)
     sys.exit(1 if report.failed or not report.rows else 0)
 
 
-def _summarise(report) -> None:
+def _summarise(report, inputs, recursive: bool) -> None:
     from collections import Counter
 
     from wsi_hcc.utils.words import counted
@@ -108,6 +108,10 @@ def _summarise(report) -> None:
                f"predicted: {calls} -> {report.predictions_csv}")
     if not report.rows:
         click.echo("no slides found in the given paths")
+    from wsi_hcc.tiling.inputs import skipped_images_line
+
+    if line := skipped_images_line(list(inputs), recursive):
+        click.echo(line)
     if any(r.get("model_training_data") == "synthetic" for r in report.rows):
         click.echo("warning: this model learnt from generated slides only (wsi-hcc demo); its calls on real slides "
                    "mean nothing", err=True)

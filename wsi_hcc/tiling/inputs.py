@@ -11,10 +11,14 @@ from pathlib import Path
 from wsi_hcc.errors import WsiHccError
 from wsi_hcc.slide.readers.dicom_folder import is_dicom_folder
 
-__all__ = ["SlideTask", "SLIDE_SUFFIXES", "collect_slides", "find_stem_collisions"]
+__all__ = ["SlideTask", "SLIDE_SUFFIXES", "IMAGE_SUFFIXES", "collect_slides", "images_in_folders",
+           "find_stem_collisions", "skipped_images_line"]
 
 # PNG/JPEG region images are slides too, but only when named (or listed in a manifest): in a folder
 # they are more often thumbnails, labels or QC pictures.
+# Region images (PNG/JPEG) are tiled when named as files; a folder of them is usually exports or
+# thumbnails, so folders are scanned for slide files only and the images are reported, not taken.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide", ".qptiff")
 
 
@@ -99,6 +103,32 @@ def _slides_in(folder: Path, recursive: bool) -> list[SlideTask]:
         elif path.is_dir() and recursive:
             tasks.extend(_slides_in(path, recursive))
     return tasks
+
+
+def images_in_folders(inputs: list[str | Path], recursive: bool = False) -> list[Path]:
+    """The PNG/JPEG files in the given folders (sub-folders too with ``recursive``), which
+    :func:`collect_slides` leaves out."""
+    found: list[Path] = []
+    for item in inputs:
+        folder = Path(item)
+        if not folder.is_dir() or is_dicom_folder(folder) or folder.suffix.lower() in SLIDE_SUFFIXES:
+            continue
+        pattern = folder.rglob("*") if recursive else folder.iterdir()
+        found.extend(p for p in pattern if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                     and not p.name.startswith("."))
+    return sorted(found)
+
+
+def skipped_images_line(inputs: list[str | Path], recursive: bool = False) -> str | None:
+    """A note naming the images a folder scan skipped, with how to include them; None if there are none."""
+    images = images_in_folders(inputs, recursive)
+    if not images:
+        return None
+    from wsi_hcc.utils.words import counted
+
+    shown = ", ".join(str(p) for p in images[:3]) + (", ..." if len(images) > 3 else "")
+    return (f"note: {counted(len(images), 'PNG/JPEG image')} in the given folders skipped ({shown}): folders are "
+            f"scanned for slide files only; name images as files to include them (e.g. {images[0].parent}/*.jpg)")
 
 
 def find_stem_collisions(tasks: list[SlideTask]) -> dict[str, list[Path]]:
