@@ -168,22 +168,43 @@ def test_a_demo_folder_shows_its_classify_results(classified, tmp_path):
     assert list(load_catalog(demo).entries) == ["case01", "gone"]
 
 
-def test_the_command_listens_on_localhost_unless_told(monkeypatch, classified):
+def test_the_command_listens_on_localhost_unless_told(monkeypatch, classified, tmp_path):
+    import socket
+
     import uvicorn
 
+    import wsi_hcc.cli.view as view_cli
     from wsi_hcc.cli import main
 
-    calls = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append(kw))
+    asked, bound = [], []
+    real_listen = view_cli.listen
+    # any free port stands in for the one asked for, so the test never depends on port 8000 being free
+    monkeypatch.setattr(view_cli, "listen", lambda host, port: asked.append((host, port)) or real_listen(host, 0))
+    monkeypatch.setattr(uvicorn.Server, "run",
+                        lambda self, sockets=None: bound.append(sockets[0].getsockname()[:2]) or sockets[0].close())
     result = CliRunner().invoke(main, ["view", str(classified.out)])
     assert result.exit_code == 0, result.output
-    assert calls[-1]["host"] == "127.0.0.1" and calls[-1]["port"] == 8000
-    assert "open http://127.0.0.1:8000/" in result.output
+    assert asked[-1] == ("127.0.0.1", 8000) and bound[-1][0] == "127.0.0.1"
+    assert f"2 slides from {classified.out}: open http://127.0.0.1:{bound[-1][1]}/" in result.output
     result = CliRunner().invoke(main, ["view", str(classified.out), "--host", "0.0.0.0", "--port", "8123"])
-    assert calls[-1]["host"] == "0.0.0.0" and calls[-1]["port"] == 8123
+    assert asked[-1] == ("0.0.0.0", 8123) and bound[-1][0] == "0.0.0.0"
     assert "warning: listening on 0.0.0.0" in result.output
     result = CliRunner().invoke(main, ["view", str(classified.out / "stores")])
     assert result.exit_code == 2 and "no predictions.csv" in result.output
+    not_a_slide = tmp_path / "notes.svs"
+    not_a_slide.write_text("not a slide")
+    result = CliRunner().invoke(main, ["view", str(not_a_slide)])
+    assert result.exit_code != 0 and str(not_a_slide) in result.output and len(result.output.strip().splitlines()) == 1
+    monkeypatch.setattr(view_cli, "listen", real_listen)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(main, ["view", str(classified.out), "--port", str(port)])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [f"error: cannot listen on 127.0.0.1:{port} (Address already in use); "
+                                                  f"another program listens there: pass another --port (e.g. --port "
+                                                  f"{port + 1})"]
 
 
 def test_a_patch_classifiers_folder_has_a_layer_per_class_and_the_top_class(classified, tmp_path):

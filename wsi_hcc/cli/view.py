@@ -34,15 +34,36 @@ def view(path, port, host):
     """Look at slides and their results in the browser, zoomable to full resolution."""
     import uvicorn
 
+    from wsi_hcc.utils.words import counted
     from wsi_hcc.view import create_app, load_catalog
 
     catalog = load_catalog(path)
+    listener = listen(host, port)  # bound before the address is printed, so the address printed is ours
+    port = listener.getsockname()[1]
     if host != LOCAL_HOST:
         click.echo(f"warning: listening on {host}: anyone who can reach this computer can see these slides", err=True)
-    click.echo(f"{len(catalog.entries)} slide(s) from {path}: open http://{_shown(host)}:{port}/  (Ctrl+C stops)")
+    click.echo(f"{counted(len(catalog.entries), 'slide')} from {path}: open http://{_shown(host)}:{port}/  "
+               "(Ctrl+C stops)")
     # Only local names in the Host header on 127.0.0.1 (no DNS rebinding); any once the user opens it up.
     app = create_app(catalog) if host == LOCAL_HOST else create_app(catalog, allowed_hosts=("*",))
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[listener])
+
+
+def listen(host: str, port: int):
+    """A socket bound to ``host:port`` (0: a free port); a port in use is one line naming the fix."""
+    import socket
+
+    from wsi_hcc.errors import WsiHccError
+
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port left in TIME_WAIT, not one in use
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        hint = f"another program listens there: pass another --port (e.g. --port {port + 1 if port else 8001})"
+        raise WsiHccError(f"cannot listen on {host}:{port} ({exc.strerror}); {hint}") from None
+    return sock
 
 
 def _shown(host: str) -> str:

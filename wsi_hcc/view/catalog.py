@@ -58,6 +58,9 @@ def load_catalog(path: str | Path) -> Catalog:
             raise WsiHccError(f"{path}: no predictions.csv in this folder; pass the --out folder of wsi-hcc classify "
                               "(or a slide file to view it without results)")
     if path.is_file() or not (path / "predictions.csv").is_file():
+        from wsi_hcc.slide.readers import open_slide
+
+        open_slide(path).close()  # a file that is no slide fails here in one line, not later in the browser
         stem = path.stem if path.is_file() else path.name  # an id for URLs; no output file is named after it
         return Catalog(title=path.name, columns=["slide"], entries={stem: SlideEntry(stem, {"slide": stem}, path)})
     return _classify_folder(path.resolve())
