@@ -282,3 +282,27 @@ def test_a_nomogram_axis_without_range_is_one_tick_naming_its_values():
     ticks = _axis_labels(nomogram_figure(nomogram, "weeks"))
     assert ticks["age (< 1 point)"] == ["18 to 44"] and ticks["stage (< 1 point)"] == ["2"]
     assert len(ticks["risk score"]) >= 4 and "Points" in ticks
+
+
+def test_nomogram_labels_never_touch_and_the_time_is_short():
+    """A covariate whose points pile up at one end (a skewed volume) once drew "12846" from 1, 2, 8, 4, 6;
+    the survival time printed as 0.347291."""
+    from wsi_hcc.survival.cox import BreslowBaseline
+    from wsi_hcc.survival.nomogram import _LABEL_UNITS_PER_CHAR, Nomogram, nomogram_figure
+
+    nomogram = Nomogram(("risk score", "tumour_ml"), np.array([1.0, 0.004]), np.array([-2.0, 1.0]),
+                        np.array([2.0, 400.0]), 0.347291,
+                        BreslowBaseline(np.array([0.1, 0.3, 0.6]), np.array([0.9, 0.7, 0.5])))
+    figure = nomogram_figure(nomogram, "years")
+    ax = figure.axes[0]
+    names = [t.get_text() for t in ax.texts if t.get_horizontalalignment() == "right"]
+    assert "P(survival at 0.347 years)" in names
+    rows = {}
+    for t in ax.texts:
+        if t.get_horizontalalignment() == "center":
+            rows.setdefault(round(t.get_position()[1], 6), []).append((t.get_position()[0], t.get_text()))
+    for labels in rows.values():
+        labels.sort()
+        for (x0, a), (x1, b) in zip(labels, labels[1:]):
+            assert x1 - x0 >= _LABEL_UNITS_PER_CHAR * (len(a) + len(b)) / 2, (a, b)
+    assert len(rows) >= 4

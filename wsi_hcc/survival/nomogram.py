@@ -71,13 +71,20 @@ def fit_nomogram(values: np.ndarray, names: list[str], time: np.ndarray, event: 
     return Nomogram(tuple(names), coef, values.min(axis=0), values.max(axis=0), when, baseline)
 
 
+# Width of one 7 pt character in points-scale units (0-100 across 0.72 of an 8 inch figure).
+_LABEL_UNITS_PER_CHAR = 1.1
+
+
 def _axis(ax, y: float, label: str, positions, tick_labels, span=None) -> None:
     positions = np.asarray(positions, dtype=np.float64)
     span = (positions.min(), positions.max()) if span is None else span
     ax.plot([min(span), max(span)], [y, y], color="black", linewidth=1)
-    for x, text in zip(positions, tick_labels):
+    last = None  # (x, text) of the last label drawn: a label that would touch it is left off, its tick kept
+    for x, text in sorted(zip(positions, tick_labels)):
         ax.plot([x, x], [y, y + 0.15], color="black", linewidth=1)
-        ax.text(x, y + 0.22, text, ha="center", va="bottom", fontsize=7)
+        if last is None or x - last[0] >= _LABEL_UNITS_PER_CHAR * (len(text) + len(last[1])) / 2 + 1:
+            ax.text(x, y + 0.22, text, ha="center", va="bottom", fontsize=7)
+            last = (x, text)
     ax.text(-4, y, label, ha="right", va="center", fontsize=8)
 
 
@@ -127,7 +134,7 @@ def nomogram_figure(nomogram: Nomogram, time_label: str = "time"):
             probabilities.append(f"{p:g}")
             positions.append(total * scale)
     if positions:
-        _axis(ax, y, f"P(survival at {nomogram.survival_time:g} {time_label})", positions, probabilities)
+        _axis(ax, y, f"P(survival at {nomogram.survival_time:.3g} {time_label})", positions, probabilities)
     ax.set_xlim(-2, 104)
     ax.set_ylim(y - 0.8, rows - 0.2)
     ax.axis("off")
