@@ -97,6 +97,8 @@ def test_overlay_tiles_carry_the_tile_tables_values(client, classified):
     assert client.get(f"/api/slides/case01/values?x={empty[1]}&y={empty[0]}").json()["tile"] is None
     assert client.get("/overlays/case01/nothing/12/0_0.png").status_code == 404
     assert client.get("/api/slides/case01/values?x=a&y=1").status_code == 400
+    far = client.get("/api/slides/case01/values?x=-5&y=1e99")  # pytest turns a RuntimeWarning into a failure
+    assert far.status_code == 200 and far.json()["tile"] is None and far.json()["tissue"] is False
 
 
 def test_tissue_layer_and_tumour_regions(client, classified):

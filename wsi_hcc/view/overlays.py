@@ -131,8 +131,9 @@ class SlideOverlays:
 
     def _tissue_at(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
         mask, downsample = self.tissue()
-        cols = np.floor(xs / downsample).astype(np.int64)
-        rows = np.floor(ys / downsample).astype(np.int64)
+        # clipped to one cell beyond the mask first: a far-off point (x=1e99) must not overflow the cast
+        cols = np.clip(np.floor(xs / downsample), -1, mask.shape[1]).astype(np.int64)
+        rows = np.clip(np.floor(ys / downsample), -1, mask.shape[0]).astype(np.int64)
         inside = ((rows >= 0) & (rows < mask.shape[0]))[:, None] & ((cols >= 0) & (cols < mask.shape[1]))[None, :]
         picked = mask[np.clip(rows, 0, mask.shape[0] - 1)[:, None], np.clip(cols, 0, mask.shape[1] - 1)[None, :]]
         return picked & inside
