@@ -60,8 +60,10 @@ def test_override_wins_and_is_recorded(real_svs):
 
 @pytest.mark.parametrize("bad", [0.0, 0.001, 254.0, -1.0])
 def test_implausible_override_is_rejected(real_svs, bad):
-    with pytest.raises(MppError, match="implausible"):
+    with pytest.raises(MppError, match="implausible.*from override.*; correct --slide-mpp"):
         resolve_mpp(OpenSlideReader(real_svs), bad)
+    with pytest.raises(MppError, match="from manifest.*; correct the mpp column of the CSV manifest"):
+        resolve_mpp(OpenSlideReader(real_svs), bad, "manifest")
 
 
 def test_missing_mpp_names_the_override(synth_slide_no_mpp):

@@ -19,8 +19,11 @@ _OVERRIDE_HINT = "pass --slide-mpp, or an mpp column in a CSV manifest"
 def check_mpp(mpp: float, where: str) -> float:
     """Return ``mpp`` if plausible, else raise MppError naming ``where`` it came from."""
     if not (MIN_PLAUSIBLE_MPP <= mpp <= MAX_PLAUSIBLE_MPP):
+        # an override that is itself wrong needs correcting, not another override
+        hint = {"override": "correct --slide-mpp (um per level-0 pixel: about 0.25 at 40x, 0.5 at 20x)",
+                "manifest": "correct the mpp column of the CSV manifest"}.get(where, _OVERRIDE_HINT)
         raise MppError(f"implausible mpp {mpp:g} um/px from {where} (expected {MIN_PLAUSIBLE_MPP}"
-                       f"-{MAX_PLAUSIBLE_MPP}); {_OVERRIDE_HINT}")
+                       f"-{MAX_PLAUSIBLE_MPP}); {hint}")
     return float(mpp)
 
 
