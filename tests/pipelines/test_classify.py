@@ -177,6 +177,18 @@ def test_bundle_problems_are_one_line(demo, tmp_path):
     result = CliRunner().invoke(main, ["classify", str(out / "heldout"), "--model", str(tmp_path),
                                        "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "not a MIL bundle (card.json missing)" in result.output
+    result = CliRunner().invoke(main, ["classify", str(out / "heldout"), "--model", str(out / "report.md"),
+                                       "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and result.output.strip() == (
+        f"error: {out / 'report.md'}: a file, not a model folder; pass --model the folder that holds card.json "
+        "(OUT/model of wsi-hcc train-mil, train-patches or demo)")
+    one = tmp_path / "one"
+    one.mkdir()
+    shutil.copy(next((out / "heldout").glob("*.svs")), one)
+    result = CliRunner().invoke(main, ["classify", str(one), "--model", str(out / "model" / "card.json"),
+                                       "--out", str(tmp_path / "by-card")])
+    assert result.exit_code == 0, result.output  # the card names its folder
+    assert "1 slide: 1 classified" in result.output
     help_text = CliRunner().invoke(main, ["classify", "--help"]).output
     assert "Examples:" in help_text and "wsi-hcc classify slides/ --model" in help_text
 

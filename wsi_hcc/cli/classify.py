@@ -42,9 +42,9 @@ the worker column of predictions.csv names the worker. Workers must see the slid
 OUT (and --stores) at the same paths as this command (a shared file system): the command checks
 from every worker first and stops in one line if one cannot.""")
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("--model", "bundle_dir", required=True, type=click.Path(file_okay=False),
+@click.option("--model", "bundle_dir", required=True, type=click.Path(),
               help="Model folder: a MIL bundle (OUT/model of train-mil or demo) or a patch classifier "
-                   "(wsi-hcc bundle, OUT/model of train-patches).")
+                   "(wsi-hcc bundle, OUT/model of train-patches); its card.json names the folder too.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--stores", "stores_dir", type=click.Path(file_okay=False),
               help="Where patch stores are kept and reused [OUT/stores].")
@@ -71,10 +71,19 @@ def classify(inputs, bundle_dir, out_dir, stores_dir, labels_csv, region_thresho
 
     INPUTS are slides, folders of slides or a CSV manifest (path[, mpp]), as for wsi-hcc tile.
     """
+    from pathlib import Path
+
     from wsi_hcc.cli.progress import RichProgress
     from wsi_hcc.pipelines.classify import run_classify
     from wsi_hcc.pipelines.classify_patches import is_patch_model, run_classify_patches
 
+    if Path(bundle_dir).is_file():
+        if Path(bundle_dir).name not in ("card.json", "weights.safetensors"):
+            from wsi_hcc.errors import WsiHccError
+
+            raise WsiHccError(f"{bundle_dir}: a file, not a model folder; pass --model the folder that holds "
+                              "card.json (OUT/model of wsi-hcc train-mil, train-patches or demo)")
+        bundle_dir = str(Path(bundle_dir).parent)  # a file of the model folder names the folder
     if is_patch_model(bundle_dir):
         with RichProgress() as progress:
             report = run_classify_patches(list(inputs), bundle_dir, out_dir, stores_dir=stores_dir,
