@@ -375,7 +375,14 @@ def test_the_readme_config_trains_on_the_labels_the_demo_writes(tiny_cohort, tmp
         rows = list(csv.DictReader(handle))
     assert {r["slide"]: r["label"] for r in rows} == {
         f"t{i:02d}": "HCC" if i % 2 == 0 else "non-HCC" for i in range(16)}
-    assert json.loads((tmp_path / "run" / "model" / "card.json").read_text())["class_names"] == ["non-HCC", "HCC"]
+    card = json.loads((tmp_path / "run" / "model" / "card.json").read_text())
+    assert card["class_names"] == ["non-HCC", "HCC"]
+    # classify --labels reads the demo's words through the card's class_map, so true_label matches predicted_label
+    assert card["class_map"] == {"non_tumour": "non-HCC", "tumour": "HCC"}
+    from wsi_hcc.pipelines.classify import _true_labels
+
+    truth = _true_labels("slides.csv", card["class_map"])
+    assert truth["t00"][0] == "HCC" and truth["t01"][0] == "non-HCC"
     # a label neither in class_names nor in class_map: one line with the fix
     Path("slides.csv").write_text(demo_style.replace("non_tumour", "normal"))
     result = CliRunner().invoke(train_mil, ["--config", "mil/gated_hcc", str(root / "stores"), "--out", "run2"])

@@ -93,7 +93,7 @@ def run_classify(inputs: list[str | Path], bundle_dir: str | Path, out_dir: str 
     bundle = load_mil_bundle(bundle_dir)
     backbone_model = bundle.create_backbone()  # fails now, with one line, if the bundle cannot make features
     bundle_digest = file_sha256(Path(bundle_dir) / "card.json")
-    truth = _true_labels(labels_csv)
+    truth = _true_labels(labels_csv, bundle.card.raw.get("class_map") or {})
     started = utc_now()
 
     write = lambda rows: _write_csv(out_dir / "predictions.csv", rows, bundle)  # noqa: E731
@@ -222,10 +222,12 @@ def classify_rows(tiled: Sequence[SlideOutcome], classify_one: Callable[[SlideOu
     return rows
 
 
-def _true_labels(labels_csv: str | Path | None) -> dict[str, tuple[str, str]] | None:
+def _true_labels(labels_csv: str | Path | None, class_map: dict[str, str]) -> dict[str, tuple[str, str]] | None:
+    """Each slide's (label, grade) from a label CSV, its labels in the model's words (the class_map it
+    was trained with), so ``true_label`` compares with ``predicted_label``."""
     if labels_csv is None:
         return None
-    return {row.slide: (row.label, row.grade or "") for row in read_slide_labels(labels_csv)}
+    return {row.slide: (class_map.get(row.label, row.label), row.grade or "") for row in read_slide_labels(labels_csv)}
 
 
 def _states(out_dir: Path) -> StateFiles:

@@ -452,6 +452,7 @@ def _write_bundle(out_dir: Path, config: MilConfig, cohort: MilCohort, results: 
     card = {
         "kind": config.bundle,
         "class_names": config.class_names, "positive_class": config.class_names[1],
+        "class_map": dict(config.class_map),  # classify --labels maps a label CSV's words the same way
         "grade_names": config.grade_names, "threshold": threshold, "temperature": temperature,
         "threshold_rule": config.threshold if isinstance(config.threshold, str) else "fixed",
         "model": _model_args(config, cohort), "backbone": backbone,
