@@ -133,3 +133,12 @@ def test_bad_label_csv_is_one_line(tmp_path):
     path.write_text("slide,patient,label\ns1,p1,HCC\ns1,p2,HCC\n")
     with pytest.raises(WsiHccError, match="listed twice"):
         read_slide_labels(path)
+
+
+def test_a_missing_label_csv_says_where_a_relative_path_was_looked_for(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(WsiHccError, match=rf"^slides.csv: label CSV not found \(relative to {tmp_path}, where the "
+                                          r"command runs\); pass --labels"):
+        read_slide_labels("slides.csv")
+    with pytest.raises(WsiHccError, match=rf"^{tmp_path / 'gone.csv'}: label CSV not found; pass --labels"):
+        read_slide_labels(tmp_path / "gone.csv")

@@ -39,6 +39,10 @@ def read_slide_labels(path: str | Path) -> list[SlideLabel]:
     try:
         with open(path, newline="") as fh:
             rows = list(csv.DictReader(fh))
+    except FileNotFoundError:
+        where = "" if path.is_absolute() else f" (relative to {Path.cwd()}, where the command runs)"
+        raise WsiHccError(f"{path}: label CSV not found{where}; pass --labels, or run from the folder the "
+                          "config's paths are relative to") from None
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise WsiHccError(f"{path}: cannot read the label CSV ({exc})") from None
     missing = {"slide", "patient", "label"} - set(rows[0] if rows else ())
