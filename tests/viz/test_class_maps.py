@@ -2,6 +2,7 @@
 class probability and one region per connected group of tiles where a class is on top."""
 
 import numpy as np
+import pytest
 from qupath_validator import validate_document
 
 from wsi_hcc.viz.slide_exports import class_colours, class_geojson_features, class_maps_png, measurement_name
@@ -36,7 +37,29 @@ def test_class_geojson_has_every_probability_and_regions_per_connected_group():
     assert measurement_name("non cancerous") == "p_non_cancerous"
     # a class has the colour of its heatmap legend in QuPath too
     colour = {t["properties"]["classification"]["name"]: t["properties"]["classification"]["color"] for t in tiles}
-    assert [tuple(colour[n]) for n in ("high grade", "low grade", "non-cancerous")] == class_colours(3)
+    names = ("high grade", "low grade", "non-cancerous")
+    assert [tuple(colour[n]) for n in names] == class_colours(names)
+
+
+@pytest.mark.parametrize("names, benign", [
+    (("high grade", "low grade", "medium grade", "non-cancerous"), ["non-cancerous"]),
+    (("normal liver", "HCC G1", "HCC G2", "HCC G3"), ["normal liver"]),
+    (("non-HCC", "HCC"), ["non-HCC"]),
+    (("non_tumour", "tumour"), ["non_tumour"]),
+    (("benign", "stroma", "necrosis", "HCC", "cholangiocarcinoma", "fat", "blood", "background"), ["benign",
+                                                                                                  "background"]),
+])
+def test_class_colours_read_without_a_legend(names, benign):
+    """Benign classes green, graded tumour classes orange to red by grade, every class its own colour
+    (tab10 once coloured LiverNet's non-cancerous red and its high grade blue)."""
+    colours = dict(zip(names, class_colours(names)))
+    assert len(set(colours.values())) == len(names)
+    for name, (r, g, b) in colours.items():
+        assert (g > r and g > b) == (name in benign), (name, (r, g, b))
+    graded = [colours[n] for n in names if any(w in n for w in ("low", "medium", "high", "G1", "G2", "G3"))]
+    if graded:  # redder with grade: the green channel falls
+        order = sorted(graded, key=lambda c: -c[1])
+        assert [colours[n] for n in names if n in ("low grade", "HCC G1")] == order[:1]
 
 
 def test_class_maps_png_draws_a_panel_per_class_and_the_top_class():

@@ -180,7 +180,7 @@ def _layers(scores: dict[str, np.ndarray], catalog: Catalog) -> dict[str, Layer]
     if len(class_columns) >= 2:
         top = np.stack([scores[c] for c in class_columns], axis=1).argmax(axis=1).astype(np.float64)
         layers["top_class"] = Layer("top_class", "top class per tile", top,
-                                    np.asarray(class_colours(len(names)), dtype=np.uint8), classes=names)
+                                    np.asarray(class_colours(names), dtype=np.uint8), classes=names)
     if "attention" in scores:
         attention = scores["attention"]
         finite = attention[np.isfinite(attention)]

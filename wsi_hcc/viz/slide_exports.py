@@ -6,6 +6,7 @@ heatmap PNG bytes and the QuPath GeoJSON features, and the pipeline writes them.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -123,11 +124,33 @@ def measurement_name(class_name: str) -> str:
     return "p_" + class_name.replace(" ", "_")
 
 
-def class_colours(n: int) -> list[tuple[int, int, int]]:
-    """One RGB colour per class (matplotlib's tab10), the same in the heatmap and in QuPath."""
-    import matplotlib
+# Colours a pathologist reads without a legend: benign classes green, tumour classes warm and darker
+# with grade (ColorBrewer RdYlGn / Dark2 hues); any other class takes the next of the rest.
+_BENIGN = re.compile(r"^(non|normal|benign|healthy|background)|\b(normal|benign|non[-_ ]?(cancer|tumou?r|hcc))",
+                     re.IGNORECASE)
+_GRADE_RANK = ((re.compile(r"\b(low|well|g1)\b", re.IGNORECASE), 0),
+               (re.compile(r"\b(medium|moderate(ly)?|intermediate|g2)\b", re.IGNORECASE), 1),
+               (re.compile(r"\b(high|poor(ly)?|g3|g4)\b", re.IGNORECASE), 2))
+_BENIGN_RGB = [(26, 152, 80), (102, 189, 99), (150, 150, 150)]
+_TUMOUR_RGB = [(253, 174, 97), (244, 109, 67), (215, 48, 39)]  # low, medium, high grade
+_OTHER_RGB = [(117, 112, 179), (231, 41, 138), (166, 118, 29), (102, 102, 102), (31, 120, 180), (230, 171, 2)]
 
-    return [tuple(int(round(255 * c)) for c in matplotlib.colormaps["tab10"].colors[k % 10]) for k in range(n)]
+
+def class_colours(class_names: Sequence[str]) -> list[tuple[int, int, int]]:
+    """One RGB colour per class, the same in the heatmap, the viewer and QuPath: benign-named classes
+    green, graded tumour classes orange to red by grade, other classes distinct hues; never a repeat
+    within the first dozen classes."""
+    colours: list[tuple[int, int, int] | None] = [None] * len(class_names)
+    benign = iter(_BENIGN_RGB)
+    for k, name in enumerate(class_names):
+        if _BENIGN.search(name):
+            colours[k] = next(benign, None)
+        else:
+            rank = next((r for pattern, r in _GRADE_RANK if pattern.search(name)), None)
+            if rank is not None and _TUMOUR_RGB[rank] not in colours:
+                colours[k] = _TUMOUR_RGB[rank]
+    spare = iter([c for c in _OTHER_RGB + _TUMOUR_RGB + _BENIGN_RGB if c not in colours])
+    return [c if c is not None else next(spare, (0, 0, 0)) for c in colours]
 
 
 def class_maps_png(thumbnail: np.ndarray, downsample: float, boxes: np.ndarray, probs: np.ndarray,
@@ -139,7 +162,7 @@ def class_maps_png(thumbnail: np.ndarray, downsample: float, boxes: np.ndarray, 
               for k, name in enumerate(class_names)]
     import matplotlib
 
-    one_colour_per_class = matplotlib.colors.ListedColormap(np.asarray(class_colours(len(class_names))) / 255.0)
+    one_colour_per_class = matplotlib.colors.ListedColormap(np.asarray(class_colours(class_names)) / 255.0)
     panels.append(HeatmapPanel(value_grid(boxes, probs.argmax(axis=1).astype(np.float64), None, downsample, shape),
                                "top class per tile", one_colour_per_class, -0.5, len(class_names) - 0.5,
                                ticks={float(k): name for k, name in enumerate(class_names)}))
@@ -150,7 +173,7 @@ def class_geojson_features(boxes: np.ndarray, probs: np.ndarray, class_names: Se
                            offset_xy: tuple[float, float] = (0, 0)) -> list[dict]:
     """QuPath objects for a patch classifier: a ``tile`` per tile carrying every class probability
     as a measurement and classified by its top class; then, per class, the regions where it is on top."""
-    colours = dict(zip(class_names, class_colours(len(class_names))))
+    colours = dict(zip(class_names, class_colours(class_names)))
     top = probs.argmax(axis=1)
     features = tile_features(boxes, None, {measurement_name(n): probs[:, k] for k, n in enumerate(class_names)},
                              class_names=list(class_names), class_index=top, class_colors=colours,
