@@ -234,3 +234,12 @@ def test_a_patch_classifiers_folder_has_a_layer_per_class_and_the_top_class(clas
         values = client.get(f"/api/slides/case01/values?x={x}&y={y}").json()["values"]
         assert values["top_class"] == names[int(probs[7].argmax())]
         assert values["p_HCC_G2"] == pytest.approx(probs[7, 2], abs=1e-6)
+
+
+def test_a_slide_classify_failed_on_shows_classifys_reason(tmp_path):
+    from wsi_hcc.utils.atomic import atomic_write_csv
+
+    atomic_write_csv(tmp_path / "predictions.csv", ["slide", "status", "reason"],
+                     [{"slide": "bad", "status": "failed", "reason": "bad.svs: not a readable slide; copy it again"}])
+    entry = load_catalog(tmp_path).entries["bad"]
+    assert entry.problem == "classify failed on this slide: bad.svs: not a readable slide; copy it again"

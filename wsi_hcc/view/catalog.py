@@ -92,6 +92,8 @@ def _entry(out: Path, stores_dir: Path, stem: str, row: dict[str, str]) -> Slide
     store = Path(state["store"]) if state.get("store") else stores_dir / f"{stem}.zarr"
     table = out / f"{stem}{TILE_TABLE_SUFFIX}"
     table = table if table.is_file() else None
+    if row.get("status") == "failed" and row.get("reason"):  # classify's own reason, not a missing store
+        return SlideEntry(stem, row, None, None, table, problem=f"classify failed on this slide: {row['reason']}")
     try:
         slide_path = Path(read_store_meta(store)["slide"]["path"])
     except WsiHccError as exc:
