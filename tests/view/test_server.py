@@ -94,6 +94,10 @@ def test_overlay_tiles_carry_the_tile_tables_values(client, classified):
     empty = np.argwhere(~covered)[0]  # glass: no model tile, a transparent overlay
     overlay = _image(client.get(f"/overlays/case01/attention/12/{empty[1] // 256}_{empty[0] // 256}.png"))
     assert overlay[empty[0] % 256, empty[1] % 256, 3] == 0
+    # attention on the heatmap PNG's scale: a share of the slide's highest
+    top = int(np.argmax(classified.attention))
+    x, y = (classified.coords[top] + classified.tile_size_level0 / 2).astype(int)
+    assert client.get(f"/api/slides/case01/values?x={x}&y={y}").json()["values"]["attention"] == pytest.approx(1.0)
     assert client.get(f"/api/slides/case01/values?x={empty[1]}&y={empty[0]}").json()["tile"] is None
     assert client.get("/overlays/case01/nothing/12/0_0.png").status_code == 404
     assert client.get("/api/slides/case01/values?x=a&y=1").status_code == 400

@@ -182,10 +182,11 @@ def _layers(scores: dict[str, np.ndarray], catalog: Catalog) -> dict[str, Layer]
         layers["top_class"] = Layer("top_class", "top class per tile", top,
                                     np.asarray(class_colours(names), dtype=np.uint8), classes=names)
     if "attention" in scores:
+        # as the heatmap PNG draws it: a share of the slide's highest attention, 0-1
         attention = scores["attention"]
         finite = attention[np.isfinite(attention)]
-        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-        layers["attention"] = Layer("attention", "MIL attention", attention, viridis, lo, hi if hi > lo else lo + 1)
+        top = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+        layers["attention"] = Layer("attention", "MIL attention / the slide's highest", attention / top, viridis)
     for c, name in zip(grade_columns, catalog.grade_names):
         if c in scores:
             layers[c] = Layer(c, f"P({name}) per tile", scores[c], magma)
