@@ -137,6 +137,9 @@ def test_a_request_for_another_host_name_is_refused(client):
 
 def test_files_inside_the_folder_are_served_and_nothing_is_written(client, classified):
     assert client.get("/files/predictions.csv").content == (classified.out / "predictions.csv").read_bytes()
+    table = client.get("/files/case01.tiles.csv.gz")  # a gzip file to save as it is
+    assert table.headers["content-type"] == "application/gzip" and "content-encoding" not in table.headers
+    assert table.content == (classified.out / "case01.tiles.csv.gz").read_bytes()
     for method in ("post", "put", "delete"):
         assert getattr(client, method)("/files/predictions.csv").status_code == 405
     assert client.post("/api/slides").status_code == 405

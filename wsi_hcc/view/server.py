@@ -140,7 +140,9 @@ def create_app(catalog: Catalog, cache_bytes: int = 256 * 2**20, allowed_hosts: 
         wanted = (catalog.root / request.path_params["path"]).resolve()
         if not wanted.is_relative_to(catalog.root) or not wanted.is_file():
             raise HTTPException(404, "only files inside the output folder are served")
-        return FileResponse(wanted, headers=_HEADERS)
+        # a .gz is a gzip file to save (QuPath opens .geojson.gz), not JSON the browser should show undecoded
+        return FileResponse(wanted, headers=_HEADERS,
+                            media_type="application/gzip" if wanted.suffix == ".gz" else None)
 
     routes = [
         Route("/", page), Route("/slide/{id}", page),
