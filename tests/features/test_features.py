@@ -448,6 +448,10 @@ def test_random_weights_are_kept_so_features_can_be_reproduced(store, tmp_path, 
                          progress=recording_progress)
     assert again.count("skipped") == 1  # the same weights: nothing to redo
     assert recording_progress.of("message") == []  # and nothing said about random weights
+    # another run without --weights starts from the same random weights: the same file, the store is current
+    torch.manual_seed(6)
+    third = run_features([store], out, "test_resnet", device="cpu", allow_resize=True)
+    assert third.count("skipped") == 1 and list(out.glob("test_resnet-random-*.safetensors")) == saved
 
 
 def test_a_model_folder_gives_the_features_of_its_weights(store, small_features, tmp_path):

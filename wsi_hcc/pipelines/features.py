@@ -89,7 +89,7 @@ def run_features(stores: list[str | Path], out_dir: str | Path | None, backbone:
     prepare_out_dir(out_dir)
     torch_device = resolve_device(device)
     if model is None:
-        model = create_backbone(backbone, num_classes=0, weights=weights)
+        model = _backbone(backbone, weights)
     if weights is None:
         weights = _keep_random_weights(model, backbone, out_dir)
         progress.message(f"note: no --weights, so these features come from random {backbone} weights, not a trained "
@@ -118,6 +118,18 @@ def run_features(stores: list[str | Path], out_dir: str | Path | None, backbone:
                        gpu_decode=gpu_decode, dtype=dtype)
     report = BatchReport(out_dir, tuple(outcomes))
     return report
+
+
+def _backbone(backbone: str, weights):
+    """The backbone; without weights, initialised from a fixed seed, so every run without --weights
+    makes the same features and keeps one weights file per backbone, not one per run."""
+    if weights is not None:
+        return create_backbone(backbone, num_classes=0, weights=weights)
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return create_backbone(backbone, num_classes=0, weights=None)
 
 
 def _keep_random_weights(model, backbone: str, out_dir: Path) -> Path:
