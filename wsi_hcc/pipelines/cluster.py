@@ -191,6 +191,11 @@ def worker_cached(key: str, load: Callable[[], T], keep: int = 2) -> T:
 
 
 def _run_stage(chain: SlideChain, stage: str, task: SlideTask, *earlier: Any) -> Any:
+    import logging
+
+    tifffile_log = logging.getLogger("tifffile")
+    if tifffile_log.level == logging.NOTSET:  # as the CLI does: a damaged file is our one-line row, not a log
+        tifffile_log.setLevel(logging.CRITICAL)
     result = chain.run(stage, task, *earlier)
     if stage != chain.stages[-1]:
         return result
