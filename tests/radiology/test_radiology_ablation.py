@@ -135,3 +135,19 @@ def test_margin_drives_progression_in_a_cox_model_with_a_nomogram(tmp_path):
     assert c_index >= 0.7
     assert coef[0] < 0  # a more complete margin, a lower hazard
     assert (tmp_path / "run" / "nomogram.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("command", [["radiology", "ablation"], ["radiology", "survival", "train"],
+                                     ["radiology", "train", "--task", "mvi"]])
+def test_phantoms_or_cases_exactly_one(tmp_path, command):
+    from click.testing import CliRunner
+
+    from wsi_hcc.cli import main
+
+    neither = CliRunner().invoke(main, [*command, "--out", str(tmp_path / "o")])
+    assert neither.exit_code == 2 and neither.output.endswith("not neither\n")
+    assert neither.output.startswith("error: give either --phantoms N (a phantom cohort) or --cases ")
+    cases = tmp_path / "cases.csv"
+    cases.write_text("case\n")
+    both = CliRunner().invoke(main, [*command, "--phantoms", "8", "--cases", str(cases), "--out", str(tmp_path / "o")])
+    assert both.exit_code == 2 and both.output.endswith("not both\n") and len(both.output.splitlines()) == 1

@@ -47,3 +47,10 @@ def stores_argument(command):
     """Patch stores (or folders of them) as the positional inputs; the old ``--store`` for one release."""
     command = renamed_option("--store", "positional STORES", "stores", multiple=True)(command)
     return click.argument("stores", nargs=-1)(command)
+
+
+def phantoms_or_cases(phantoms: int | None, cases_csv: str | None, cases_name: str) -> None:
+    """A command that learns from phantoms or from your cases takes exactly one of them."""
+    if (phantoms is None) == (cases_csv is None):
+        raise ConfigError(f"give either --phantoms N (a phantom cohort) or --cases {cases_name} (your cases), not "
+                          f"{'both' if phantoms is not None else 'neither'}")

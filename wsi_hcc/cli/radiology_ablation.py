@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from wsi_hcc.cli.errors import OneLineCommand
+from wsi_hcc.cli.options import phantoms_or_cases
 from wsi_hcc.cli.radiology import prepare_out, provenance
 
 __all__ = ["COMMANDS", "ablation"]
@@ -102,9 +103,7 @@ def ablation(phantoms, cases_csv, margin_mm, threshold, zone_phase, n_habitats, 
     from wsi_hcc.errors import WsiHccError
     from wsi_hcc.utils.atomic import atomic_write_csv, atomic_write_json, publish_dir
 
-    if (phantoms is None) == (cases_csv is None):
-        raise WsiHccError("give either --phantoms N or --cases ablations.csv, not "
-                          f"{'both' if phantoms is not None else 'neither'}")
+    phantoms_or_cases(phantoms, cases_csv, "ablations.csv")
     with RichProgress() as progress:
         if phantoms is not None:
             if margin_mm != 5.0 or threshold is not None or zone_phase:

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from wsi_hcc.cli.errors import OneLineCommand
-from wsi_hcc.cli.options import deprecation, renamed_option
+from wsi_hcc.cli.options import deprecation, phantoms_or_cases, renamed_option
 from wsi_hcc.cli.radiology import prepare_out, provenance
 from wsi_hcc.errors import ConfigError
 
@@ -181,9 +181,7 @@ def train(ctx, task, model_kind, phantoms, cases_csv, classes, covariates, test_
     def given(name):
         return ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
 
-    if (phantoms is None) == (cases_csv is None):
-        raise WsiHccError("give either --phantoms N (a phantom cohort) or --cases cases.csv (your cases), not "
-                          f"{'both' if phantoms is not None else 'neither'}")
+    phantoms_or_cases(phantoms, cases_csv, "cases.csv")
     spec = CropSpec(crop_size, crop_spacing_mm)
     progress = ctx.with_resource(RichProgress())
     if phantoms is not None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from wsi_hcc.cli.errors import OneLineCommand, OneLineErrors
+from wsi_hcc.cli.options import phantoms_or_cases
 from wsi_hcc.cli.radiology import prepare_out, provenance
 
 __all__ = ["COMMANDS", "survival"]
@@ -57,12 +58,9 @@ def train(phantoms, cases_csv, region, folds, epochs, box_size, seed, out_dir):
     import numpy as np
 
     from wsi_hcc.cli.progress import RichProgress
-    from wsi_hcc.errors import WsiHccError
     from wsi_hcc.pipelines.image_survival import ImageSurvivalConfig, run_image_survival
 
-    if (phantoms is None) == (cases_csv is None):
-        raise WsiHccError("give either --phantoms N or --cases scans.csv, not "
-                          f"{'both' if phantoms is not None else 'neither'}")
+    phantoms_or_cases(phantoms, cases_csv, "scans.csv")
     with RichProgress() as progress:
         if phantoms is not None:
             from wsi_hcc.radiology.survival_phantoms import liver_survival_cohort
