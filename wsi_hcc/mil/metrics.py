@@ -100,17 +100,13 @@ def reliability_bins(labels: Sequence[int], probs: np.ndarray, bins: int = 10):
 
 
 def fit_temperature(logits: np.ndarray, labels: Sequence[int]) -> float:
-    """The temperature T > 0 minimising the NLL of ``softmax(logits / T)`` (LBFGS on log T).
-
-    T = 1 (no scaling) where the logits rank every validation slide right: there the NLL falls
-    towards 0 as T does, so the fit would only sharpen every later probability to 0 or 1 on the
-    evidence of a handful of slides (a small cohort's usual validation set)."""
+    """The temperature T > 0 minimising the NLL of ``softmax(logits / T)`` (LBFGS on log T)."""
     import torch
 
-    if len(labels) == 0 or _separated(np.asarray(logits, dtype=np.float64), np.asarray(labels, dtype=np.int64)):
-        return 1.0
     x = torch.as_tensor(np.asarray(logits, dtype=np.float64))
     y = torch.as_tensor(np.asarray(labels, dtype=np.int64))
+    if len(y) == 0:
+        return 1.0
     log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
     optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200, line_search_fn="strong_wolfe")
 
@@ -122,13 +118,6 @@ def fit_temperature(logits: np.ndarray, labels: Sequence[int]) -> float:
 
     optimizer.step(closure)
     return float(np.clip(log_t.exp().item(), 0.05, 20.0))
-
-
-def _separated(logits: np.ndarray, labels: np.ndarray) -> bool:
-    """Whether every slide's own class has its highest logit by a margin over every other class."""
-    own = logits[np.arange(len(labels)), labels]
-    others = np.where(np.eye(logits.shape[1], dtype=bool)[labels], -np.inf, logits).max(axis=1)
-    return bool((own > others).all())
 
 
 def binary_metrics(labels: Sequence[int], probs: np.ndarray, threshold, class_names: Sequence[str],
