@@ -41,7 +41,7 @@ def store(stores_224, tmp_path):
 
 @pytest.fixture(scope="module")
 def resnet_features():
-    torch.manual_seed(0)
+    torch.manual_seed(1)  # not features' own seed for runs without --weights (0): these stand for trained weights
     return create_backbone("resnet34", num_classes=0)
 
 
