@@ -56,6 +56,8 @@ def test_class_colours_read_without_a_legend(names, benign):
     assert len(set(colours.values())) == len(names)
     for name, (r, g, b) in colours.items():
         assert (g > r and g > b) == (name in benign), (name, (r, g, b))
+    if "HCC" in names or "tumour" in names:  # an ungraded tumour class is red
+        assert colours.get("HCC", colours.get("tumour")) == (215, 48, 39)
     graded = [colours[n] for n in names if any(w in n for w in ("low", "medium", "high", "G1", "G2", "G3"))]
     if graded:  # redder with grade: the green channel falls
         order = sorted(graded, key=lambda c: -c[1])

@@ -131,6 +131,7 @@ _BENIGN = re.compile(r"^(non|normal|benign|healthy|background)|\b(normal|benign|
 _GRADE_RANK = ((re.compile(r"\b(low|well|g1)\b", re.IGNORECASE), 0),
                (re.compile(r"\b(medium|moderate(ly)?|intermediate|g2)\b", re.IGNORECASE), 1),
                (re.compile(r"\b(high|poor(ly)?|g3|g4)\b", re.IGNORECASE), 2))
+_TUMOUR = re.compile(r"tumou?r|cancer|carcinoma|hcc|malignan", re.IGNORECASE)
 _BENIGN_RGB = [(26, 152, 80), (102, 189, 99), (150, 150, 150)]
 _TUMOUR_RGB = [(253, 174, 97), (244, 109, 67), (215, 48, 39)]  # low, medium, high grade
 _OTHER_RGB = [(117, 112, 179), (231, 41, 138), (166, 118, 29), (102, 102, 102), (31, 120, 180), (230, 171, 2)]
@@ -146,7 +147,8 @@ def class_colours(class_names: Sequence[str]) -> list[tuple[int, int, int]]:
         if _BENIGN.search(name):
             colours[k] = next(benign, None)
         else:
-            rank = next((r for pattern, r in _GRADE_RANK if pattern.search(name)), None)
+            rank = next((r for pattern, r in _GRADE_RANK if pattern.search(name)),
+                        2 if _TUMOUR.search(name) else None)  # an ungraded tumour class: red
             if rank is not None and _TUMOUR_RGB[rank] not in colours:
                 colours[k] = _TUMOUR_RGB[rank]
     spare = iter([c for c in _OTHER_RGB + _TUMOUR_RGB + _BENIGN_RGB if c not in colours])
