@@ -12,7 +12,6 @@ from click.testing import CliRunner
 from wsi_hcc.errors import WsiHccError
 from wsi_hcc.pipelines.image_survival import (
     ImageSurvivalConfig,
-    _patient_folds,
     fit_image_survival,
     image_log_hazard,
     load_image_survival,
@@ -21,6 +20,7 @@ from wsi_hcc.pipelines.image_survival import (
 from wsi_hcc.radiology import make_phantom, save_nifti
 from wsi_hcc.radiology.organ_box import region_box
 from wsi_hcc.radiology.survival_phantoms import liver_survival_cohort
+from wsi_hcc.survival.pipeline import event_folds
 
 SMALL = {"shape": (28, 72, 72), "spacing_mm": (2.5, 2.0, 2.0), "lesion_radius_mm": (5.0, 8.0)}
 
@@ -74,10 +74,10 @@ def test_fit_predict_round_trip_and_patient_folds(tmp_path):
     # a patient's scans stay in one fold
     ids = ["a", "a", "b", "b", "c", "c", "d", "d", "e", "e"]
     events = np.array([1, 0] * 5)
-    for train, test in _patient_folds(ids, events, 3, 0):
+    for train, test in event_folds(events, 3, 0, groups=ids):
         assert not {ids[i] for i in train} & {ids[i] for i in test}
     with pytest.raises(WsiHccError, match="lower --folds"):
-        _patient_folds(ids, events, 6, 0)
+        event_folds(events, 6, 0, groups=ids)
 
 
 def test_cli_trains_on_a_csv_and_predicts(tmp_path):

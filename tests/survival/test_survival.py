@@ -150,12 +150,12 @@ def test_optimal_cutoff_respects_the_minimum_group_fraction():
 
 
 def test_cross_validation_cutoffs_come_from_each_folds_training_patients():
-    from wsi_hcc.survival.pipeline import _folds, cross_validate
+    from wsi_hcc.survival.pipeline import cross_validate, event_folds
 
     data = survival_data(_cohort(150, seed=5), "cohort.csv", "time", "event", ["f0", "f1"], "patient")
     config = SurvivalConfig(model="cox", folds=3, bootstrap=0)
     metrics, risk, groups, fold_of = cross_validate(data, config)
-    for fold, (train_rows, test_rows) in enumerate(_folds(data.event, 3, config.seed)):
+    for fold, (train_rows, test_rows) in enumerate(event_folds(data.event, 3, config.seed)):
         model = fit_model(data.subset(train_rows), config, config.seed + fold)
         assert metrics["folds"][fold]["cutoffs"] == model.cutoffs.to_json()
         assert list(groups[test_rows]) == list(model.cutoffs.label(risk[test_rows]))

@@ -28,7 +28,7 @@ from typing import Any, Protocol, TypeVar
 from wsi_hcc.errors import WsiHccError
 from wsi_hcc.tiling.inputs import SlideTask
 from wsi_hcc.utils.progress import Progress
-from wsi_hcc.utils.runs import one_line_reason
+from wsi_hcc.utils.runs import one_line_reason, write_problem
 
 __all__ = ["SlideChain", "Cluster", "run_on_cluster", "connect", "open_cluster", "check_workers_see", "worker_cached",
            "run_chains", "LOCAL_WORKER", "SAME_PATHS_HELP"]
@@ -161,13 +161,8 @@ def _what_this_worker_misses(readable: list[str], writable: list[str]) -> str | 
         if not os.path.exists(path):
             return f"cannot see {path}"
     for folder in writable:
-        probe = os.path.join(folder, f".worker-probe-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-        try:
-            with open(probe, "wb"):
-                pass
-            os.unlink(probe)
-        except OSError as exc:
-            return f"cannot write into {folder} ({exc.strerror or exc})"
+        if problem := write_problem(Path(folder)):
+            return f"cannot write into {folder} ({problem})"
     return None
 
 
@@ -191,8 +186,6 @@ def worker_cached(key: str, load: Callable[[], T], keep: int = 2) -> T:
 
 
 def _run_stage(chain: SlideChain, stage: str, task: SlideTask, *earlier: Any) -> Any:
-    import logging
-
     tifffile_log = logging.getLogger("tifffile")
     if tifffile_log.level == logging.NOTSET:  # as the CLI does: a damaged file is our one-line row, not a log
         tifffile_log.setLevel(logging.CRITICAL)

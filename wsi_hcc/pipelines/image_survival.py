@@ -37,6 +37,7 @@ from wsi_hcc.radiology.organ_encoder import RegionEncoder
 from wsi_hcc.survival.concordance import concordance_index
 from wsi_hcc.survival.deepsurv import CoxHead, validation_split
 from wsi_hcc.survival.losses import cox_partial_nll
+from wsi_hcc.survival.pipeline import event_folds
 from wsi_hcc.utils.checked_weights import load_checked, save_checked
 from wsi_hcc.utils.progress import Progress, silent_progress
 
@@ -157,15 +158,6 @@ def image_log_hazard(model: ImageSurvivalModel, boxes: Sequence[RegionBox]) -> n
     return model.network(x).double().numpy()
 
 
-def _patient_folds(patients: Sequence[str], event: np.ndarray, folds: int, seed: int):
-    from sklearn.model_selection import StratifiedGroupKFold
-
-    if len(set(patients)) < folds or event.sum() < folds:
-        raise WsiHccError(f"{folds} folds need at least {folds} patients and {folds} events; lower --folds")
-    splitter = StratifiedGroupKFold(folds, shuffle=True, random_state=seed)
-    return list(splitter.split(np.zeros(len(patients)), event.astype(int), groups=list(patients)))
-
-
 def cross_validate_images(boxes: Sequence[RegionBox], time: np.ndarray, event: np.ndarray, patients: Sequence[str],
                           config: ImageSurvivalConfig, progress: Progress | None = None) -> tuple[dict, np.ndarray,
                                                                                                   np.ndarray]:
@@ -173,7 +165,7 @@ def cross_validate_images(boxes: Sequence[RegionBox], time: np.ndarray, event: n
     time, event = np.asarray(time, np.float64), np.asarray(event, bool)
     progress = progress or silent_progress()
     risk, fold_of, per_fold = np.full(len(boxes), np.nan), np.full(len(boxes), -1), []
-    for fold, (train, test) in enumerate(_patient_folds(patients, event, config.folds, config.seed)):
+    for fold, (train, test) in enumerate(event_folds(event, config.folds, config.seed, groups=patients)):
         model = fit_image_survival([boxes[i] for i in train], time[train], event[train],
                                    ImageSurvivalConfig(**{**config.to_json(), "seed": config.seed + fold}))
         risk[test], fold_of[test] = image_log_hazard(model, [boxes[i] for i in test]), fold

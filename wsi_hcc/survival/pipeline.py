@@ -7,6 +7,7 @@ unchanged to the held-out ones. The final model is refitted on every patient.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,8 +27,8 @@ from wsi_hcc.utils.progress import Progress, silent_progress
 from wsi_hcc.utils.runs import provenance
 from wsi_hcc.viz.figures import figure_png
 
-__all__ = ["DataSpec", "TrainReport", "fit_model", "cross_validate", "run_survival_training", "run_prediction",
-           "run_km"]
+__all__ = ["DataSpec", "TrainReport", "fit_model", "event_folds", "cross_validate", "run_survival_training",
+           "run_prediction", "run_km"]
 
 
 @dataclass(frozen=True)
@@ -69,14 +70,24 @@ def fit_model(data: SurvivalData, config: SurvivalConfig, seed: int) -> Survival
                          fit_cutoffs(risk, data.time, data.event, config.groups))
 
 
-def _folds(event: np.ndarray, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    from sklearn.model_selection import StratifiedKFold
+def event_folds(event: np.ndarray, folds: int, seed: int,
+                groups: Sequence[str] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train rows, test rows) of ``folds`` event-stratified folds; with ``groups`` (a patient per row),
+    a patient's rows stay in one fold."""
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
+    event = np.asarray(event)
     if event.sum() < folds:
         raise WsiHccError(f"{folds} folds need at least {folds} events, the table has {int(event.sum())}; "
                           f"lower --folds")
-    splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    return list(splitter.split(np.zeros(event.size), event.astype(int)))
+    if groups is not None and len(set(groups)) < folds:
+        raise WsiHccError(f"{folds} folds need at least {folds} patients, there are {len(set(groups))}; "
+                          "lower --folds")
+    if groups is None:
+        return list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(np.zeros(event.size),
+                                                                                   event.astype(int)))
+    splitter = StratifiedGroupKFold(folds, shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros(event.size), event.astype(int), groups=list(groups)))
 
 
 def cross_validate(data: SurvivalData, config: SurvivalConfig,
@@ -87,7 +98,7 @@ def cross_validate(data: SurvivalData, config: SurvivalConfig,
     groups = np.empty(data.time.size, dtype=object)
     fold_of = np.full(data.time.size, -1)
     per_fold = []
-    for fold, (train_rows, test_rows) in enumerate(_folds(data.event, config.folds, config.seed)):
+    for fold, (train_rows, test_rows) in enumerate(event_folds(data.event, config.folds, config.seed)):
         train, test = data.subset(train_rows), data.subset(test_rows)
         if train.event.sum() < 2 or test.event.sum() < 1:
             raise WsiHccError(f"fold {fold}: too few events to fit and evaluate; lower --folds")

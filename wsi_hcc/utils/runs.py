@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ from wsi_hcc.utils.progress import Progress
 from wsi_hcc.utils.versions import stack_versions, utc_now
 
 __all__ = ["SlideOutcome", "BatchReport", "StateFiles", "run_items", "one_line_reason", "prepare_out_dir",
-           "provenance", "write_manifest"]
+           "write_problem", "provenance", "write_manifest"]
 
 log = logging.getLogger(__name__)
 Item = TypeVar("Item")
@@ -91,16 +92,28 @@ def run_items(items: Sequence[Item], run_one: Callable[[Item], SlideOutcome], pr
     return outcomes
 
 
+def write_problem(folder: Path) -> str | None:
+    """Why no file can be created in ``folder``, or None: a probe file is made and removed (named so
+    that processes on several hosts of a shared file system never share one)."""
+    probe = Path(folder) / f".write-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
+
+
 def prepare_out_dir(out_dir: Path) -> None:
     """Create ``out_dir`` and prove it is writable, or fail with one line."""
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
     except OSError as exc:
         reason = exc.strerror or str(exc)
-        raise OutputError(f"{out_dir}: cannot write the output folder ({reason}); choose another --out") from None
+    else:
+        reason = write_problem(out_dir)
+    if reason:
+        raise OutputError(f"{out_dir}: cannot write the output folder ({reason}); choose another --out")
 
 
 class StateFiles:

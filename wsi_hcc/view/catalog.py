@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from wsi_hcc.errors import WsiHccError
+from wsi_hcc.utils.runs import StateFiles
 from wsi_hcc.viz.tile_table import TILE_TABLE_SUFFIX
 
 __all__ = ["SlideEntry", "Catalog", "load_catalog"]
@@ -88,7 +89,7 @@ def _classify_folder(out: Path) -> Catalog:
 def _entry(out: Path, stores_dir: Path, stem: str, row: dict[str, str]) -> SlideEntry:
     from wsi_hcc.store.feature_array import read_store_meta
 
-    state = _json(out / f"{stem}.classify.json")
+    state = StateFiles(out, ".classify.json").read(stem) or {}  # classify's state file of the slide
     store = Path(state["store"]) if state.get("store") else stores_dir / f"{stem}.zarr"
     table = out / f"{stem}{TILE_TABLE_SUFFIX}"
     table = table if table.is_file() else None
