@@ -14,7 +14,8 @@ _API = {
     "write_coords_h5": "h5export",
     "H5_LAYOUTS": "tool_layouts", "write_coords_files": "tool_layouts", "write_feature_files": "tool_layouts",
     "SCHEMA_VERSION": "patch_store", "COMPRESSIONS": "patch_store", "make_codec": "patch_store",
-    "codec_from_config": "patch_store", "create_store": "patch_store", "chunk_path": "patch_store",
+    "codec_from_config": "patch_store", "create_store": "patch_store", "chunk_bytes": "patch_store",
+    "chunk_path": "patch_store",
     "write_attrs": "patch_store", "open_store": "patch_store", "TileReader": "patch_store",
 }
 __all__ = sorted(_API)

@@ -20,16 +20,17 @@ before chunks held several tiles) are still read.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from wsi_hcc.errors import WsiHccError
-from wsi_hcc.store.tile_pack import TilePack, index_size, pack_offsets
+from wsi_hcc.store.tile_pack import TilePack, index_size, pack_offsets, pack_tiles
 
 __all__ = ["SCHEMA_VERSION", "COMPRESSIONS", "JPEG_SUBSAMPLINGS", "CHUNK_TILES", "make_codec", "codec_from_config",
-           "create_store", "chunk_path", "write_attrs", "open_store", "TileReader"]
+           "create_store", "chunk_bytes", "chunk_path", "write_attrs", "open_store", "TileReader"]
 
 SCHEMA_VERSION = 1
 COMPRESSIONS = ("jpeg", "zstd", "none")
@@ -92,13 +93,12 @@ def codec_from_config(config: dict[str, Any] | None):
 
 
 def create_store(path: Path, tile_px: int, coords: np.ndarray, tissue_fraction: np.ndarray, codec,
-                 chunk_tiles: int = CHUNK_TILES):
+                 chunk_tiles: int = CHUNK_TILES) -> None:
     """Create the group and its arrays; ``tiles`` chunks are filled afterwards by ``chunk_path``
     writes of :meth:`TilePack` chunks of ``chunk_tiles`` tiles each, encoded with ``codec``.
 
     ``chunk_tiles=1`` writes each tile's own stream as its chunk, with ``codec`` itself as the
-    array's compressor: a store any zarr reader with imagecodecs opens, without wsi_hcc installed.
-    Returns the chunk codec."""
+    array's compressor: a store any zarr reader with imagecodecs opens, without wsi_hcc installed."""
     import zarr
 
     group = zarr.open_group(str(path), mode="w", zarr_format=2)
@@ -115,7 +115,12 @@ def create_store(path: Path, tile_px: int, coords: np.ndarray, tissue_fraction: 
     if n:
         coords_arr[:] = coords
         frac_arr[:] = tissue_fraction
-    return chunk_codec
+
+
+def chunk_bytes(encoded: Sequence[bytes], chunk_tiles: int) -> bytes:
+    """The file of one ``tiles`` chunk of a store made by :func:`create_store` with ``chunk_tiles``:
+    the tile's own stream where a chunk is one tile, else a :class:`TilePack` of the tiles."""
+    return encoded[0] if chunk_tiles == 1 else pack_tiles(encoded)
 
 
 def chunk_name(chunk: int) -> str:

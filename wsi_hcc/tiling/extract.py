@@ -29,8 +29,7 @@ from wsi_hcc.slide.readers import open_slide
 from wsi_hcc.slide.readers.base import SlideReader
 from wsi_hcc.slide.thumbnail import reduce_by
 from wsi_hcc.stain.normalizers import normalizer_from_dict
-from wsi_hcc.store.patch_store import chunk_path, codec_from_config
-from wsi_hcc.store.tile_pack import pack_tiles
+from wsi_hcc.store.patch_store import chunk_bytes, chunk_path, codec_from_config
 
 __all__ = ["TileJob", "run_tile_job", "can_pass_through", "open_cached", "warm_up", "scaled_decode_factor"]
 
@@ -191,8 +190,7 @@ class _ChunkWriter:
         if not self._tiles:
             return
         tiles, self._tiles = self._tiles, []
-        # one tile per chunk is the tile's own stream: the classic layout plain zarr reads without us
-        data = tiles[0] if self._chunk_tiles == 1 else pack_tiles(tiles)
+        data = chunk_bytes(tiles, self._chunk_tiles)
         self._pending.append(self._pool.submit(_write, self._store, self._chunk, data))
         if len(self._pending) > self._max_pending:
             self._pending.popleft().result()
