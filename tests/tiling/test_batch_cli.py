@@ -235,6 +235,9 @@ def test_two_process_workers_equal_a_local_run(synth_slide, tmp_path):
     report = run_tile([synth_slide], tmp_path / "pool", config, workers=2)
     assert report.count("done") == 1
     assert _store_files(tmp_path / "pool" / "synthetic.zarr") == _store_files(tmp_path / "local" / "synthetic.zarr")
+    # The QC picture is drawn by whichever process takes its job: the same bytes.
+    qc = [(tmp_path / run / "synthetic.qc.png").read_bytes() for run in ("local", "pool")]
+    assert qc[0][:8] == b"\x89PNG\r\n\x1a\n" and qc[0] == qc[1]
 
 
 def test_dask_local_cluster_equals_a_local_run(synth_slide, real_svs, tmp_path):

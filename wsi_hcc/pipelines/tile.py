@@ -35,7 +35,8 @@ log = logging.getLogger(__name__)
 
 @contextmanager
 def make_executor(workers: int = 1, scheduler: str | None = None) -> Iterator[Executor | None]:
-    """A process pool for ``workers`` > 1, a dask.distributed client for ``scheduler``, else None."""
+    """``workers`` processes (this one and ``workers - 1`` children), a dask.distributed client for
+    ``scheduler``, else None."""
     if scheduler:
         from wsi_hcc.pipelines.cluster import connect
 
@@ -45,16 +46,15 @@ def make_executor(workers: int = 1, scheduler: str | None = None) -> Iterator[Ex
         finally:
             client.close()
     elif workers > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
         from wsi_hcc.tiling.extract import warm_up
+        from wsi_hcc.utils.pool import HelpedPool
 
-        # spawn, not fork: openslide and tifffile handles must not be shared with children.
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            for _ in range(workers):  # start every worker now, while the first slide is planned
-                pool.submit(warm_up)
+        # workers - 1 children: this process tiles too, so --workers N keeps N cores busy.
+        pool = HelpedPool(workers, initializer=warm_up)
+        try:
             yield pool
+        finally:
+            pool.shutdown()
     else:
         yield None
 

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Executor, as_completed
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,7 @@ from wsi_hcc.tiling.extract import TileJob, can_pass_through, open_cached, run_t
 from wsi_hcc.tiling.grid import TileGrid, make_grid, plan_tile_spec, tissue_fractions
 from wsi_hcc.tiling.tissue import detect_tissue
 from wsi_hcc.utils.atomic import atomic_write_bytes, partial_path, publish_dir
+from wsi_hcc.utils.pool import HelpedPool, run_helped
 from wsi_hcc.utils.versions import stack_versions
 from wsi_hcc.viz.qc import qc_png
 
@@ -71,8 +73,9 @@ def tile_slide(path: str | Path, out_dir: str | Path, config: TileConfig, *, ste
     stain
         A fitted stain reference (``wsi_hcc.stain`` ``to_dict()``) to normalise tiles with, or None.
     executor
-        Runs the tile jobs (a process pool, or a dask.distributed client's executor); None runs
-        them in this process. Outputs are identical either way.
+        Runs the tile jobs: a ``HelpedPool`` (its processes and this one), another executor (a
+        dask.distributed client's, say), or None for this process alone. Outputs are identical
+        whichever runs them.
     on_start, on_tiles
         Progress callbacks: total tiles once planned, then tiles written as jobs finish.
     """
@@ -106,15 +109,18 @@ def tile_slide(path: str | Path, out_dir: str | Path, config: TileConfig, *, ste
     jobs = _make_jobs(slide, slide_stat, config, spec, tiles, tmp, codec_config, pass_through, stain)
     if on_start:
         on_start(len(tiles))
-    _run_jobs(jobs, executor, on_tiles)
+    qc_name = f"{stem}.qc.png"
+    # The QC picture is one more job: with several workers it is drawn while the others tile.
+    qc_job = [partial(qc_picture, slide_stat, slide, selection.mask, tiles.coords, spec, qc_name)] if config.qc else []
+    pictures = _run_jobs(qc_job + [partial(run_tile_job, job) for job in jobs], executor, on_tiles)
     t_tiles = time.perf_counter()
 
     write_attrs(tmp, {"wsi_hcc": _store_attrs(slide, spec, config, len(tiles), selection.n_grid, pass_through,
                                               selection.mask_downsample, codec_config, stain)
                       | {"resample": _resample_record(config, decode_factor)}})
     shutil.rmtree(tmp / _PROGRESS_DIR)
-    if config.qc:
-        _write_qc(out_dir / f"{stem}.qc.png", reader, slide, selection.mask, tiles.coords, spec)
+    for picture in pictures:
+        atomic_write_bytes(out_dir / qc_name, picture)
     warnings = selection.warnings
     if config.h5:
         _, h5_warnings = write_coords_files(config.h5_layout, out_dir, stem, tiles.coords, spec, slide, stain)
@@ -202,23 +208,33 @@ def _make_jobs(slide: SlideInfo, slide_stat, config: TileConfig, spec: TileSpec,
     return jobs
 
 
-def _run_jobs(jobs: list[TileJob], executor: Executor | None, on_tiles: ProgressCallback | None) -> None:
-    if executor is None:
+def _run_jobs(jobs: list[Callable[[], int | bytes]], executor: Executor | None,
+              on_tiles: ProgressCallback | None) -> list[bytes]:
+    """Run the jobs; tile jobs return their tile count (reported to ``on_tiles``), the QC job its
+    picture (returned)."""
+    pictures: list[bytes] = []
+
+    def take(result: int | bytes) -> None:
+        if isinstance(result, bytes):
+            pictures.append(result)
+        elif on_tiles:
+            on_tiles(result)
+
+    if isinstance(executor, HelpedPool):
+        run_helped(jobs, executor, take)
+    elif executor is None:
         for job in jobs:
-            done = run_tile_job(job)
-            if on_tiles:
-                on_tiles(done)
-        return
-    futures = [executor.submit(run_tile_job, job) for job in jobs]
-    try:
-        for future in as_completed(futures):
-            done = future.result()
-            if on_tiles:
-                on_tiles(done)
-    except BaseException:
-        for future in futures:
-            future.cancel()
-        raise
+            take(job())
+    else:
+        futures = [executor.submit(job) for job in jobs]
+        try:
+            for future in as_completed(futures):
+                take(future.result())
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+    return pictures
 
 
 def _store_attrs(slide: SlideInfo, spec: TileSpec, config: TileConfig, n_tiles: int, n_grid: int,
@@ -242,15 +258,19 @@ def _store_attrs(slide: SlideInfo, spec: TileSpec, config: TileConfig, n_tiles: 
 _QC_LONG_SIDE_PX = 1024
 
 
-def _write_qc(path: Path, reader, slide: SlideInfo, mask: np.ndarray, coords: np.ndarray, spec: TileSpec) -> None:
-    """Draw the QC picture at about 1024 px on its long side (never finer than level 0): tile borders
-    stay visible on small slides, and a palette PNG of that size stays well under 500 kB."""
+def qc_picture(slide_stat: tuple[int, int], slide: SlideInfo, mask: np.ndarray, coords: np.ndarray, spec: TileSpec,
+               name: str) -> bytes:
+    """The QC picture as PNG bytes, drawn at about 1024 px on its long side (never finer than level 0):
+    tile borders stay visible on small slides, and a palette PNG of that size stays well under 500 kB.
+
+    A plain function of picklable records, so a worker process can draw it while others tile.
+    """
     from PIL import Image
 
+    reader, _ = open_cached(slide.path, slide_stat, slide.backend)
     qc_mpp = slide.slide_mpp * math.ceil(max(slide.dimensions) / _QC_LONG_SIDE_PX)
     picture, downsample = read_thumbnail(reader, slide.slide_mpp, qc_mpp)
     height, width = picture.shape[:2]
     if mask.shape != (height, width):
         mask = np.asarray(Image.fromarray(mask).resize((width, height), Image.Resampling.NEAREST))
-    name = path.name.removesuffix(".qc.png")
-    atomic_write_bytes(path, qc_png(picture, mask, coords, downsample, name, slide, spec))
+    return qc_png(picture, mask, coords, downsample, name.removesuffix(".qc.png"), slide, spec)
