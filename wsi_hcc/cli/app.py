@@ -102,7 +102,7 @@ def _tile_options(func):
         click.option("--recursive", is_flag=True, help="Look for slides in sub-folders too."),
         click.option("--overwrite", is_flag=True, help="Redo slides that are already done."),
         click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-                     help="Local worker processes."),
+                     help="Processes to tile with: this one and N-1 more, all taking jobs from one queue."),
         click.option("--scheduler", help="dask.distributed scheduler address (tcp://host:8786) to run on."),
     ]
     for option in reversed(options):
