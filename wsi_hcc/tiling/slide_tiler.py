@@ -109,10 +109,11 @@ def tile_slide(path: str | Path, out_dir: str | Path, config: TileConfig, *, ste
     jobs = _make_jobs(slide, slide_stat, config, spec, tiles, tmp, codec_config, pass_through, stain)
     if on_start:
         on_start(len(tiles))
-    qc_name = f"{stem}.qc.png"
-    # The QC picture is one more job: with several workers it is drawn while the others tile.
-    qc_job = [partial(qc_picture, slide_stat, slide, selection.mask, tiles.coords, spec, qc_name)] if config.qc else []
-    pictures = _run_jobs(qc_job + [partial(run_tile_job, job) for job in jobs], executor, on_tiles)
+    # The QC picture is one more job. With several workers it goes first, so that one draws it while
+    # the others tile; alone, this process draws it last, after the progress bar has filled.
+    qc_job = [partial(_qc_picture, slide_stat, slide, selection.mask, tiles.coords, spec, stem)] if config.qc else []
+    tile_jobs = [partial(run_tile_job, job) for job in jobs]
+    pictures = _run_jobs(qc_job + tile_jobs if executor is not None else tile_jobs + qc_job, executor, on_tiles)
     t_tiles = time.perf_counter()
 
     write_attrs(tmp, {"wsi_hcc": _store_attrs(slide, spec, config, len(tiles), selection.n_grid, pass_through,
@@ -120,7 +121,7 @@ def tile_slide(path: str | Path, out_dir: str | Path, config: TileConfig, *, ste
                       | {"resample": _resample_record(config, decode_factor)}})
     shutil.rmtree(tmp / _PROGRESS_DIR)
     for picture in pictures:
-        atomic_write_bytes(out_dir / qc_name, picture)
+        atomic_write_bytes(out_dir / f"{stem}.qc.png", picture)
     warnings = selection.warnings
     if config.h5:
         _, h5_warnings = write_coords_files(config.h5_layout, out_dir, stem, tiles.coords, spec, slide, stain)
@@ -258,8 +259,8 @@ def _store_attrs(slide: SlideInfo, spec: TileSpec, config: TileConfig, n_tiles: 
 _QC_LONG_SIDE_PX = 1024
 
 
-def qc_picture(slide_stat: tuple[int, int], slide: SlideInfo, mask: np.ndarray, coords: np.ndarray, spec: TileSpec,
-               name: str) -> bytes:
+def _qc_picture(slide_stat: tuple[int, int], slide: SlideInfo, mask: np.ndarray, coords: np.ndarray,
+                spec: TileSpec, stem: str) -> bytes:
     """The QC picture as PNG bytes, drawn at about 1024 px on its long side (never finer than level 0):
     tile borders stay visible on small slides, and a palette PNG of that size stays well under 500 kB.
 
@@ -273,4 +274,4 @@ def qc_picture(slide_stat: tuple[int, int], slide: SlideInfo, mask: np.ndarray, 
     height, width = picture.shape[:2]
     if mask.shape != (height, width):
         mask = np.asarray(Image.fromarray(mask).resize((width, height), Image.Resampling.NEAREST))
-    return qc_png(picture, mask, coords, downsample, name.removesuffix(".qc.png"), slide, spec)
+    return qc_png(picture, mask, coords, downsample, stem, slide, spec)
