@@ -314,3 +314,20 @@ def test_stain_reference_problems_stop_the_run_with_one_line(real_svs, tmp_path)
     blank = _cli("tile", real_svs, "--out", tmp_path, "--normalize", "macenko", "--reference", glass)
     assert blank.exit_code == 2 and str(glass) in blank.output and "no tissue" in blank.output
     assert len(blank.output.strip().splitlines()) == 1
+
+
+def test_more_workers_than_cpus_tiles_with_one_per_cpu_and_says_so(synth_slide, tmp_path, caplog):
+    from wsi_hcc.utils.pool import usable_cpus
+
+    config = TileConfig(target_mpp=0.5, tile_px=224, min_tissue=0, qc=False)
+    with caplog.at_level("WARNING", logger="wsi_hcc"):
+        report = run_tile([synth_slide], tmp_path, config, workers=usable_cpus() + 50)
+    assert report.count("done") == 1
+    assert f"--workers {usable_cpus() + 50} is more than the" in caplog.text
+    assert json.loads((tmp_path / "run-manifest.json").read_text())["workers"] == usable_cpus()
+
+
+def test_workers_and_scheduler_together_is_a_usage_error(synth_slide, tmp_path):
+    result = _cli("tile", synth_slide, "--out", tmp_path, "--workers", "2", "--scheduler", "tcp://127.0.0.1:1")
+    assert result.exit_code == 2
+    assert "give one" in result.output and not (tmp_path / "synthetic.zarr").exists()

@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from wsi_hcc.cli.errors import OneLineErrors
+from wsi_hcc.cli.errors import OneLineCommand, OneLineErrors, terminate_as_interrupt
 from wsi_hcc.cli.options import renamed_option
 
 __all__ = ["main"]
@@ -35,7 +35,8 @@ Examples:
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_versions,
               help="Print the versions of wsi-hcc and its stack, then exit.")
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
-def main(verbose: int) -> None:
+@click.pass_context
+def main(ctx: click.Context, verbose: int) -> None:
     """wsi-hcc: HCC whole-slide image toolkit."""
     from rich.console import Console
     from rich.logging import RichHandler
@@ -50,6 +51,7 @@ def main(verbose: int) -> None:
     package_log.setLevel(logging.WARNING - 10 * min(verbose, 2))
     # tifffile logs every damaged file it meets; our one-line error already says what is wrong.
     logging.getLogger("tifffile").setLevel(logging.CRITICAL if verbose < 2 else logging.DEBUG)
+    terminate_as_interrupt(ctx)
 
 
 def _h5_layout_option(command: str):
@@ -101,8 +103,9 @@ def _tile_options(func):
         click.option("--qc/--no-qc", default=None, help="Write the <stem>.qc.png picture [on]."),
         click.option("--recursive", is_flag=True, help="Look for slides in sub-folders too."),
         click.option("--overwrite", is_flag=True, help="Redo slides that are already done."),
-        click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-                     help="Processes to tile with: this one and N-1 more, all taking jobs from one queue."),
+        click.option("--workers", type=click.IntRange(min=1), default=1,
+                     help="Processes to tile with, at most one per CPU: the command's own and N-1 more, all "
+                          "taking jobs from one queue [1]."),
         click.option("--scheduler", help="dask.distributed scheduler address (tcp://host:8786) to run on."),
     ]
     for option in reversed(options):
@@ -110,7 +113,7 @@ def _tile_options(func):
     return func
 
 
-@main.command(epilog="""\b
+@main.command(cls=OneLineCommand, epilog="""\b
 Examples:
   wsi-hcc tile slides/ --out stores/
   wsi-hcc tile manifest.csv --out stores/ --mpp 0.5 --tile-px 224 --workers 2
@@ -134,6 +137,9 @@ def tile(paths, out_dir, config_path, target_mpp, tile_px, for_model, overlap_px
     from wsi_hcc.cli.progress import RichProgress
     from wsi_hcc.pipelines.tile import run_tile
     from wsi_hcc.tiling.config import load_config
+
+    if scheduler and workers > 1:
+        raise click.UsageError("--workers is for local processes and --scheduler for a dask cluster: give one")
 
     if for_model:
         from wsi_hcc.models import card_for, tiling_from_card
@@ -220,7 +226,7 @@ def augment_preview(image, config_path, out_path, n_samples, tile_px, seed):
     click.echo(f"wrote {out_path} ({n_samples} samples of a {crop.shape[1]}x{crop.shape[0]} crop)")
 
 
-@main.command(epilog="""\b
+@main.command(cls=OneLineCommand, epilog="""\b
 Examples:
   wsi-hcc features stores/ --arch resnet34 --weights resnet34_hcc.safetensors
   wsi-hcc features stores/a.zarr stores/b.zarr --arch livernet --weights KMC/LiverNet_test_fold1_weights.h5

@@ -7,9 +7,29 @@ import sys
 
 import click
 
-__all__ = ["OneLineErrors", "OneLineCommand", "os_error_line"]
+__all__ = ["OneLineErrors", "OneLineCommand", "os_error_line", "Terminated", "terminate_as_interrupt"]
 
 RESUME_HINT = "interrupted; run the same command again to resume from the last checkpoint"
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a batch system's time limit), taken like Ctrl-C: work stops cleanly and resumes."""
+
+
+def terminate_as_interrupt(ctx: click.Context) -> None:
+    """Raise :class:`Terminated` on SIGTERM while the command runs, so a killed batch job cleans up its
+    worker processes and says how to resume, as Ctrl-C does; the old handler is back afterwards."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def terminated(signum, frame):
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    ctx.call_on_close(lambda: signal.signal(signal.SIGTERM, previous))
 
 
 # What the system says, and the fix, for the errors a lab meets on its own disks.
@@ -46,11 +66,12 @@ def _invoke(invoke, ctx, interrupt_hint: str | None):
         click.echo("error: out of memory; close other programs, use a machine with more memory, or process fewer "
                    "slides at once (--workers 1)", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         if interrupt_hint is None:
             raise
-        click.echo(interrupt_hint, err=True)
-        sys.exit(130)
+        terminated = isinstance(interrupt, Terminated)
+        click.echo(interrupt_hint.replace("interrupted", "terminated") if terminated else interrupt_hint, err=True)
+        sys.exit(143 if terminated else 130)
 
 
 class OneLineErrors(click.Group):

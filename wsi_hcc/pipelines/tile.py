@@ -26,6 +26,7 @@ from wsi_hcc.utils.locks import LockHeld, output_lock
 from wsi_hcc.utils.progress import Progress, silent_progress
 from wsi_hcc.utils.runs import BatchReport, SlideOutcome, StateFiles, prepare_out_dir, run_items, write_manifest
 from wsi_hcc.utils.versions import utc_now
+from wsi_hcc.utils.words import counted
 
 __all__ = ["run_tile", "make_executor", "fit_stain_reference", "TilePlan", "plan_tiles", "tile_task",
            "write_tile_manifest"]
@@ -45,18 +46,33 @@ def make_executor(workers: int = 1, scheduler: str | None = None) -> Iterator[Ex
             yield client.get_executor(pure=False)
         finally:
             client.close()
-    elif workers > 1:
-        from wsi_hcc.tiling.extract import warm_up
-        from wsi_hcc.utils.pool import HelpedPool
-
-        # workers - 1 children: this process tiles too, so --workers N keeps N cores busy.
-        pool = HelpedPool(workers, initializer=warm_up)
-        try:
-            yield pool
-        finally:
-            pool.shutdown()
-    else:
+        return
+    if workers < 2:
         yield None
+        return
+    from wsi_hcc.tiling.extract import warm_up
+    from wsi_hcc.utils.pool import HelpedPool
+
+    # workers - 1 children: this process tiles too, so --workers N keeps N cores busy.
+    pool = HelpedPool(workers, initializer=warm_up)
+    try:
+        yield pool
+    finally:
+        pool.shutdown()
+
+
+def local_workers(workers: int) -> int:
+    """``workers``, or the CPUs this process may use where that is fewer (with a warning): more
+    processes than CPUs only share them, and each costs memory and start-up."""
+    if workers < 2:
+        return workers
+    from wsi_hcc.utils.pool import usable_cpus
+
+    cpus = usable_cpus()
+    if workers > cpus:
+        log.warning("--workers %d is more than the %s this process may use; tiling with %d", workers,
+                    counted(cpus, "CPU"), cpus)
+    return min(workers, cpus)
 
 
 def fit_stain_reference(config: TileConfig) -> dict | None:
@@ -151,6 +167,7 @@ def run_tile(inputs: list[str | Path], out_dir: str | Path, config: TileConfig, 
     """
     progress = progress or silent_progress()
     tasks, plan = plan_tiles(inputs, out_dir, config, recursive=recursive, slide_mpp=slide_mpp)
+    workers = workers if scheduler else local_workers(workers)
     started = utc_now()
     with make_executor(workers, scheduler) as executor:
         outcomes = run_items(

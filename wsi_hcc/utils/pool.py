@@ -9,6 +9,9 @@ parent does that work on its own core, and then the parent takes jobs from the s
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.connection
+import os
+import signal
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -16,7 +19,12 @@ from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from queue import SimpleQueue
 from typing import Any
 
-__all__ = ["HelpedPool", "run_helped"]
+__all__ = ["HelpedPool", "run_helped", "usable_cpus"]
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity where the system tells it)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 class HelpedPool(Executor):
@@ -31,10 +39,19 @@ class HelpedPool(Executor):
             raise ValueError(f"a helped pool needs at least 2 workers, not {workers}")
         self.children = workers - 1
         # spawn, not fork: open slide handles (openslide, tifffile) must not be shared with children.
-        self._pool = ProcessPoolExecutor(self.children, mp_context=multiprocessing.get_context("spawn"))
-        if initializer is not None:
-            for _ in range(self.children):  # start every child now, not at the first job
-                self._pool.submit(initializer)
+        self._pool = ProcessPoolExecutor(self.children, mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=_child_start, initargs=(initializer,))
+        # Start the children now, not at the first job, with Ctrl-C held back: a held signal stays held
+        # in a new program, so the children never see it (the interrupt is this process's to handle,
+        # and a child caught by it while still importing would print a traceback), while this process
+        # gets a Ctrl-C pressed meanwhile as soon as the children are started.
+        try:
+            with _sigint_held():
+                for _ in range(self.children):  # each submit without an idle child starts one
+                    self._pool.submit(int)
+        except BaseException:
+            self._pool.shutdown(cancel_futures=True)
+            raise
 
     def submit(self, fn, /, *args, **kwargs) -> Future:
         return self._pool.submit(fn, *args, **kwargs)
@@ -116,3 +133,33 @@ def run_helped(jobs: Iterable[Callable[[], Any]], pool: HelpedPool, on_result: C
         drain()
         raise
     collect(block=True)
+
+
+class _sigint_held:
+    """Hold Ctrl-C back for the duration; one pressed meanwhile arrives at the end."""
+
+    def __enter__(self):
+        self._held = hasattr(signal, "pthread_sigmask")
+        if self._held:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+    def __exit__(self, *exc):
+        if self._held:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        return False
+
+
+def _child_start(initializer: Callable[[], Any] | None) -> None:
+    """In each child as it starts: exit when the parent is gone (killed, say), then the caller's setup."""
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent.sentinel,), daemon=True, name="exit-with-parent").start()
+    if initializer is not None:
+        initializer()
+
+
+def _exit_with(parent_sentinel: int) -> None:
+    # Without this a child of a killed parent would wait on its job queue for ever, holding the
+    # terminal's output open; nobody is left to take its results.
+    multiprocessing.connection.wait([parent_sentinel])
+    os._exit(1)
