@@ -135,17 +135,18 @@ def run_helped(jobs: Iterable[Callable[[], Any]], pool: HelpedPool, on_result: C
     collect(block=True)
 
 
+_CAN_HOLD = hasattr(signal, "pthread_sigmask")  # not on Windows
+
+
 class _sigint_held:
     """Hold Ctrl-C back for the duration; one pressed meanwhile arrives at the end."""
 
     def __enter__(self):
-        self._held = hasattr(signal, "pthread_sigmask")
-        if self._held:
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        self._before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if _CAN_HOLD else None
 
     def __exit__(self, *exc):
-        if self._held:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        if self._before is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, self._before)
         return False
 
 
