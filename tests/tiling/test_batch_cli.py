@@ -331,3 +331,10 @@ def test_workers_and_scheduler_together_is_a_usage_error(synth_slide, tmp_path):
     result = _cli("tile", synth_slide, "--out", tmp_path, "--workers", "2", "--scheduler", "tcp://127.0.0.1:1")
     assert result.exit_code == 2
     assert "give one" in result.output and not (tmp_path / "synthetic.zarr").exists()
+
+
+def test_state_file_names_the_store_by_its_full_path_when_out_is_relative(synth_slide, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert _cli("tile", synth_slide, "--out", "rel", "--mpp", "0.5", "--no-qc").exit_code == 0
+    store = _state(tmp_path / "rel", "synthetic")["store"]
+    assert store == str(tmp_path / "rel" / "synthetic.zarr")  # the viewer and reruns may start elsewhere

@@ -244,6 +244,6 @@ def _record(out_dir: Path, outcome: SlideOutcome, digest: str, fingerprint: str 
     _states(out_dir).write(outcome.stem, asdict(outcome) | {
         "path": os.path.realpath(outcome.path), "config_digest": digest, "fingerprint": fingerprint,
         "slide_mpp_override": slide_mpp_override,
-        "store": str(store_path_for(out_dir, outcome.stem)) if outcome.status == "done" else None,
+        "store": os.path.abspath(store_path_for(out_dir, outcome.stem)) if outcome.status == "done" else None,
     })
     return outcome
