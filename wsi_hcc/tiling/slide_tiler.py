@@ -36,7 +36,7 @@ from wsi_hcc.utils.pool import HelpedPool, run_helped
 from wsi_hcc.utils.versions import stack_versions
 from wsi_hcc.viz.qc import qc_png
 
-__all__ = ["TileResult", "tile_slide", "store_path_for"]
+__all__ = ["TileResult", "tile_slide", "store_path_for", "job_bounds"]
 
 log = logging.getLogger(__name__)
 
@@ -190,14 +190,11 @@ def _prepare_partial(tmp: Path, plan: str, spec: TileSpec, tiles: TileGrid, frac
 
 def _make_jobs(slide: SlideInfo, slide_stat, config: TileConfig, spec: TileSpec, tiles: TileGrid, tmp: Path,
                codec_config, pass_through: bool, stain: dict | None) -> list[TileJob]:
-    """Jobs of about ``config.job_tiles`` tiles in whole chunks (no two jobs write one chunk file);
-    skip jobs already done."""
+    """The slide's jobs (:func:`job_bounds`), less those already done."""
     jobs = []
-    n = len(tiles)
-    step = -(-config.job_tiles // config.chunk_tiles) * config.chunk_tiles
-    for k, lo in enumerate(range(0, n, step)):
-        hi = min(n, lo + step)
-        marker = tmp / _PROGRESS_DIR / f"job-{k:06d}.done"
+    for lo, hi in job_bounds(len(tiles), config.job_tiles, config.chunk_tiles):
+        # Named by its tiles, so a marker never vouches for tiles another job rule would give it.
+        marker = tmp / _PROGRESS_DIR / f"job-{lo:09d}-{hi:09d}.done"
         if marker.exists():
             continue
         jobs.append(TileJob(
@@ -207,6 +204,24 @@ def _make_jobs(slide: SlideInfo, slide_stat, config: TileConfig, spec: TileSpec,
             level_origins=tiles.level_origins[lo:hi], done_marker=str(marker), stain=stain,
             resample=config.resample, chunk_tiles=config.chunk_tiles))
     return jobs
+
+
+def job_bounds(n_tiles: int, job_tiles: int, chunk_tiles: int) -> list[tuple[int, int]]:
+    """``(first, stop)`` tile indices of a slide's jobs: ``job_tiles`` tiles each (whole chunks, so no
+    two jobs write one chunk file), and at the end jobs of half the rest each, down to one chunk, so
+    that the workers run out of work together rather than one finishing a full job alone. The rule
+    depends on the slide and the config only: outputs and resume markers do not depend on the
+    number of workers."""
+    whole_chunks = lambda count: -(-count // chunk_tiles) * chunk_tiles  # noqa: E731
+    step = whole_chunks(job_tiles)
+    bounds = []
+    first = 0
+    while first < n_tiles:
+        rest = n_tiles - first
+        size = step if rest > 2 * step else min(step, max(chunk_tiles, whole_chunks(rest // 2)))
+        bounds.append((first, min(n_tiles, first + size)))
+        first += size
+    return bounds
 
 
 def _run_jobs(jobs: list[Callable[[], int | bytes]], executor: Executor | None,
