@@ -4,7 +4,7 @@ The clean-up is scikit-image's recipe (closing with a disk, ``remove_small_objec
 ``remove_small_holes``, 4-connected) done with OpenCV, and the threshold is scikit-image's Otsu on
 NumPy: tests hold the masks and thresholds equal to scikit-image's. The reason is time on the tiler's
 serial path: scikit-image's morphology imports scipy.ndimage (0.2 s, a third of a one-slide run's
-start) and takes 0.26 s on an 80k x 60k slide's thumbnail, against 0.03 s here.
+start), and the whole detection takes 0.17 s on an 80k x 60k slide's thumbnail against 0.09 s here.
 """
 
 from __future__ import annotations
