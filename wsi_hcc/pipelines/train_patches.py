@@ -13,7 +13,6 @@ command resumes from the last checkpoint; a finished run is not redone.
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import time
 from dataclasses import dataclass, replace
@@ -57,6 +56,7 @@ from wsi_hcc.utils.atomic import (
     publish_dir,
 )
 from wsi_hcc.utils.devices import resolve_device
+from wsi_hcc.utils.pool import usable_cpus
 from wsi_hcc.utils.progress import Progress, silent_progress
 from wsi_hcc.utils.runs import prepare_out_dir
 from wsi_hcc.utils.versions import stack_versions, utc_now
@@ -132,7 +132,7 @@ def default_loader_workers(device, cpus: int | None = None) -> int:
     core from the model, so small machines decode in the loop. Never more than the cores this process
     may use (torch warns above that)."""
     if cpus is None:
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cpus = usable_cpus()
     if device.type == "cuda":
         return max(0, min(8, cpus - 1))
     return 0 if cpus <= 4 else min(4, cpus // 4)

@@ -16,6 +16,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from queue import SimpleQueue
 from typing import Any
 
@@ -135,19 +136,18 @@ def run_helped(jobs: Iterable[Callable[[], Any]], pool: HelpedPool, on_result: C
     collect(block=True)
 
 
-_CAN_HOLD = hasattr(signal, "pthread_sigmask")  # not on Windows
-
-
-class _sigint_held:
-    """Hold Ctrl-C back for the duration; one pressed meanwhile arrives at the end."""
-
-    def __enter__(self):
-        self._before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}) if _CAN_HOLD else None
-
-    def __exit__(self, *exc):
-        if self._before is not None:
-            signal.pthread_sigmask(signal.SIG_SETMASK, self._before)
-        return False
+@contextmanager
+def _sigint_held():
+    """Hold Ctrl-C back for the duration; one pressed meanwhile arrives at the end (not on Windows,
+    which has no signal masks)."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def _child_start(initializer: Callable[[], Any] | None) -> None:
